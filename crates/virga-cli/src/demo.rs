@@ -1,0 +1,138 @@
+//! `virga demo`: the embedded platform end to end, measured through the same
+//! HTTP door a user uses.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::client::{report_line, Client};
+use crate::table;
+
+pub async fn run(functions: &Path, warm: usize) -> Result<()> {
+    if !functions.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory of function manifests: run from the repository root or pass --functions",
+            functions.display()
+        );
+    }
+    let data = tempfile::tempdir().context("cannot create a temporary data dir")?;
+    let mut config = virga_platform::PlatformConfig::new(
+        "127.0.0.1:0".parse().expect("literal address"),
+        data.path().to_path_buf(),
+    );
+    config.functions_dir = Some(functions.to_path_buf());
+    config.program_dirs = crate::program_dirs();
+    let platform = virga_platform::Platform::start(config).await?;
+    let endpoint = format!("http://{}", platform.addr());
+    println!("virga demo: embedded platform listening on {endpoint}");
+    println!(
+        "host: {} cores; limits: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        if platform.limits_enforced() {
+            "enforced with cgroups"
+        } else {
+            "NOT enforced (cgroups unavailable)"
+        }
+    );
+    let client = Client::new(&endpoint);
+    let result = measure(&client, warm).await;
+    platform.shutdown().await;
+    let rows = result?;
+    println!();
+    print!(
+        "{}",
+        table::render_cells(
+            &[
+                "function",
+                "memory_mb",
+                "vcpu",
+                "cold_init_ms",
+                "cold_total_ms",
+                "warm_p50_ms",
+                "warm_max_ms",
+                "server_p50_ms"
+            ],
+            &rows
+        )
+    );
+    println!("\n(cold_total and warm_* are client-side round trips; server_p50 is the instance's own duration)");
+    Ok(())
+}
+
+async fn measure(client: &Client, warm: usize) -> Result<Vec<Vec<String>>> {
+    let functions = client.get_json("/v1/functions").await?;
+    let mut rows = Vec::new();
+    for f in functions["functions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let name = f["name"].as_str().unwrap_or_default().to_string();
+        println!(
+            "\n== {name} ({} MB, {:.2} vCPU)",
+            f["memory_mb"],
+            f["vcpu"].as_f64().unwrap_or(0.0)
+        );
+        let payload = serde_json::to_vec(&serde_json::json!({"hello": "virga", "n": 1}))?;
+        let t = Instant::now();
+        let cold = client.invoke(&name, payload.clone()).await?;
+        let cold_total = t.elapsed().as_secs_f64() * 1e3;
+        if let Some(r) = cold.log_tail.as_deref().and_then(report_line) {
+            println!("cold  {r}");
+        }
+        let mut client_ms = Vec::with_capacity(warm);
+        for i in 0..warm {
+            let t = Instant::now();
+            let out = client.invoke(&name, payload.clone()).await?;
+            client_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if i < 3 || i + 1 == warm {
+                if let Some(r) = out.log_tail.as_deref().and_then(report_line) {
+                    println!("warm  {r}");
+                }
+            } else if i == 3 {
+                println!("warm  ...");
+            }
+        }
+        let records = client
+            .get_json(&format!("/v1/invocations?function={name}"))
+            .await?;
+        let recs = records["invocations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let init = recs
+            .iter()
+            .find(|r| r["cold"] == Value::Bool(true))
+            .and_then(|r| r["init_ms"].as_f64());
+        let mut server: Vec<f64> = recs
+            .iter()
+            .filter(|r| r["cold"] == Value::Bool(false))
+            .filter_map(|r| r["duration_ms"].as_f64())
+            .collect();
+        rows.push(vec![
+            name,
+            f["memory_mb"].to_string(),
+            format!("{:.2}", f["vcpu"].as_f64().unwrap_or(0.0)),
+            init.map_or("-".into(), |v| format!("{v:.1}")),
+            format!("{cold_total:.1}"),
+            fmt_opt(median(&mut client_ms)),
+            fmt_opt(client_ms.iter().cloned().reduce(f64::max)),
+            fmt_opt(median(&mut server)),
+        ]);
+    }
+    Ok(rows)
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.2}"))
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}

@@ -1,0 +1,390 @@
+//! `virga`: the command line of the virga platform.
+
+mod client;
+mod demo;
+mod table;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use client::Client;
+use table::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "virga",
+    version,
+    about = "A self-hosted serverless platform for ML inference, with a benchmark lab"
+)]
+struct Cli {
+    /// The platform to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "VIRGA_ENDPOINT",
+        default_value = "http://127.0.0.1:9000"
+    )]
+    endpoint: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the platform: gateway, scheduler and instances.
+    Serve {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: SocketAddr,
+        /// Where records and deployed functions are kept.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Deploy every manifest (*.toml) in this directory at start.
+        #[arg(long)]
+        functions: Option<PathBuf>,
+        /// Never use cgroups, even where they are writable.
+        #[arg(long)]
+        no_cgroups: bool,
+    },
+    /// Deploy (or redeploy) a function from its manifest.
+    Deploy { manifest: PathBuf },
+    /// Invoke a function synchronously and print its response and REPORT line.
+    Invoke {
+        function: String,
+        /// The event, as JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Read the event from a file instead.
+        #[arg(long, conflicts_with = "payload")]
+        payload_file: Option<PathBuf>,
+    },
+    /// List deployed functions.
+    Ls {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// List a function's instances.
+    Instances {
+        function: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// List invocation records.
+    Invocations {
+        #[arg(long)]
+        function: Option<String>,
+        /// success, error, throttled or timeout.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only the newest N.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Print a function's recent log lines.
+    Logs {
+        function: String,
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Delete a function.
+    Delete { function: String },
+    /// Stop a function's idle instances now (scale to zero).
+    ScaleToZero { function: String },
+    /// Start an embedded platform, deploy the example functions, invoke them
+    /// cold and warm, and print what was measured.
+    Demo {
+        /// Manifests to deploy.
+        #[arg(long, default_value = "functions")]
+        functions: PathBuf,
+        /// Warm invocations per function.
+        #[arg(long, default_value_t = 20)]
+        warm: usize,
+    },
+}
+
+const RECORD_COLUMNS: &[&str] = &[
+    "request_id",
+    "function",
+    "version",
+    "instance_id",
+    "trigger",
+    "cold",
+    "status",
+    "error_type",
+    "queue_ms",
+    "init_ms",
+    "duration_ms",
+    "billed_ms",
+    "memory_mb",
+    "max_memory_mb",
+    "limits_enforced",
+    "payload_bytes",
+    "response_bytes",
+    "received_at",
+    "finished_at",
+];
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Where `virga-worker` and other bundled programs live: beside this binary.
+pub fn program_dirs() -> Vec<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .into_iter()
+        .collect()
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    let client = Client::new(&cli.endpoint);
+    match cli.command {
+        Command::Serve {
+            addr,
+            data_dir,
+            functions,
+            no_cgroups,
+        } => {
+            init_tracing("info");
+            serve(addr, data_dir, functions, !no_cgroups).await?;
+        }
+        Command::Deploy { manifest } => {
+            init_tracing("warn");
+            let text = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("cannot read {}", manifest.display()))?;
+            let parsed = virga_spec::Manifest::parse(&text, &manifest.display().to_string())?;
+            let base = std::path::absolute(&manifest)?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let info = client
+                .deploy(
+                    &parsed.name,
+                    text,
+                    &base.display().to_string(),
+                    &manifest.display().to_string(),
+                )
+                .await?;
+            println!(
+                "deployed {} version {} ({} MB, {:.2} vCPU)",
+                info["name"].as_str().unwrap_or_default(),
+                info["version"].as_str().unwrap_or_default(),
+                info["memory_mb"],
+                info["vcpu"].as_f64().unwrap_or_default()
+            );
+        }
+        Command::Invoke {
+            function,
+            payload,
+            payload_file,
+        } => {
+            init_tracing("warn");
+            let payload = match payload_file {
+                Some(p) => {
+                    std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
+                }
+                None => payload.into_bytes(),
+            };
+            let out = client.invoke(&function, payload).await?;
+            println!("{}", String::from_utf8_lossy(&out.body));
+            if let Some(report) = out.log_tail.as_deref().and_then(client::report_line) {
+                eprintln!("{report}");
+            }
+            if let Some(kind) = out.function_error {
+                eprintln!("function error ({kind})");
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+        Command::Ls { format } => {
+            let v = client.get_json("/v1/functions").await?;
+            let rows = array(&v, "functions");
+            table::print(
+                &rows,
+                &[
+                    "name",
+                    "version",
+                    "memory_mb",
+                    "vcpu",
+                    "timeout_ms",
+                    "max_concurrency",
+                    "keep_alive_ms",
+                    "min_instances",
+                    "instances",
+                    "busy",
+                    "queued",
+                ],
+                format,
+            );
+        }
+        Command::Instances { function, format } => {
+            let v = client
+                .get_json(&format!("/v1/functions/{function}/instances"))
+                .await?;
+            let rows = array(&v, "instances");
+            table::print(
+                &rows,
+                &[
+                    "id",
+                    "version",
+                    "pid",
+                    "state",
+                    "init_ms",
+                    "invocations",
+                    "max_memory_mb",
+                    "limits_enforced",
+                    "started_at",
+                ],
+                format,
+            );
+        }
+        Command::Invocations {
+            function,
+            status,
+            limit,
+            format,
+        } => {
+            let mut q = Vec::new();
+            if let Some(f) = function {
+                q.push(format!("function={f}"));
+            }
+            if let Some(s) = status {
+                q.push(format!("status={s}"));
+            }
+            if let Some(l) = limit {
+                q.push(format!("limit={l}"));
+            }
+            let v = client
+                .get_json(&format!("/v1/invocations?{}", q.join("&")))
+                .await?;
+            let rows = array(&v, "invocations");
+            let columns: &[&str] = if format == Format::Table {
+                &[
+                    "request_id",
+                    "function",
+                    "cold",
+                    "status",
+                    "error_type",
+                    "queue_ms",
+                    "init_ms",
+                    "duration_ms",
+                    "billed_ms",
+                    "max_memory_mb",
+                ]
+            } else {
+                RECORD_COLUMNS
+            };
+            table::print(&rows, columns, format);
+        }
+        Command::Logs { function, lines } => {
+            let v = client
+                .get_json(&format!("/v1/functions/{function}/logs?lines={lines}"))
+                .await?;
+            for l in array(&v, "lines") {
+                println!("{}", l.as_str().unwrap_or_default());
+            }
+        }
+        Command::Delete { function } => {
+            client.delete(&format!("/v1/functions/{function}")).await?;
+            println!("deleted {function}");
+        }
+        Command::ScaleToZero { function } => {
+            let v = client
+                .get_json(&format!("/v1/functions/{function}"))
+                .await?;
+            if v.is_null() {
+                bail!("no function {function}");
+            }
+            let resp = reqwest::Client::new()
+                .delete(format!(
+                    "{}/v1/functions/{function}/instances",
+                    cli.endpoint.trim_end_matches('/')
+                ))
+                .send()
+                .await?
+                .json::<Value>()
+                .await?;
+            println!("stopped {} idle instances of {function}", resp["stopped"]);
+        }
+        Command::Demo { functions, warm } => {
+            init_tracing("warn");
+            demo::run(&functions, warm).await?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn array(v: &Value, key: &str) -> Vec<Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn serve(
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    functions: Option<PathBuf>,
+    cgroups: bool,
+) -> Result<()> {
+    let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
+    config.functions_dir = functions;
+    config.program_dirs = program_dirs();
+    config.cgroups = cgroups;
+    let platform = virga_platform::Platform::start(config).await?;
+    if !platform.limits_enforced() {
+        eprintln!("warning: instances run without memory/CPU limits (cgroups not writable or disabled); records say limits_enforced=false");
+    }
+    println!("virga listening on http://{}", platform.addr());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    platform.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

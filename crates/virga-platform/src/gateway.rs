@@ -1,0 +1,480 @@
+//! The gateway: every HTTP route users call, and the one place where errors
+//! become HTTP responses (Lambda's error names and JSON shape).
+//!
+//! - AWS Lambda Invoke API: `POST /2015-03-31/functions/{name}/invocations`,
+//!   plus `GetFunction` and `ListFunctions` for SDKs and the AWS CLI;
+//! - management under `/v1/`: functions, instances, invocations, logs;
+//! - KServe V2 health: `/v2/health/live`, `/v2/health/ready`;
+//! - Prometheus metrics: `/metrics`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+use virga_spec::{Status, Trigger};
+
+use crate::logs::tail_4kb;
+use crate::scheduler::{DeployError, InvokeError, InvokeRequest, Scheduler};
+use crate::store::{RecordFilter, StoreError};
+
+/// Lambda's synchronous request payload limit (6 MB).
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// Largest manifest accepted by the deploy endpoint.
+const MAX_MANIFEST_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub scheduler: Arc<Scheduler>,
+}
+
+/// The whole HTTP surface, without a socket (tests drive it directly).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+        .route("/2015-03-31/functions/{name}", get(aws_get_function))
+        .route("/2015-03-31/functions", get(aws_list_functions))
+        .route("/2015-03-31/functions/", get(aws_list_functions))
+        .route("/v1/functions", get(list_functions))
+        .route(
+            "/v1/functions/{name}",
+            get(get_function).put(deploy).delete(delete_function),
+        )
+        .route(
+            "/v1/functions/{name}/instances",
+            get(list_instances).delete(stop_instances),
+        )
+        .route("/v1/functions/{name}/logs", get(function_logs))
+        .route("/v1/invocations", get(list_invocations))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found_route)
+        .with_state(state)
+}
+
+/// An error as Lambda reports it: status, `x-amzn-ErrorType`, and
+/// `{"Type": "User", "message": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error_type,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", what)
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            message,
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = if self.status.is_server_error() {
+            "Service"
+        } else {
+            "User"
+        };
+        let mut body = json!({ "Type": kind, "message": self.message });
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            body["Reason"] = json!("ReservedFunctionConcurrentInvocationLimitExceeded");
+        }
+        let mut resp = (self.status, Json(body)).into_response();
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-amzn-errortype"),
+            HeaderValue::from_static(self.error_type),
+        );
+        resp
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(e: InvokeError) -> Self {
+        match e {
+            InvokeError::NotFound(_) => ApiError::not_found(e.to_string()),
+            InvokeError::Throttled { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                e.to_string(),
+            ),
+            InvokeError::Withdrawn(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceException",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::Store(s) => s.into(),
+            other => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceException",
+            e.to_string(),
+        )
+    }
+}
+
+async fn not_found_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        "Unknown operation: see the Lambda Invoke API, /v1/ and /v2/ routes",
+    )
+}
+
+/// Accepts a name, `name:qualifier`, or a full or partial ARN.
+fn function_name(raw: &str) -> &str {
+    let name = raw.rsplit_once("function:").map_or(raw, |(_, n)| n);
+    name.split(':').next().unwrap_or(name)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn invoke(
+    State(state): State<AppState>,
+    Path(raw_name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = function_name(&raw_name).to_string();
+    let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    match invocation_type {
+        "RequestResponse" => {}
+        "DryRun" => {
+            return if state.scheduler.exists(&name) {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(ApiError::not_found(format!("Function not found: {name}")))
+            };
+        }
+        "Event" => {
+            return Err(ApiError::bad_request(
+                "X-Amz-Invocation-Type: Event (asynchronous invocation) is not supported by this platform yet; use RequestResponse",
+            ))
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "X-Amz-Invocation-Type {other:?} is not one of RequestResponse, Event, DryRun"
+            )))
+        }
+    }
+    let payload = to_bytes(body, MAX_PAYLOAD_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!("Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the InvokeFunction operation"),
+        )
+    })?;
+    if !payload.is_empty() {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+            return Err(ApiError::bad_request(format!(
+                "Could not parse request body into json: {e}"
+            )));
+        }
+    }
+    let want_tail = header(&headers, "x-amz-log-type") == Some("Tail");
+    let outcome = state
+        .scheduler
+        .invoke(InvokeRequest {
+            function: name,
+            payload,
+            trigger: Trigger::Http,
+        })
+        .await?;
+    let mut resp = (StatusCode::OK, outcome.body).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert(
+        "x-amz-executed-version",
+        HeaderValue::from_static("$LATEST"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&outcome.request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    if outcome.function_error.is_some() {
+        h.insert(
+            "x-amz-function-error",
+            HeaderValue::from_static("Unhandled"),
+        );
+    }
+    if want_tail {
+        let tail = base64::engine::general_purpose::STANDARD.encode(tail_4kb(&outcome.log));
+        if let Ok(v) = HeaderValue::from_str(&tail) {
+            h.insert("x-amz-log-result", v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Lambda's `FunctionConfiguration`, enough for SDKs and the AWS CLI.
+fn aws_configuration(f: &crate::scheduler::FunctionInfo) -> serde_json::Value {
+    json!({
+        "FunctionName": f.name,
+        "FunctionArn": format!("arn:aws:lambda:us-east-1:000000000000:function:{}", f.name),
+        "Runtime": "provided.al2023",
+        "Handler": f.manifest.handler.clone().unwrap_or_default(),
+        "MemorySize": f.memory_mb,
+        "Timeout": f.timeout_ms.div_ceil(1000),
+        "Version": "$LATEST",
+        "LastModified": f.deployed_at,
+        "State": "Active",
+        "PackageType": "Zip",
+        "Architectures": [std::env::consts::ARCH.replace("aarch64", "arm64")],
+    })
+}
+
+async fn aws_get_function(
+    State(state): State<AppState>,
+    Path(raw_name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = function_name(&raw_name);
+    let f = state
+        .scheduler
+        .function(name)
+        .ok_or_else(|| ApiError::not_found(format!("Function not found: {name}")))?;
+    Ok(Json(json!({ "Configuration": aws_configuration(&f) })))
+}
+
+async fn aws_list_functions(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let fs: Vec<_> = state
+        .scheduler
+        .functions()
+        .iter()
+        .map(aws_configuration)
+        .collect();
+    Json(json!({ "Functions": fs }))
+}
+
+async fn list_functions(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "functions": state.scheduler.functions() }))
+}
+
+async fn get_function(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::scheduler::FunctionInfo>, ApiError> {
+    state
+        .scheduler
+        .function(&name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("Function not found: {name}")))
+}
+
+#[derive(Debug, Deserialize)]
+struct DeployQuery {
+    /// The manifest's directory: relative paths in it are relative to this.
+    base_dir: Option<PathBuf>,
+    /// How to name the manifest in errors (its file name).
+    source: Option<String>,
+}
+
+async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<DeployQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let text = to_bytes(body, MAX_MANIFEST_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!("a manifest must be smaller than {MAX_MANIFEST_BYTES} bytes"),
+        )
+    })?;
+    let text = std::str::from_utf8(&text)
+        .map_err(|_| ApiError::bad_request("the manifest is not UTF-8 text"))?;
+    let base_dir = match q.base_dir {
+        Some(d) if d.is_absolute() => d,
+        Some(d) => {
+            return Err(ApiError::bad_request(format!(
+                "base_dir {} must be an absolute path",
+                d.display()
+            )))
+        }
+        None => std::env::current_dir().unwrap_or_default(),
+    };
+    let source = q.source.unwrap_or_else(|| format!("{name}.toml"));
+    let scheduler = state.scheduler.clone();
+    let text = text.to_string();
+    let info = tokio::task::spawn_blocking(move || {
+        let m = virga_spec::Manifest::parse(&text, &source).map_err(DeployError::from)?;
+        if m.name != name {
+            return Err(ApiError::bad_request(format!(
+                "{source}: field `name`: the manifest names {:?} but was deployed as {name:?}",
+                m.name
+            )));
+        }
+        Ok(scheduler.deploy(&text, &source, &base_dir)?)
+    });
+    let info = info.await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceException",
+            e.to_string(),
+        )
+    })??;
+    Ok((StatusCode::OK, Json(info)).into_response())
+}
+
+async fn delete_function(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.scheduler.delete(&name)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("Function not found: {name}")))
+    }
+}
+
+async fn list_instances(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let list = state
+        .scheduler
+        .instances(&name)
+        .ok_or_else(|| ApiError::not_found(format!("Function not found: {name}")))?;
+    Ok(Json(json!({ "instances": list })))
+}
+
+async fn stop_instances(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = state
+        .scheduler
+        .stop_idle(&name)
+        .ok_or_else(|| ApiError::not_found(format!("Function not found: {name}")))?;
+    Ok(Json(json!({ "stopped": n })))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+async fn function_logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let lines = state
+        .scheduler
+        .logs(&name, q.lines.unwrap_or(200))
+        .ok_or_else(|| ApiError::not_found(format!("Function not found: {name}")))?;
+    Ok(Json(json!({ "lines": lines })))
+}
+
+#[derive(Debug, Deserialize)]
+struct InvocationsQuery {
+    function: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_invocations(
+    State(state): State<AppState>,
+    Query(q): Query<InvocationsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status {s:?} is not one of success, error, throttled, timeout"
+            ))
+        })?),
+    };
+    let filter = RecordFilter {
+        function: q.function,
+        status,
+        limit: q.limit,
+    };
+    let store = state.scheduler.meter().store().clone();
+    let records = tokio::task::spawn_blocking(move || store.records(&filter))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                e.to_string(),
+            )
+        })??;
+    Ok(Json(json!({ "invocations": records })))
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready() -> Json<serde_json::Value> {
+    Json(json!({ "ready": true }))
+}
+
+async fn metrics() -> Response {
+    match crate::meter::prometheus() {
+        Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceException",
+            "metrics are not available in this process",
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_accept_arns_and_qualifiers() {
+        assert_eq!(function_name("echo"), "echo");
+        assert_eq!(function_name("echo:$LATEST"), "echo");
+        assert_eq!(
+            function_name("arn:aws:lambda:us-east-1:000000000000:function:echo"),
+            "echo"
+        );
+        assert_eq!(function_name("000000000000:function:echo:1"), "echo");
+    }
+}

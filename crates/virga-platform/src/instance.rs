@@ -1,0 +1,407 @@
+//! One instance: a sandboxed process, the Runtime API listener it talks to, and
+//! the hand-off of invocations between the scheduler and that listener.
+//!
+//! Lifecycle: `Starting` (spawned, initialising) -> `Ready` (first
+//! `invocation/next` seen: that instant ends the cold start) -> `Dead` (the
+//! process exited, on its own or killed). A death fails whatever the instance
+//! was doing with the error Lambda would report.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::logs::LogRing;
+use crate::runtime_api;
+use crate::sandbox::{self, Cgroup, Cgroups, SandboxError, SpawnSpec};
+
+/// One event on its way to the runtime.
+#[derive(Debug)]
+pub struct Job {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// Unix milliseconds (`Lambda-Runtime-Deadline-Ms`).
+    pub deadline_ms: u64,
+    pub function_arn: String,
+    pub trace_id: String,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// What the runtime posted for a job.
+#[derive(Debug)]
+pub enum Reply {
+    Response(Bytes),
+    /// `invocation/{id}/error`: Lambda's error JSON (normalised) and its type.
+    Error {
+        error_type: String,
+        body: Bytes,
+    },
+    /// A response over the size limit; the runtime was told 413.
+    TooLarge {
+        bytes: usize,
+    },
+}
+
+/// Why an instance is gone, in Lambda's words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Death {
+    /// `Runtime.ExitError`, `Runtime.InitError`, `Runtime.OutOfMemory`, ...
+    pub error_type: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    Starting,
+    Ready { init_ms: f64 },
+    Dead(Death),
+}
+
+/// State shared with the instance's Runtime API handlers.
+pub(crate) struct Shared {
+    pub(crate) jobs_tx: mpsc::Sender<Job>,
+    pub(crate) jobs_rx: tokio::sync::Mutex<mpsc::Receiver<Job>>,
+    pub(crate) pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    pub(crate) phase: watch::Sender<Phase>,
+    pub(crate) init_error: Mutex<Option<Death>>,
+    pub(crate) spawned_at: Instant,
+    /// Set when the platform kills the instance (timeout, reap, drain).
+    stopping: AtomicBool,
+    pid: std::sync::OnceLock<u32>,
+    /// Log lines of the invocation in flight, for `X-Amz-Log-Type: Tail`.
+    capture: Mutex<Option<Vec<String>>>,
+}
+
+impl Shared {
+    /// `invocation/next` arrived: the first one ends initialisation.
+    pub(crate) fn mark_ready(&self) {
+        let init_ms = self.spawned_at.elapsed().as_secs_f64() * 1e3;
+        self.phase.send_if_modified(|p| {
+            if *p == Phase::Starting {
+                *p = Phase::Ready { init_ms };
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The runtime reported `init/error`: remember why, then stop it (Lambda
+    /// resets an environment whose init failed).
+    pub(crate) fn fail_init(&self, death: Death) {
+        *lock(&self.init_error) = Some(death);
+        self.kill();
+    }
+
+    fn kill(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(&pid) = self.pid.get() {
+            sandbox::kill_group(pid);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How to start an instance.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub id: String,
+    pub spawn: SpawnSpec,
+}
+
+/// A running (or just died) instance.
+pub struct Instance {
+    pub id: String,
+    pub pid: u32,
+    pub limits_enforced: bool,
+    pub started: chrono::DateTime<chrono::Utc>,
+    shared: Arc<Shared>,
+    cgroup: Option<Arc<dyn Cgroup>>,
+    server: AbortHandle,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+/// The outcome of running one job.
+#[derive(Debug)]
+pub enum RunResult {
+    Reply(Reply),
+    Died(Death),
+    TimedOut,
+}
+
+impl Instance {
+    /// Starts the process with its own Runtime API listener. Returns once the
+    /// process is spawned; [`Instance::ready`] waits for its initialisation.
+    pub async fn launch(
+        spec: LaunchSpec,
+        cgroups: Option<&dyn Cgroups>,
+        logs: Arc<LogRing>,
+    ) -> Result<Arc<Instance>, SandboxError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|source| SandboxError::Spawn {
+                program: "Runtime API listener".into(),
+                source,
+            })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|source| SandboxError::Spawn {
+                program: "Runtime API listener".into(),
+                source,
+            })?;
+        let (jobs_tx, jobs_rx) = mpsc::channel(16);
+        let (phase, _) = watch::channel(Phase::Starting);
+        let shared = Arc::new(Shared {
+            jobs_tx,
+            jobs_rx: tokio::sync::Mutex::new(jobs_rx),
+            pending: Mutex::new(HashMap::new()),
+            phase,
+            init_error: Mutex::new(None),
+            spawned_at: Instant::now(),
+            stopping: AtomicBool::new(false),
+            pid: std::sync::OnceLock::new(),
+            capture: Mutex::new(None),
+        });
+        let server = tokio::spawn(runtime_api::serve(listener, shared.clone())).abort_handle();
+
+        let mut spawn_spec = spec.spawn;
+        spawn_spec
+            .env
+            .push(("AWS_LAMBDA_RUNTIME_API".into(), api_addr.to_string()));
+        let spawned = match sandbox::spawn(&spawn_spec, cgroups) {
+            Ok(s) => s,
+            Err(e) => {
+                server.abort();
+                return Err(e);
+            }
+        };
+        let mut child = spawned.child;
+        let pid = child.id().unwrap_or(0);
+        let _ = shared.pid.set(pid);
+        let cgroup: Option<Arc<dyn Cgroup>> = spawned.cgroup.map(Arc::from);
+
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump_lines(out, shared.clone(), logs.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump_lines(err, shared.clone(), logs));
+        }
+
+        let watcher_shared = shared.clone();
+        let watcher_cgroup = cgroup.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let oom = watcher_cgroup.as_ref().is_some_and(|g| g.oom_killed());
+            let reason = match &status {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(code), _) => format!("exit status {code}"),
+                    (_, Some(libc::SIGKILL)) => "signal: killed".to_string(),
+                    (_, Some(sig)) => format!("signal: {sig}"),
+                    _ => "unknown exit".to_string(),
+                },
+                Err(e) => format!("wait failed: {e}"),
+            };
+            let death = if let Some(d) = lock(&watcher_shared.init_error).take() {
+                d
+            } else if oom {
+                Death {
+                    error_type: "Runtime.OutOfMemory".into(),
+                    message: format!("Runtime exited with error: {reason}"),
+                }
+            } else {
+                Death {
+                    error_type: "Runtime.ExitError".into(),
+                    message: format!("Runtime exited with error: {reason}"),
+                }
+            };
+            // Whatever the group left behind goes too (a forked helper, say).
+            sandbox::kill_group(pid);
+            watcher_shared.phase.send_replace(Phase::Dead(death));
+            lock(&watcher_shared.pending).clear();
+            if let Some(g) = watcher_cgroup {
+                tokio::task::spawn_blocking(move || g.remove());
+            }
+        });
+
+        Ok(Arc::new(Instance {
+            id: spec.id,
+            pid,
+            limits_enforced: cgroup.is_some(),
+            started: chrono::Utc::now(),
+            shared,
+            cgroup,
+            server,
+        }))
+    }
+
+    /// Waits for the end of initialisation; returns the init duration (ms).
+    pub async fn ready(&self, limit: Duration) -> Result<f64, RunResult> {
+        let mut rx = self.shared.phase.subscribe();
+        let waited =
+            tokio::time::timeout(limit, rx.wait_for(|p| !matches!(p, Phase::Starting))).await;
+        match waited {
+            Err(_) => {
+                self.kill();
+                Err(RunResult::TimedOut)
+            }
+            Ok(Err(_)) => Err(RunResult::Died(self.death())),
+            Ok(Ok(p)) => match &*p {
+                Phase::Ready { init_ms } => Ok(*init_ms),
+                Phase::Dead(d) => Err(RunResult::Died(d.clone())),
+                Phase::Starting => unreachable!("waited past Starting"),
+            },
+        }
+    }
+
+    /// Hands `job` to the runtime and waits for its reply, the instance's
+    /// death, or `timeout` (which kills the instance).
+    pub async fn run(
+        &self,
+        job: Job,
+        reply: oneshot::Receiver<Reply>,
+        timeout: Duration,
+    ) -> RunResult {
+        let mut phase = self.shared.phase.subscribe();
+        if self.shared.jobs_tx.send(job).await.is_err() {
+            return RunResult::Died(self.death());
+        }
+        let sleep = tokio::time::sleep(timeout);
+        let result = tokio::select! {
+            biased;
+            r = reply => r.ok().map(RunResult::Reply),
+            _ = phase.wait_for(|p| matches!(p, Phase::Dead(_))) => None,
+            _ = sleep => {
+                self.kill();
+                return RunResult::TimedOut;
+            }
+        };
+        match result {
+            Some(r) => r,
+            None => {
+                // The reply channel closes when the instance dies: wait for the cause.
+                let _ = phase.wait_for(|p| matches!(p, Phase::Dead(_))).await;
+                RunResult::Died(self.death())
+            }
+        }
+    }
+
+    fn death(&self) -> Death {
+        match &*self.shared.phase.borrow() {
+            Phase::Dead(d) => d.clone(),
+            _ => Death {
+                error_type: "Runtime.ExitError".into(),
+                message: "Runtime exited".into(),
+            },
+        }
+    }
+
+    /// Time since the process was spawned, in ms.
+    pub fn age_ms(&self) -> f64 {
+        self.shared.spawned_at.elapsed().as_secs_f64() * 1e3
+    }
+
+    pub fn is_dead(&self) -> bool {
+        matches!(*self.shared.phase.borrow(), Phase::Dead(_))
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.shared.phase.borrow().clone()
+    }
+
+    /// Resolves once the process has exited.
+    pub async fn dead(&self) {
+        let mut rx = self.shared.phase.subscribe();
+        let _ = rx.wait_for(|p| matches!(p, Phase::Dead(_))).await;
+    }
+
+    /// Stops the instance (keep-alive expiry, timeout, redeploy).
+    pub fn kill(&self) {
+        self.shared.kill();
+    }
+
+    /// Peak memory of the instance so far, in MB (rounded up).
+    pub fn peak_memory_mb(&self) -> Option<u32> {
+        let bytes = match &self.cgroup {
+            Some(g) => g.peak_memory_bytes(),
+            None => sandbox::vm_hwm_bytes(self.pid),
+        }?;
+        Some(bytes.div_ceil(1024 * 1024) as u32)
+    }
+
+    /// Starts collecting the instance's output for one invocation's log tail.
+    pub fn begin_capture(&self) {
+        *lock(&self.shared.capture) = Some(Vec::new());
+    }
+
+    /// Ends the collection and returns what was printed.
+    pub async fn end_capture(&self) -> Vec<String> {
+        // Output written just before the reply may still be in the pipe:
+        // give the readers a turn before closing the window.
+        tokio::task::yield_now().await;
+        lock(&self.shared.capture).take().unwrap_or_default()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.shared.kill();
+        self.server.abort();
+    }
+}
+
+/// Longest log line kept; the rest of a longer line is dropped.
+const MAX_LOG_LINE: usize = 16 * 1024;
+
+/// Copies an instance's output, line by line, to the function's log. Reads
+/// until the pipe closes whatever it carries (binary, endless lines), so a
+/// chatty runtime never blocks on a full pipe.
+async fn pump_lines(stream: impl AsyncRead + Unpin, shared: Arc<Shared>, logs: Arc<LogRing>) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(b) => b,
+        };
+        let (chunk, consumed, complete) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let room = MAX_LOG_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        reader.consume(consumed);
+        if complete {
+            emit(&shared, &logs, &line);
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        emit(&shared, &logs, &line);
+    }
+}
+
+fn emit(shared: &Shared, logs: &LogRing, line: &[u8]) {
+    let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
+    if let Some(c) = lock(&shared.capture).as_mut() {
+        c.push(line.clone());
+    }
+    logs.push(line);
+}

@@ -1,0 +1,191 @@
+//! virga's control plane, in flow order:
+//!
+//! event -> [`gateway`] (HTTP) -> [`scheduler`] (pools, cold starts, keep-alive)
+//! -> [`instance`] ([`sandbox`]ed process + its [`runtime_api`] listener) -> worker
+//! -> [`meter`] (records in the [`store`], metrics, REPORT lines).
+//!
+//! Invariant: the platform never links an ML engine; models live in instance processes.
+
+pub mod gateway;
+pub mod instance;
+pub mod logs;
+pub mod meter;
+pub mod runtime_api;
+pub mod sandbox;
+pub mod scheduler;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::meter::Meter;
+use crate::scheduler::{DeployError, Scheduler, SchedulerConfig};
+use crate::store::{Store, StoreError};
+
+pub use scheduler::{FunctionInfo, InstanceInfo, Invocation, InvokeError, InvokeRequest};
+
+/// Why the platform could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// cannot use the data dir
+    #[error("cannot use the data dir {0}: {1}")]
+    DataDir(PathBuf, #[source] std::io::Error),
+    /// cannot listen on the address
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    /// cannot read the functions dir
+    #[error("cannot read the functions dir {0}: {1}")]
+    FunctionsDir(PathBuf, #[source] std::io::Error),
+    /// a manifest in the functions dir was refused
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    /// the store failed
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How to run the platform.
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Manifests (`*.toml`) deployed at start.
+    pub functions_dir: Option<PathBuf>,
+    /// Directories searched for bare program names before PATH (the
+    /// directory holding `virga-worker`).
+    pub program_dirs: Vec<PathBuf>,
+    /// Use cgroups when the host allows it.
+    pub cgroups: bool,
+    /// Where cgroup file systems are mounted.
+    pub cgroup_root: PathBuf,
+}
+
+impl PlatformConfig {
+    pub fn new(addr: SocketAddr, data_dir: PathBuf) -> Self {
+        PlatformConfig {
+            addr,
+            data_dir,
+            functions_dir: None,
+            program_dirs: Vec::new(),
+            cgroups: true,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+}
+
+/// A running platform.
+pub struct Platform {
+    addr: SocketAddr,
+    scheduler: Arc<Scheduler>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+}
+
+impl Platform {
+    /// Opens the data dir, restores deployed functions, deploys the functions
+    /// dir and starts serving. Returns once the listener is bound.
+    pub async fn start(config: PlatformConfig) -> Result<Platform, PlatformError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| PlatformError::DataDir(config.data_dir.clone(), e))?;
+        let store = Arc::new(Store::open(&config.data_dir)?);
+        let cgroups = if config.cgroups {
+            sandbox::detect_cgroups(&config.cgroup_root)
+        } else {
+            None
+        };
+        match &cgroups {
+            Some(c) => tracing::info!(kind = c.kind(), "instance limits enforced with cgroups"),
+            None => tracing::warn!(
+                "cgroups are not writable here: instances run without memory and CPU limits, and records say limits_enforced=false"
+            ),
+        }
+        let mut search_path = config.program_dirs.clone();
+        if let Some(path) = std::env::var_os("PATH") {
+            search_path.extend(std::env::split_paths(&path));
+        }
+        let scheduler = Scheduler::new(
+            SchedulerConfig {
+                search_path,
+                host_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                cgroups,
+            },
+            Meter::new(store),
+        );
+        let restored = scheduler.restore()?;
+        if restored > 0 {
+            tracing::info!(restored, "restored deployed functions");
+        }
+        if let Some(dir) = &config.functions_dir {
+            deploy_dir(&scheduler, dir)?;
+        }
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|e| PlatformError::Bind(config.addr, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| PlatformError::Bind(config.addr, e))?;
+        let app = gateway::router(gateway::AppState {
+            scheduler: scheduler.clone(),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "gateway stopped");
+            }
+        });
+        Ok(Platform {
+            addr,
+            scheduler,
+            stop: Some(stop),
+            server,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn limits_enforced(&self) -> bool {
+        self.scheduler.limits_enforced()
+    }
+
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// Stops accepting requests, stops every instance and writes every record.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.scheduler.shutdown();
+        // In-flight requests end quickly once their instances are gone.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.server).await;
+        let store = self.scheduler.meter().store().clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+/// Deploys every `*.toml` in `dir`, in name order.
+pub fn deploy_dir(scheduler: &Arc<Scheduler>, dir: &Path) -> Result<usize, PlatformError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| PlatformError::FunctionsDir(dir.to_path_buf(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for p in &paths {
+        let text =
+            std::fs::read_to_string(p).map_err(|e| PlatformError::FunctionsDir(p.clone(), e))?;
+        scheduler.deploy(&text, &p.display().to_string(), &base)?;
+    }
+    Ok(paths.len())
+}

@@ -1,0 +1,217 @@
+//! The AWS Lambda Runtime API, served to one instance on its own 127.0.0.1:0
+//! listener (`AWS_LAMBDA_RUNTIME_API`), so unmodified runtime clients work.
+//!
+//! Routes (`/2018-06-01/runtime/...`): `invocation/next` (long poll),
+//! `invocation/{id}/response`, `invocation/{id}/error`, `init/error`.
+//! Anything malformed gets a 4xx and never reaches the scheduler.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::instance::{Death, Reply, Shared};
+
+/// Largest synchronous response Lambda returns (6 MB).
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+/// Largest error or init-error document accepted from a runtime.
+const MAX_ERROR_BYTES: usize = 1024 * 1024;
+
+pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(shared);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "Runtime API listener stopped");
+    }
+}
+
+fn api_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "errorType": error_type, "errorMessage": message })),
+    )
+        .into_response()
+}
+
+fn accepted() -> Response {
+    (StatusCode::ACCEPTED, axum::Json(json!({ "status": "OK" }))).into_response()
+}
+
+async fn next(State(shared): State<Arc<Shared>>) -> Response {
+    shared.mark_ready();
+    // Cancel-safe: if the runtime hangs up while waiting, no job is taken.
+    let job = {
+        let mut rx = shared.jobs_rx.lock().await;
+        match rx.recv().await {
+            Some(job) => job,
+            None => {
+                return api_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ServiceException",
+                    "instance is shutting down",
+                )
+            }
+        }
+    };
+    shared
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(job.request_id.clone(), job.reply);
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    put("lambda-runtime-aws-request-id", &job.request_id);
+    put("lambda-runtime-deadline-ms", &job.deadline_ms.to_string());
+    put("lambda-runtime-invoked-function-arn", &job.function_arn);
+    put("lambda-runtime-trace-id", &job.trace_id);
+    put("content-type", "application/json");
+    (StatusCode::OK, headers, job.payload).into_response()
+}
+
+fn take_pending(shared: &Shared, id: &str) -> Option<tokio::sync::oneshot::Sender<Reply>> {
+    shared
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(id)
+}
+
+async fn response(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let Some(reply) = take_pending(&shared, &id) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "Invalid request ID",
+        );
+    };
+    match to_bytes(body, MAX_RESPONSE_BYTES).await {
+        Ok(bytes) => {
+            let _ = reply.send(Reply::Response(bytes));
+            accepted()
+        }
+        Err(_) => {
+            let _ = reply.send(Reply::TooLarge {
+                bytes: MAX_RESPONSE_BYTES + 1,
+            });
+            api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                "response payload exceeds 6291456 bytes",
+            )
+        }
+    }
+}
+
+/// Turns whatever a runtime posted as an error into Lambda's error JSON.
+fn normalise_error(headers: &HeaderMap, body: &Bytes) -> (String, Bytes) {
+    let header_type = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) if v.is_object() => {
+            let error_type = v
+                .get("errorType")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+                .or(header_type)
+                .unwrap_or_else(|| "Unhandled".into());
+            (error_type, body.clone())
+        }
+        _ => {
+            let error_type = header_type.unwrap_or_else(|| "Unhandled".into());
+            let doc = json!({
+                "errorType": error_type,
+                "errorMessage": String::from_utf8_lossy(body),
+            });
+            (error_type, Bytes::from(doc.to_string()))
+        }
+    }
+}
+
+async fn error(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(reply) = take_pending(&shared, &id) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "Invalid request ID",
+        );
+    };
+    let body = to_bytes(body, MAX_ERROR_BYTES)
+        .await
+        .unwrap_or_else(|_| Bytes::from_static(b"error document too large"));
+    let (error_type, body) = normalise_error(&headers, &body);
+    let _ = reply.send(Reply::Error { error_type, body });
+    accepted()
+}
+
+async fn init_error(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let body = to_bytes(body, MAX_ERROR_BYTES).await.unwrap_or_default();
+    let (error_type, doc) = normalise_error(&headers, &body);
+    let message = serde_json::from_slice::<serde_json::Value>(&doc)
+        .ok()
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    shared.fail_init(Death {
+        error_type: "Runtime.InitError".into(),
+        message: format!("{error_type}: {message}"),
+    });
+    accepted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_documents_are_normalised() {
+        let mut h = HeaderMap::new();
+        let (t, b) = normalise_error(&h, &Bytes::from_static(b"not json"));
+        assert_eq!(t, "Unhandled");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["errorMessage"], "not json");
+
+        h.insert(
+            "lambda-runtime-function-error-type",
+            HeaderValue::from_static("Bad"),
+        );
+        let (t, _) = normalise_error(&h, &Bytes::from_static(b"{}"));
+        assert_eq!(t, "Bad");
+        let (t, b) = normalise_error(
+            &h,
+            &Bytes::from_static(br#"{"errorType":"ValueError","errorMessage":"x"}"#),
+        );
+        assert_eq!(t, "ValueError");
+        assert_eq!(&b[..], br#"{"errorType":"ValueError","errorMessage":"x"}"#);
+    }
+}

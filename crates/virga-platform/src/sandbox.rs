@@ -1,0 +1,475 @@
+//! Instance processes and their resource limits.
+//!
+//! Every instance is one OS process in its own process group, placed in its own
+//! cgroup before it executes a single instruction of the function: the child
+//! writes "0" (itself) into the cgroup's `cgroup.procs` between fork and exec.
+//! The cgroup file system is behind the [`Cgroups`] trait so the limit logic is
+//! tested on a plain directory, as Firecracker's jailer does.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+/// CPU and memory an instance may use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub memory_mb: u32,
+    pub vcpu: f64,
+}
+
+/// The CFS period used for CPU quotas (the kernel default).
+const CFS_PERIOD_US: u64 = 100_000;
+
+impl Limits {
+    fn memory_bytes(&self) -> u64 {
+        u64::from(self.memory_mb) * 1024 * 1024
+    }
+
+    fn cpu_quota_us(&self) -> u64 {
+        // The kernel refuses quotas under 1 ms.
+        ((self.vcpu * CFS_PERIOD_US as f64).round() as u64).max(1_000)
+    }
+}
+
+/// Why an instance could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// the program {0} was not found or is not executable: check `command` in the manifest
+    #[error("cannot run {program:?}: {source}; check `command` in the manifest")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    /// the cgroup for {0} could not be created
+    #[error("cannot create the cgroup of instance {0}: {1}")]
+    Cgroup(String, #[source] io::Error),
+}
+
+/// A cgroup hierarchy the platform may create instance groups in.
+pub trait Cgroups: Send + Sync {
+    /// `v1` or `v2`.
+    fn kind(&self) -> &'static str;
+    /// Creates the group `name` with `limits` applied.
+    fn create(&self, name: &str, limits: &Limits) -> io::Result<Box<dyn Cgroup>>;
+}
+
+/// One instance's group.
+pub trait Cgroup: Send + Sync {
+    /// The `cgroup.procs` files the instance process must join.
+    fn procs_files(&self) -> Vec<PathBuf>;
+    /// Peak memory use of the group so far.
+    fn peak_memory_bytes(&self) -> Option<u64>;
+    /// Whether the kernel's OOM killer has killed a process of the group.
+    fn oom_killed(&self) -> bool;
+    /// Removes the group; its processes must have exited.
+    fn remove(&self);
+}
+
+/// Finds a writable cgroup hierarchy with memory and CPU control, if any.
+pub fn detect_cgroups(base: &Path) -> Option<Box<dyn Cgroups>> {
+    let v2 = base.join("cgroup.controllers");
+    if let Ok(controllers) = fs::read_to_string(&v2) {
+        if controllers.contains("memory") && controllers.contains("cpu") {
+            let root = base.join("virga");
+            if fs::create_dir_all(&root).is_ok() {
+                // Children of `virga` may only use controllers enabled here.
+                let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +cpu");
+                let _ = fs::write(base.join("cgroup.subtree_control"), "+memory +cpu");
+                let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +cpu");
+                return Some(Box::new(CgroupV2 { root }));
+            }
+        }
+        return None;
+    }
+    let mem = base.join("memory");
+    let cpu = base.join("cpu");
+    if mem.join("memory.limit_in_bytes").exists() && cpu.join("cpu.cfs_quota_us").exists() {
+        let v1 = CgroupV1 {
+            memory_root: mem.join("virga"),
+            cpu_root: cpu.join("virga"),
+        };
+        if fs::create_dir_all(&v1.memory_root).is_ok() && fs::create_dir_all(&v1.cpu_root).is_ok() {
+            return Some(Box::new(v1));
+        }
+    }
+    None
+}
+
+/// cgroup v1: separate `memory` and `cpu` hierarchies.
+#[derive(Debug)]
+pub struct CgroupV1 {
+    pub memory_root: PathBuf,
+    pub cpu_root: PathBuf,
+}
+
+impl Cgroups for CgroupV1 {
+    fn kind(&self) -> &'static str {
+        "v1"
+    }
+
+    fn create(&self, name: &str, limits: &Limits) -> io::Result<Box<dyn Cgroup>> {
+        let memory = self.memory_root.join(name);
+        let cpu = self.cpu_root.join(name);
+        fs::create_dir_all(&memory)?;
+        fs::create_dir_all(&cpu)?;
+        let group = GroupV1 { memory, cpu };
+        let bytes = limits.memory_bytes().to_string();
+        fs::write(group.memory.join("memory.limit_in_bytes"), &bytes)?;
+        // Without swap accounting this file is absent; with it, swap must not
+        // extend the limit (Lambda has no swap).
+        let memsw = group.memory.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            let _ = fs::write(memsw, &bytes);
+        }
+        fs::write(
+            group.cpu.join("cpu.cfs_period_us"),
+            CFS_PERIOD_US.to_string(),
+        )?;
+        fs::write(
+            group.cpu.join("cpu.cfs_quota_us"),
+            limits.cpu_quota_us().to_string(),
+        )?;
+        Ok(Box::new(group))
+    }
+}
+
+#[derive(Debug)]
+struct GroupV1 {
+    memory: PathBuf,
+    cpu: PathBuf,
+}
+
+impl Cgroup for GroupV1 {
+    fn procs_files(&self) -> Vec<PathBuf> {
+        vec![
+            self.memory.join("cgroup.procs"),
+            self.cpu.join("cgroup.procs"),
+        ]
+    }
+
+    fn peak_memory_bytes(&self) -> Option<u64> {
+        read_u64(&self.memory.join("memory.max_usage_in_bytes"))
+    }
+
+    fn oom_killed(&self) -> bool {
+        let kills = fs::read_to_string(self.memory.join("memory.oom_control"))
+            .ok()
+            .and_then(|s| keyed_u64(&s, "oom_kill"));
+        match kills {
+            Some(n) => n > 0,
+            // Older kernels lack the counter: hitting the limit is the best evidence.
+            None => read_u64(&self.memory.join("memory.failcnt")).is_some_and(|n| n > 0),
+        }
+    }
+
+    fn remove(&self) {
+        remove_dir_retrying(&self.memory);
+        remove_dir_retrying(&self.cpu);
+    }
+}
+
+/// cgroup v2: one unified hierarchy.
+#[derive(Debug)]
+pub struct CgroupV2 {
+    pub root: PathBuf,
+}
+
+impl Cgroups for CgroupV2 {
+    fn kind(&self) -> &'static str {
+        "v2"
+    }
+
+    fn create(&self, name: &str, limits: &Limits) -> io::Result<Box<dyn Cgroup>> {
+        let dir = self.root.join(name);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("memory.max"), limits.memory_bytes().to_string())?;
+        let _ = fs::write(dir.join("memory.swap.max"), "0");
+        fs::write(
+            dir.join("cpu.max"),
+            format!("{} {CFS_PERIOD_US}", limits.cpu_quota_us()),
+        )?;
+        Ok(Box::new(GroupV2 { dir }))
+    }
+}
+
+#[derive(Debug)]
+struct GroupV2 {
+    dir: PathBuf,
+}
+
+impl Cgroup for GroupV2 {
+    fn procs_files(&self) -> Vec<PathBuf> {
+        vec![self.dir.join("cgroup.procs")]
+    }
+
+    fn peak_memory_bytes(&self) -> Option<u64> {
+        read_u64(&self.dir.join("memory.peak"))
+    }
+
+    fn oom_killed(&self) -> bool {
+        fs::read_to_string(self.dir.join("memory.events"))
+            .ok()
+            .and_then(|s| keyed_u64(&s, "oom_kill"))
+            .is_some_and(|n| n > 0)
+    }
+
+    fn remove(&self) {
+        remove_dir_retrying(&self.dir);
+    }
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Reads `key N` from a flat keyed file such as `memory.events`.
+fn keyed_u64(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// A group's directory can stay busy for a moment after its last process is reaped.
+fn remove_dir_retrying(dir: &Path) {
+    for _ in 0..20 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+    tracing::warn!(dir = %dir.display(), "could not remove instance cgroup");
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+}
+
+/// A started instance process.
+pub struct Spawned {
+    pub child: Child,
+    pub cgroup: Option<Box<dyn Cgroup>>,
+}
+
+/// Starts `spec` in a new process group and, when `cgroups` is given, in a new cgroup.
+pub fn spawn(spec: &SpawnSpec, cgroups: Option<&dyn Cgroups>) -> Result<Spawned, SandboxError> {
+    let cgroup = match cgroups {
+        Some(c) => Some(
+            c.create(&spec.name, &spec.limits)
+                .map_err(|e| SandboxError::Cgroup(spec.name.clone(), e))?,
+        ),
+        None => None,
+    };
+    let procs: Vec<File> = match &cgroup {
+        Some(g) => {
+            let files: io::Result<Vec<File>> = g
+                .procs_files()
+                .iter()
+                .map(|p| OpenOptions::new().write(true).open(p))
+                .collect();
+            match files {
+                Ok(f) => f,
+                Err(e) => {
+                    g.remove();
+                    return Err(SandboxError::Cgroup(spec.name.clone(), e));
+                }
+            }
+        }
+        None => Vec::new(),
+    };
+
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if !procs.is_empty() {
+        use std::os::fd::AsRawFd;
+        let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+        // SAFETY: the closure runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it calls write(2) on descriptors
+        // opened by the parent (kept open until after spawn) and allocates nothing.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &fds {
+                    // Writing "0" moves the writing process itself into the group.
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    match cmd.spawn() {
+        Ok(child) => {
+            drop(procs);
+            Ok(Spawned { child, cgroup })
+        }
+        Err(source) => {
+            if let Some(g) = &cgroup {
+                g.remove();
+            }
+            Err(SandboxError::Spawn {
+                program: spec.program.display().to_string(),
+                source,
+            })
+        }
+    }
+}
+
+/// Kills an instance's whole process group.
+pub fn kill_group(pid: u32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names
+    // the process group the instance leads (it was spawned with process_group(0)).
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
+
+/// Peak resident memory of a process (`VmHWM`), for hosts without cgroups.
+pub fn vm_hwm_bytes(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Resolves a manifest's program: a path with a slash is relative to the
+/// manifest's directory; a bare name is looked up in `search` (like PATH).
+pub fn resolve_program(program: &str, base_dir: &Path, search: &[PathBuf]) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = base_dir.join(program);
+        return p.is_file().then_some(p);
+    }
+    search
+        .iter()
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_v1() -> (tempfile::TempDir, CgroupV1) {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = CgroupV1 {
+            memory_root: dir.path().join("memory/virga"),
+            cpu_root: dir.path().join("cpu/virga"),
+        };
+        (dir, v1)
+    }
+
+    #[test]
+    fn v1_writes_lambda_memory_and_cpu_limits() {
+        let (_dir, v1) = fake_v1();
+        let limits = Limits {
+            memory_mb: 512,
+            vcpu: 512.0 / 1769.0,
+        };
+        let g = v1.create("i-1", &limits).unwrap();
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap();
+        assert_eq!(
+            read(v1.memory_root.join("i-1/memory.limit_in_bytes")),
+            (512u64 << 20).to_string()
+        );
+        assert_eq!(read(v1.cpu_root.join("i-1/cpu.cfs_period_us")), "100000");
+        assert_eq!(read(v1.cpu_root.join("i-1/cpu.cfs_quota_us")), "28943");
+        assert_eq!(g.procs_files().len(), 2);
+        fs::write(
+            v1.memory_root.join("i-1/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+        )
+        .unwrap();
+        assert!(g.oom_killed());
+        fs::write(
+            v1.memory_root.join("i-1/memory.max_usage_in_bytes"),
+            "4096\n",
+        )
+        .unwrap();
+        assert_eq!(g.peak_memory_bytes(), Some(4096));
+    }
+
+    #[test]
+    fn v2_writes_memory_max_and_cpu_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let v2 = CgroupV2 {
+            root: dir.path().to_path_buf(),
+        };
+        let g = v2
+            .create(
+                "i-2",
+                &Limits {
+                    memory_mb: 1024,
+                    vcpu: 2.0,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("i-2/cpu.max")).unwrap(),
+            "200000 100000"
+        );
+        assert!(!g.oom_killed());
+        fs::write(dir.path().join("i-2/memory.events"), "oom 1\noom_kill 2\n").unwrap();
+        assert!(g.oom_killed());
+    }
+
+    #[test]
+    fn tiny_cpu_shares_respect_the_kernel_minimum() {
+        let l = Limits {
+            memory_mb: 128,
+            vcpu: 0.001,
+        };
+        assert_eq!(l.cpu_quota_us(), 1_000);
+    }
+
+    #[test]
+    fn detection_falls_back_when_nothing_is_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(detect_cgroups(dir.path()).is_none());
+    }
+
+    #[test]
+    fn programs_resolve_against_manifest_dir_and_search_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("bootstrap"), "").unwrap();
+        assert_eq!(
+            resolve_program("./bootstrap", dir.path(), &[]),
+            Some(dir.path().join("./bootstrap"))
+        );
+        assert_eq!(
+            resolve_program("bootstrap", Path::new("/nonexistent"), &[dir.path().into()]),
+            Some(dir.path().join("bootstrap"))
+        );
+        assert_eq!(
+            resolve_program("nope", dir.path(), &[dir.path().into()]),
+            None
+        );
+    }
+}

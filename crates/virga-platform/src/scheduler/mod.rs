@@ -1,0 +1,945 @@
+//! The scheduler: per-function instance pools, cold starts, keep-alive,
+//! provisioned instances and the run of one invocation from grant to record.
+//!
+//! Decisions are made by the pure [`pool::Pool`]; this module carries them
+//! out with real instances. It knows nothing of HTTP.
+
+pub mod pool;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::Instrument;
+use virga_spec::{
+    billed_ms, vcpu_for_memory, InvocationRecord, Manifest, ManifestError, Status, Trigger,
+};
+
+use crate::instance::{Instance, Job, LaunchSpec, Phase, Reply, RunResult};
+use crate::logs::LogRing;
+use crate::meter::{report_line, Meter};
+use crate::sandbox::{resolve_program, Cgroups, Limits, SandboxError, SpawnSpec};
+use crate::store::{StoreError, StoredFunction};
+use pool::{Acquire, Grant, Pool, PoolLimits};
+
+/// Lambda's limit on the init phase.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines of log kept per function.
+const LOG_LINES: usize = 2000;
+const REGION: &str = "us-east-1";
+const ACCOUNT: &str = "000000000000";
+
+/// Why an invocation was not run.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// Function not found: {0}
+    #[error("Function not found: {0}")]
+    NotFound(String),
+    /// Rate exceeded: all instances busy and the queue full
+    #[error("Rate Exceeded: all {instances} instances of {function} are busy and {queued} requests are queued; raise max_concurrency or max_queue")]
+    Throttled {
+        function: String,
+        instances: usize,
+        queued: usize,
+    },
+    /// the function was redeployed or deleted while the request waited
+    #[error("{0} was deleted or redeployed while the request waited for an instance; retry")]
+    Withdrawn(String),
+}
+
+/// Why a deploy was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// the manifest is invalid
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// the manifest's program cannot be found
+    #[error("{file}: field `command`: program {program:?} not found (looked in {looked}); give a path relative to the manifest or a program on PATH")]
+    Program {
+        file: String,
+        program: String,
+        looked: String,
+    },
+    /// the store failed
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Host facts and seams the scheduler needs.
+pub struct SchedulerConfig {
+    /// Where bare program names are looked up (the platform's own directory
+    /// first, so `virga-worker` is found, then PATH).
+    pub search_path: Vec<PathBuf>,
+    pub host_cores: usize,
+    pub cgroups: Option<Box<dyn Cgroups>>,
+}
+
+/// One synchronous invocation to run.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    pub function: String,
+    pub payload: Bytes,
+    pub trigger: Trigger,
+}
+
+/// What came back, with its record and Lambda-style log.
+#[derive(Debug)]
+pub struct Invocation {
+    pub request_id: String,
+    pub body: Bytes,
+    /// `Some(errorType)` when the function failed (HTTP 200 + `X-Amz-Function-Error`).
+    pub function_error: Option<String>,
+    /// START, the function's output, END and REPORT.
+    pub log: String,
+    pub record: InvocationRecord,
+}
+
+/// A deployed function's public description.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub version: String,
+    pub deployed_at: String,
+    pub runtime: String,
+    pub memory_mb: u32,
+    pub vcpu: f64,
+    pub timeout_ms: u64,
+    pub max_concurrency: u32,
+    pub keep_alive_ms: u64,
+    pub min_instances: u32,
+    pub max_queue: u32,
+    pub instances: usize,
+    pub busy: usize,
+    pub queued: usize,
+    pub limits_enforced: bool,
+    pub manifest: Manifest,
+}
+
+/// One instance's public description.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub function: String,
+    pub version: String,
+    pub pid: u32,
+    /// `starting`, `idle` or `busy`.
+    pub state: &'static str,
+    pub init_ms: Option<f64>,
+    pub invocations: u64,
+    pub started_at: String,
+    pub limits_enforced: bool,
+    pub max_memory_mb: Option<u32>,
+}
+
+/// A deployed revision of a function and its instances.
+struct Function {
+    manifest: Manifest,
+    version: u64,
+    deployed_at: String,
+    spawn: SpawnSpec,
+    pool: Mutex<Pool<Arc<Instance>>>,
+    instances: Mutex<HashMap<String, (Arc<Instance>, Arc<AtomicU64>)>>,
+    wake: Notify,
+    retired: AtomicBool,
+    logs: Arc<LogRing>,
+    arn: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Function {
+    fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        let idle = lock(&self.pool).drain();
+        for i in idle {
+            i.kill();
+        }
+        self.wake.notify_one();
+    }
+
+    /// Returns a healthy instance to the pool, or lets a dead one go.
+    fn give_back(&self, inst: Arc<Instance>, healthy: bool) {
+        let mut pool = lock(&self.pool);
+        if healthy && !inst.is_dead() && !self.retired.load(Ordering::SeqCst) {
+            pool.release(inst, Instant::now());
+        } else {
+            inst.kill();
+            pool.discard();
+        }
+        drop(pool);
+        self.wake.notify_one();
+    }
+}
+
+pub struct Scheduler {
+    config: SchedulerConfig,
+    functions: RwLock<HashMap<String, Arc<Function>>>,
+    logs: Mutex<HashMap<String, Arc<LogRing>>>,
+    meter: Meter,
+    instance_seq: AtomicU64,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig, meter: Meter) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            config,
+            functions: RwLock::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            meter,
+            instance_seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    pub fn limits_enforced(&self) -> bool {
+        self.config.cgroups.is_some()
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<Function>> {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Deploys (or redeploys) a function from manifest text. `source` names the
+    /// manifest in errors; `base_dir` is its directory. Deploying an unchanged
+    /// manifest keeps the running revision and its warm instances.
+    pub fn deploy(
+        self: &Arc<Self>,
+        manifest_text: &str,
+        source: &str,
+        base_dir: &Path,
+    ) -> Result<FunctionInfo, DeployError> {
+        let manifest = Manifest::parse(manifest_text, source)?;
+        let program = resolve_program(&manifest.command[0], base_dir, &self.config.search_path)
+            .ok_or_else(|| DeployError::Program {
+                file: source.to_string(),
+                program: manifest.command[0].clone(),
+                looked: if manifest.command[0].contains('/') {
+                    base_dir.display().to_string()
+                } else {
+                    "the platform's directory and PATH".into()
+                },
+            })?;
+        let store = self.meter.store();
+        let base = base_dir.display().to_string();
+        let previous = store.function(&manifest.name)?;
+        if let (Some(prev), Some(live)) = (&previous, self.get(&manifest.name)) {
+            if prev.manifest == manifest_text
+                && prev.base_dir == base
+                && live.version == prev.version
+            {
+                return Ok(self.info(&live));
+            }
+        }
+        let version = match &previous {
+            // A restart reloading the same manifest keeps its version.
+            Some(p) if p.manifest == manifest_text && p.base_dir == base => p.version,
+            Some(p) => p.version + 1,
+            None => 1,
+        };
+        let deployed_at = now_rfc3339();
+        store.save_function(&StoredFunction {
+            name: manifest.name.clone(),
+            manifest: manifest_text.to_string(),
+            base_dir: base,
+            version,
+            deployed_at: deployed_at.clone(),
+        })?;
+
+        let logs = lock(&self.logs)
+            .entry(manifest.name.clone())
+            .or_insert_with(|| Arc::new(LogRing::new(LOG_LINES)))
+            .clone();
+        let limits = Limits {
+            memory_mb: manifest.memory_mb,
+            vcpu: vcpu_for_memory(manifest.memory_mb, self.config.host_cores),
+        };
+        let spawn = SpawnSpec {
+            name: String::new(),
+            program,
+            args: manifest.command[1..].to_vec(),
+            cwd: base_dir.to_path_buf(),
+            env: self.instance_env(&manifest, version, base_dir),
+            limits,
+        };
+        let pool_limits = PoolLimits {
+            max_instances: match manifest.max_concurrency {
+                0 => usize::MAX,
+                n => n as usize,
+            },
+            max_queue: manifest.max_queue as usize,
+            keep_alive: Duration::from_millis(manifest.keep_alive_ms),
+            min_instances: manifest.min_instances as usize,
+        };
+        let function = Arc::new(Function {
+            arn: format!(
+                "arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}",
+                manifest.name
+            ),
+            manifest,
+            version,
+            deployed_at,
+            spawn,
+            pool: Mutex::new(Pool::new(pool_limits)),
+            instances: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            retired: AtomicBool::new(false),
+            logs,
+        });
+        let old = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(function.manifest.name.clone(), function.clone());
+        if let Some(old) = old {
+            old.retire();
+        }
+        tracing::info!(function = %function.manifest.name, version, "deployed");
+        tokio::spawn(self.clone().keep_alive(function.clone()));
+        Ok(self.info(&function))
+    }
+
+    /// Removes a function; its busy instances finish their requests first.
+    pub fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let removed = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.meter.store().delete_function(name)?;
+        match removed {
+            Some(f) => {
+                f.retire();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Redeploys every persisted function (after a restart).
+    pub fn restore(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let stored = self.meter.store().functions()?;
+        let mut n = 0;
+        for f in stored {
+            match self.deploy(&f.manifest, &f.name, Path::new(&f.base_dir)) {
+                Ok(_) => n += 1,
+                Err(e) => {
+                    tracing::warn!(function = %f.name, error = %e, "could not restore function")
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Stops every instance of every function (platform shutdown).
+    pub fn shutdown(&self) {
+        let all: Vec<Arc<Function>> = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, f)| f)
+            .collect();
+        for f in all {
+            f.retire();
+            for (inst, _) in lock(&f.instances).values() {
+                inst.kill();
+            }
+        }
+    }
+
+    /// Stops the idle instances of a function now (scale to zero); returns how many.
+    pub fn stop_idle(&self, name: &str) -> Option<usize> {
+        let f = self.get(name)?;
+        let idle = {
+            let mut pool = lock(&f.pool);
+            let keep = pool.limits().min_instances;
+            let mut stopped = Vec::new();
+            while pool.idle_count() > 0 && pool.idle_count() + pool.active_count() > keep {
+                let Some(first) = pool.idle().next().map(|(i, _)| i.id.clone()) else {
+                    break;
+                };
+                if let Some(i) = pool.remove_idle(|i| i.id == first) {
+                    stopped.push(i);
+                }
+            }
+            stopped
+        };
+        for i in &idle {
+            i.kill();
+        }
+        Some(idle.len())
+    }
+
+    pub fn functions(&self) -> Vec<FunctionInfo> {
+        let fs: Vec<Arc<Function>> = self
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut out: Vec<FunctionInfo> = fs.iter().map(|f| self.info(f)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn function(&self, name: &str) -> Option<FunctionInfo> {
+        self.get(name).map(|f| self.info(&f))
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn info(&self, f: &Function) -> FunctionInfo {
+        let (idle, busy, queued) = {
+            let mut pool = lock(&f.pool);
+            (pool.idle_count(), pool.active_count(), pool.queued())
+        };
+        let m = &f.manifest;
+        FunctionInfo {
+            name: m.name.clone(),
+            version: f.version.to_string(),
+            deployed_at: f.deployed_at.clone(),
+            runtime: "command".into(),
+            memory_mb: m.memory_mb,
+            vcpu: f.spawn.limits.vcpu,
+            timeout_ms: m.timeout_ms,
+            max_concurrency: m.max_concurrency,
+            keep_alive_ms: m.keep_alive_ms,
+            min_instances: m.min_instances,
+            max_queue: m.max_queue,
+            instances: idle + busy,
+            busy,
+            queued,
+            limits_enforced: self.limits_enforced(),
+            manifest: m.clone(),
+        }
+    }
+
+    pub fn instances(&self, name: &str) -> Option<Vec<InstanceInfo>> {
+        let f = self.get(name)?;
+        let idle: Vec<String> = lock(&f.pool).idle().map(|(i, _)| i.id.clone()).collect();
+        let mut out: Vec<InstanceInfo> = lock(&f.instances)
+            .values()
+            .map(|(i, count)| {
+                let phase = i.phase();
+                InstanceInfo {
+                    id: i.id.clone(),
+                    function: name.to_string(),
+                    version: f.version.to_string(),
+                    pid: i.pid,
+                    state: match phase {
+                        Phase::Starting => "starting",
+                        _ if idle.contains(&i.id) => "idle",
+                        _ => "busy",
+                    },
+                    init_ms: match phase {
+                        Phase::Ready { init_ms } => Some(init_ms),
+                        _ => None,
+                    },
+                    invocations: count.load(Ordering::Relaxed),
+                    started_at: i
+                        .started
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    limits_enforced: i.limits_enforced,
+                    max_memory_mb: i.peak_memory_mb(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Some(out)
+    }
+
+    pub fn logs(&self, name: &str, lines: usize) -> Option<Vec<String>> {
+        lock(&self.logs).get(name).map(|r| r.tail(lines))
+    }
+
+    /// The standard Lambda environment of an instance, plus the manifest's `env`.
+    fn instance_env(&self, m: &Manifest, version: u64, base_dir: &Path) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = ["HOME", "LANG", "TZ"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        let path = std::env::join_paths(&self.config.search_path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let date = chrono::Utc::now().format("%Y/%m/%d");
+        env.extend(
+            [
+                ("PATH", path),
+                ("AWS_LAMBDA_FUNCTION_NAME", m.name.clone()),
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", m.memory_mb.to_string()),
+                ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+                (
+                    "AWS_LAMBDA_LOG_GROUP_NAME",
+                    format!("/aws/lambda/{}", m.name),
+                ),
+                ("AWS_LAMBDA_LOG_STREAM_NAME", format!("{date}/[{version}]")),
+                ("AWS_REGION", REGION.to_string()),
+                ("AWS_DEFAULT_REGION", REGION.to_string()),
+                ("LAMBDA_TASK_ROOT", base_dir.display().to_string()),
+                ("LAMBDA_RUNTIME_DIR", base_dir.display().to_string()),
+                ("_HANDLER", m.handler.clone().unwrap_or_default()),
+                ("TZ", ":UTC".to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        env.extend(m.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
+    /// Starts an instance of `f` and waits for its initialisation.
+    async fn start_instance(
+        self: &Arc<Self>,
+        f: &Arc<Function>,
+        init_type: &str,
+    ) -> Result<(Arc<Instance>, f64), Failure> {
+        let seq = self.instance_seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{}-{:x}", f.manifest.name, f.version, seq);
+        let mut spawn = f.spawn.clone();
+        spawn.name = format!("{}-{}", id, std::process::id());
+        spawn
+            .env
+            .push(("AWS_LAMBDA_INITIALIZATION_TYPE".into(), init_type.into()));
+        if let Some((_, stream)) = spawn
+            .env
+            .iter_mut()
+            .find(|(k, _)| k == "AWS_LAMBDA_LOG_STREAM_NAME")
+        {
+            stream.push_str(&id);
+        }
+        let inst = Instance::launch(
+            LaunchSpec {
+                id: id.clone(),
+                spawn,
+            },
+            self.config.cgroups.as_deref(),
+            f.logs.clone(),
+        )
+        .await
+        .map_err(|e| match e {
+            SandboxError::Spawn { .. } => {
+                Failure::new(Status::Error, "Runtime.InvalidEntrypoint", e.to_string())
+            }
+            SandboxError::Cgroup(..) => {
+                Failure::new(Status::Error, "Runtime.Unknown", e.to_string())
+            }
+        })?;
+        let count = Arc::new(AtomicU64::new(0));
+        lock(&f.instances).insert(id.clone(), (inst.clone(), count));
+        // Forget the instance when it dies, wherever it is.
+        let watch_f = f.clone();
+        let watch_i = inst.clone();
+        tokio::spawn(async move {
+            watch_i.dead().await;
+            lock(&watch_f.instances).remove(&watch_i.id);
+            if lock(&watch_f.pool)
+                .remove_idle(|i| Arc::ptr_eq(i, &watch_i))
+                .is_some()
+            {
+                tracing::info!(instance = %watch_i.id, "idle instance exited");
+                watch_f.wake.notify_one();
+            }
+        });
+        match inst.ready(INIT_TIMEOUT).await {
+            Ok(init_ms) => Ok((inst, init_ms)),
+            Err(RunResult::Died(d)) => Err(Failure {
+                init_ms: Some(inst.age_ms()),
+                ..Failure::new(Status::Error, &d.error_type, d.message)
+            }),
+            Err(_) => Err(Failure {
+                init_ms: Some(inst.age_ms()),
+                ..Failure::new(
+                    Status::Timeout,
+                    "Sandbox.Timedout",
+                    format!(
+                        "Init timed out after {:.2} seconds",
+                        INIT_TIMEOUT.as_secs_f64()
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// Runs one synchronous invocation end to end.
+    pub async fn invoke(self: &Arc<Self>, req: InvokeRequest) -> Result<Invocation, InvokeError> {
+        let f = self
+            .get(&req.function)
+            .ok_or_else(|| InvokeError::NotFound(self.arn_of(&req.function)))?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!(
+            "invoke",
+            function = %f.manifest.name,
+            request_id = %request_id,
+            cold = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        self.invoke_in(f, req, request_id).instrument(span).await
+    }
+
+    fn arn_of(&self, name: &str) -> String {
+        format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}")
+    }
+
+    async fn invoke_in(
+        self: &Arc<Self>,
+        f: Arc<Function>,
+        req: InvokeRequest,
+        request_id: String,
+    ) -> Result<Invocation, InvokeError> {
+        let received_at = now_rfc3339();
+        let t0 = Instant::now();
+        let acquired = lock(&f.pool).acquire();
+        let grant = match acquired {
+            Acquire::Warm(i) => Grant::Warm(i),
+            Acquire::Spawn => Grant::Spawn,
+            Acquire::Wait(rx) => match rx.await {
+                Ok(g) => g,
+                Err(_) => return Err(InvokeError::Withdrawn(f.manifest.name.clone())),
+            },
+            Acquire::Throttle => {
+                let (instances, queued) = {
+                    let mut p = lock(&f.pool);
+                    (p.idle_count() + p.active_count(), p.queued())
+                };
+                let mut rec = self.blank_record(&f, &req, &request_id, received_at);
+                rec.status = Status::Throttled;
+                rec.error_type = Some("TooManyRequestsException".into());
+                rec.queue_ms = ms(t0.elapsed());
+                tracing::Span::current().record("status", "throttled");
+                self.meter.observe(rec);
+                return Err(InvokeError::Throttled {
+                    function: f.manifest.name.clone(),
+                    instances,
+                    queued,
+                });
+            }
+        };
+        let queue_ms = ms(t0.elapsed());
+        let mut record = self.blank_record(&f, &req, &request_id, received_at);
+        record.queue_ms = queue_ms;
+        f.logs.push(format!(
+            "START RequestId: {request_id} Version: {}",
+            f.version
+        ));
+
+        let (inst, init_ms) = match grant {
+            Grant::Warm(i) => (i, None),
+            Grant::Spawn => match self.start_instance(&f, "on-demand").await {
+                Ok((i, init)) => (i, Some(init)),
+                Err(failure) => {
+                    f.give_back_slot();
+                    record.cold = true;
+                    record.init_ms = failure.init_ms;
+                    return Ok(self.finish_failure(&f, record, failure, Vec::new()));
+                }
+            },
+        };
+        record.cold = init_ms.is_some();
+        record.init_ms = init_ms;
+        record.instance_id = Some(inst.id.clone());
+        tracing::Span::current().record("cold", record.cold);
+        if let Some((_, n)) = lock(&f.instances).get(&inst.id) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        let timeout = Duration::from_millis(f.manifest.timeout_ms);
+        let deadline_ms = chrono::Utc::now().timestamp_millis() as u64 + f.manifest.timeout_ms;
+        let job = Job {
+            request_id: request_id.clone(),
+            payload: req.payload,
+            deadline_ms,
+            function_arn: f.arn.clone(),
+            trace_id: trace_id(&request_id),
+            reply: reply_tx,
+        };
+        inst.begin_capture();
+        let started = Instant::now();
+        let result = inst.run(job, reply_rx, timeout).await;
+        record.duration_ms = ms(started.elapsed());
+        let output = inst.end_capture().await;
+        record.max_memory_mb = inst.peak_memory_mb();
+        record.limits_enforced = inst.limits_enforced;
+
+        let (healthy, outcome) = match result {
+            RunResult::Reply(Reply::Response(body)) => (true, Ok(body)),
+            RunResult::Reply(Reply::Error { error_type, body }) => (
+                true,
+                Err(Failure {
+                    body: Some(body),
+                    ..Failure::new(Status::Error, &error_type, String::new())
+                }),
+            ),
+            RunResult::Reply(Reply::TooLarge { bytes }) => (
+                true,
+                Err(Failure::new(
+                    Status::Error,
+                    "Function.ResponseSizeTooLarge",
+                    format!("Response payload size ({bytes} bytes) exceeded maximum allowed payload size (6291456 bytes)."),
+                )),
+            ),
+            RunResult::Died(d) => (
+                false,
+                Err(Failure::new(Status::Error, &d.error_type, d.message)),
+            ),
+            RunResult::TimedOut => (
+                false,
+                Err(Failure::new(
+                    Status::Timeout,
+                    "Sandbox.Timedout",
+                    format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
+                )),
+            ),
+        };
+        f.give_back(inst, healthy);
+        match outcome {
+            Ok(body) => {
+                record.status = Status::Success;
+                record.response_bytes = body.len() as u64;
+                record.billed_ms = billed_ms(record.duration_ms, record.init_ms);
+                Ok(self.finish(&f, record, body, None, output))
+            }
+            Err(failure) => Ok(self.finish_failure(&f, record, failure, output)),
+        }
+    }
+
+    fn blank_record(
+        &self,
+        f: &Function,
+        req: &InvokeRequest,
+        request_id: &str,
+        received_at: String,
+    ) -> InvocationRecord {
+        InvocationRecord {
+            request_id: request_id.to_string(),
+            function: f.manifest.name.clone(),
+            version: f.version.to_string(),
+            instance_id: None,
+            trigger: req.trigger,
+            cold: false,
+            status: Status::Success,
+            error_type: None,
+            queue_ms: 0.0,
+            init_ms: None,
+            duration_ms: 0.0,
+            billed_ms: 0,
+            memory_mb: f.manifest.memory_mb,
+            max_memory_mb: None,
+            limits_enforced: self.limits_enforced(),
+            payload_bytes: req.payload.len() as u64,
+            response_bytes: 0,
+            received_at: received_at.clone(),
+            finished_at: received_at,
+        }
+    }
+
+    fn finish_failure(
+        &self,
+        f: &Function,
+        mut record: InvocationRecord,
+        failure: Failure,
+        mut output: Vec<String>,
+    ) -> Invocation {
+        record.status = failure.status;
+        record.error_type = Some(failure.error_type.clone());
+        record.billed_ms = billed_ms(record.duration_ms, record.init_ms);
+        let body = failure.body.unwrap_or_else(|| {
+            let doc = serde_json::json!({
+                "errorType": failure.error_type,
+                "errorMessage": format!("RequestId: {} Error: {}", record.request_id, failure.message),
+            });
+            Bytes::from(doc.to_string())
+        });
+        record.response_bytes = body.len() as u64;
+        if !failure.message.is_empty() {
+            let line = format!(
+                "{} {} {}",
+                now_rfc3339(),
+                record.request_id,
+                failure.message
+            );
+            f.logs.push(line.clone());
+            output.push(line);
+        }
+        let error_type = failure.error_type;
+        self.finish(f, record, body, Some(error_type), output)
+    }
+
+    fn finish(
+        &self,
+        f: &Function,
+        mut record: InvocationRecord,
+        body: Bytes,
+        function_error: Option<String>,
+        output: Vec<String>,
+    ) -> Invocation {
+        record.finished_at = now_rfc3339();
+        tracing::Span::current().record("status", record.status.as_str());
+        let start = format!(
+            "START RequestId: {} Version: {}",
+            record.request_id, record.version
+        );
+        let end = format!("END RequestId: {}", record.request_id);
+        let report = report_line(&record);
+        f.logs.push(end.clone());
+        f.logs.push(report.clone());
+        let mut log = String::with_capacity(256);
+        for line in std::iter::once(&start)
+            .chain(output.iter())
+            .chain([&end, &report])
+        {
+            log.push_str(line);
+            log.push('\n');
+        }
+        let request_id = record.request_id.clone();
+        self.meter.observe(record.clone());
+        Invocation {
+            request_id,
+            body,
+            function_error,
+            log,
+            record,
+        }
+    }
+
+    /// Keeps a function's pool in shape until it is retired: reaps idle
+    /// instances past their keep-alive, and keeps `min_instances` started.
+    async fn keep_alive(self: Arc<Self>, f: Arc<Function>) {
+        let me = self.clone();
+        let fp = f.clone();
+        keep_alive_loop(
+            &f.pool,
+            &f.wake,
+            || f.retired.load(Ordering::SeqCst),
+            |expired: Vec<Arc<Instance>>| {
+                for i in expired {
+                    tracing::info!(instance = %i.id, "keep-alive expired: stopping idle instance");
+                    i.kill();
+                }
+            },
+            |n| {
+                for _ in 0..n {
+                    let me = me.clone();
+                    let f = fp.clone();
+                    tokio::spawn(async move {
+                        match me.start_instance(&f, "provisioned-concurrency").await {
+                            Ok((inst, _)) => f.give_back(inst, true),
+                            Err(failure) => {
+                                tracing::warn!(function = %f.manifest.name, error = %failure.message, "provisioned instance failed to start");
+                                // Back off before the loop tries again.
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                f.give_back_slot();
+                            }
+                        }
+                    });
+                }
+            },
+        )
+        .await;
+    }
+}
+
+impl Function {
+    /// Frees the slot of an instance that never started.
+    fn give_back_slot(&self) {
+        lock(&self.pool).discard();
+        self.wake.notify_one();
+    }
+}
+
+/// The keep-alive timer of one pool, generic so it runs on a paused clock in tests.
+pub(crate) async fn keep_alive_loop<I>(
+    pool: &Mutex<Pool<I>>,
+    wake: &Notify,
+    retired: impl Fn() -> bool,
+    mut expire: impl FnMut(Vec<I>),
+    mut provision: impl FnMut(usize),
+) {
+    loop {
+        if retired() {
+            return;
+        }
+        let (expired, next, missing) = {
+            let mut p = lock(pool);
+            let expired = p.reap(Instant::now());
+            let mut missing = 0;
+            while p.deficit() > 0 && p.reserve() {
+                missing += 1;
+            }
+            (expired, p.next_expiry(), missing)
+        };
+        if !expired.is_empty() {
+            expire(expired);
+        }
+        if missing > 0 {
+            provision(missing);
+        }
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// An X-Ray-shaped trace id, derived from the request id.
+fn trace_id(request_id: &str) -> String {
+    let hex: String = request_id.chars().filter(|c| *c != '-').take(24).collect();
+    format!(
+        "Root=1-{:08x}-{hex};Parent={};Sampled=0",
+        chrono::Utc::now().timestamp(),
+        &hex[..16.min(hex.len())]
+    )
+}
+
+/// A failed invocation, before it becomes a record.
+#[derive(Debug)]
+struct Failure {
+    status: Status,
+    error_type: String,
+    message: String,
+    init_ms: Option<f64>,
+    /// The runtime's own error document, when it wrote one.
+    body: Option<Bytes>,
+}
+
+impl Failure {
+    fn new(status: Status, error_type: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            error_type: error_type.to_string(),
+            message: message.into(),
+            init_ms: None,
+            body: None,
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Durable state in one SQLite database in the data dir: deployed functions and
+//! invocation records.
+//!
+//! Records are written by one thread in batched transactions, off the invoke
+//! path; [`Store::flush`] waits for them, so readers see their own writes.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use virga_spec::{InvocationRecord, Status, Trigger};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// the database {0} failed: {1}
+    #[error("the database {0} failed: {1}")]
+    Sqlite(PathBuf, #[source] rusqlite::Error),
+    /// the record writer has stopped
+    #[error("the record writer has stopped")]
+    WriterGone,
+}
+
+/// A deployed function as persisted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFunction {
+    pub name: String,
+    pub manifest: String,
+    pub base_dir: String,
+    pub version: u64,
+    pub deployed_at: String,
+}
+
+/// Which records to read.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFilter {
+    pub function: Option<String>,
+    pub status: Option<Status>,
+    /// The newest `limit` records (oldest first); all when `None`.
+    pub limit: Option<usize>,
+}
+
+enum Msg {
+    Record(Box<InvocationRecord>),
+    Flush(mpsc::Sender<()>),
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS functions (
+    name TEXT PRIMARY KEY,
+    manifest TEXT NOT NULL,
+    base_dir TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    deployed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invocations (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version TEXT NOT NULL,
+    instance_id TEXT,
+    trigger TEXT NOT NULL,
+    cold INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error_type TEXT,
+    queue_ms REAL NOT NULL,
+    init_ms REAL,
+    duration_ms REAL NOT NULL,
+    billed_ms INTEGER NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    max_memory_mb INTEGER,
+    limits_enforced INTEGER NOT NULL,
+    payload_bytes INTEGER NOT NULL,
+    response_bytes INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_function ON invocations(function, id);
+";
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (or creates) `virga.db` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join("virga.db");
+        let err = |e| StoreError::Sqlite(path.clone(), e);
+        let conn = open(&path).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let writer_conn = open(&path).map_err(err)?;
+        let (tx, rx) = mpsc::channel();
+        let writer_path = path.clone();
+        let writer = std::thread::Builder::new()
+            .name("virga-records".into())
+            .spawn(move || write_loop(writer_conn, rx, &writer_path))
+            .map_err(|e| {
+                StoreError::Sqlite(
+                    path.clone(),
+                    rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                )
+            })?;
+        Ok(Store {
+            path,
+            conn: Mutex::new(conn),
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite(self.path.clone(), e)
+    }
+
+    /// Queues a record for writing.
+    pub fn insert(&self, record: InvocationRecord) {
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(Msg::Record(Box::new(record)));
+        }
+    }
+
+    /// Waits until every record queued so far is written.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (done_tx, done_rx) = mpsc::channel();
+        {
+            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            tx.as_ref()
+                .ok_or(StoreError::WriterGone)?
+                .send(Msg::Flush(done_tx))
+                .map_err(|_| StoreError::WriterGone)?;
+        }
+        done_rx.recv().map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Writes what is queued and stops the writer thread.
+    pub fn close(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(w) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = w.join();
+        }
+    }
+
+    pub fn records(&self, filter: &RecordFilter) -> Result<Vec<InvocationRecord>, StoreError> {
+        self.flush()?;
+        let conn = self.conn();
+        let mut sql = String::from(
+            "SELECT request_id, function, version, instance_id, trigger, cold, status, error_type,
+                    queue_ms, init_ms, duration_ms, billed_ms, memory_mb, max_memory_mb,
+                    limits_enforced, payload_bytes, response_bytes, received_at, finished_at
+             FROM invocations WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY id DESC",
+        );
+        if let Some(n) = filter.limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![filter.function, filter.status.map(Status::as_str)],
+                |row| {
+                    Ok(InvocationRecord {
+                        request_id: row.get(0)?,
+                        function: row.get(1)?,
+                        version: row.get(2)?,
+                        instance_id: row.get(3)?,
+                        trigger: Trigger::parse(&row.get::<_, String>(4)?).unwrap_or(Trigger::Http),
+                        cold: row.get(5)?,
+                        status: Status::parse(&row.get::<_, String>(6)?).unwrap_or(Status::Error),
+                        error_type: row.get(7)?,
+                        queue_ms: row.get(8)?,
+                        init_ms: row.get(9)?,
+                        duration_ms: row.get(10)?,
+                        billed_ms: row.get::<_, i64>(11)? as u64,
+                        memory_mb: row.get(12)?,
+                        max_memory_mb: row.get(13)?,
+                        limits_enforced: row.get(14)?,
+                        payload_bytes: row.get::<_, i64>(15)? as u64,
+                        response_bytes: row.get::<_, i64>(16)? as u64,
+                        received_at: row.get(17)?,
+                        finished_at: row.get(18)?,
+                    })
+                },
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out: Vec<InvocationRecord> =
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn save_function(&self, f: &StoredFunction) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO functions (name, manifest, base_dir, version, deployed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(name) DO UPDATE SET manifest = ?2, base_dir = ?3, version = ?4, deployed_at = ?5",
+                params![f.name, f.manifest, f.base_dir, f.version as i64, f.deployed_at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn delete_function(&self, name: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM functions WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn function(&self, name: &str) -> Result<Option<StoredFunction>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT name, manifest, base_dir, version, deployed_at FROM functions WHERE name = ?1",
+                params![name],
+                stored_function,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn functions(&self) -> Result<Vec<StoredFunction>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, manifest, base_dir, version, deployed_at FROM functions ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], stored_function)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn stored_function(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFunction> {
+    Ok(StoredFunction {
+        name: row.get(0)?,
+        manifest: row.get(1)?,
+        base_dir: row.get(2)?,
+        version: row.get::<_, i64>(3)? as u64,
+        deployed_at: row.get(4)?,
+    })
+}
+
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>, path: &Path) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = write_batch(&mut conn, &batch) {
+            tracing::error!(db = %path.display(), error = %e, "could not write invocation records");
+        }
+        for m in batch {
+            if let Msg::Flush(done) = m {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO invocations (request_id, function, version, instance_id, trigger, cold,
+                status, error_type, queue_ms, init_ms, duration_ms, billed_ms, memory_mb,
+                max_memory_mb, limits_enforced, payload_bytes, response_bytes, received_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+        )?;
+        for m in batch {
+            let Msg::Record(r) = m else { continue };
+            stmt.execute(params![
+                r.request_id,
+                r.function,
+                r.version,
+                r.instance_id,
+                r.trigger.as_str(),
+                r.cold,
+                r.status.as_str(),
+                r.error_type,
+                r.queue_ms,
+                r.init_ms,
+                r.duration_ms,
+                r.billed_ms as i64,
+                r.memory_mb,
+                r.max_memory_mb,
+                r.limits_enforced,
+                r.payload_bytes as i64,
+                r.response_bytes as i64,
+                r.received_at,
+                r.finished_at,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(function: &str, status: Status) -> InvocationRecord {
+        InvocationRecord {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            function: function.into(),
+            version: "1".into(),
+            instance_id: Some("i".into()),
+            trigger: Trigger::Http,
+            cold: false,
+            status,
+            error_type: None,
+            queue_ms: 0.5,
+            init_ms: None,
+            duration_ms: 1.25,
+            billed_ms: 2,
+            memory_mb: 128,
+            max_memory_mb: Some(12),
+            limits_enforced: true,
+            payload_bytes: 3,
+            response_bytes: 4,
+            received_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: "2026-01-01T00:00:01Z".into(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = record("a", Status::Success);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.insert(a.clone());
+            store.insert(record("b", Status::Error));
+            store.insert(record("a", Status::Timeout));
+            assert_eq!(store.records(&RecordFilter::default()).unwrap().len(), 3);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let only_a = store
+            .records(&RecordFilter {
+                function: Some("a".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(only_a.len(), 2);
+        assert_eq!(only_a[0], a);
+        let newest = store
+            .records(&RecordFilter {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(newest[0].status, Status::Timeout);
+        let errors = store
+            .records(&RecordFilter {
+                status: Some(Status::Error),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn functions_upsert_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut f = StoredFunction {
+            name: "echo".into(),
+            manifest: "name = \"echo\"".into(),
+            base_dir: "/x".into(),
+            version: 1,
+            deployed_at: "t".into(),
+        };
+        store.save_function(&f).unwrap();
+        f.version = 2;
+        store.save_function(&f).unwrap();
+        assert_eq!(store.function("echo").unwrap(), Some(f.clone()));
+        assert_eq!(store.functions().unwrap().len(), 1);
+        store.delete_function("echo").unwrap();
+        assert_eq!(store.function("echo").unwrap(), None);
+    }
+}

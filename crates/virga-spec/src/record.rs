@@ -1,0 +1,173 @@
+//! The invocation record: one row per invocation, whatever its outcome.
+//!
+//! Field names are a public contract (`virga invocations --format json`, CSV
+//! exports, the lab): fields may be added, never renamed.
+
+use serde::{Deserialize, Serialize};
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The runtime returned a response.
+    Success,
+    /// The runtime reported an error, crashed, or failed to start.
+    Error,
+    /// Rejected for lack of capacity (HTTP 429); never reached an instance.
+    Throttled,
+    /// Exceeded the function's `timeout_ms`; the instance was killed.
+    Timeout,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Error => "error",
+            Status::Throttled => "throttled",
+            Status::Timeout => "timeout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "success" => Status::Success,
+            "error" => Status::Error,
+            "throttled" => Status::Throttled,
+            "timeout" => Status::Timeout,
+            _ => return None,
+        })
+    }
+}
+
+/// What produced the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Http,
+    Bucket,
+    Topic,
+    Queue,
+    Schedule,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Http => "http",
+            Trigger::Bucket => "bucket",
+            Trigger::Topic => "topic",
+            Trigger::Queue => "queue",
+            Trigger::Schedule => "schedule",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Trigger> {
+        Some(match s {
+            "http" => Trigger::Http,
+            "bucket" => Trigger::Bucket,
+            "topic" => Trigger::Topic,
+            "queue" => Trigger::Queue,
+            "schedule" => Trigger::Schedule,
+            _ => return None,
+        })
+    }
+}
+
+/// One invocation, as measured by the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    pub request_id: String,
+    pub function: String,
+    /// The deployment revision of the function that served it ("1", "2", ...).
+    pub version: String,
+    /// Empty when no instance was involved (throttled).
+    pub instance_id: Option<String>,
+    pub trigger: Trigger,
+    pub cold: bool,
+    pub status: Status,
+    /// Lambda's error name (`Runtime.ExitError`, `Sandbox.Timedout`, the function's own type, ...).
+    pub error_type: Option<String>,
+    /// Time spent waiting for a free instance.
+    pub queue_ms: f64,
+    /// Spawn to the runtime's first `invocation/next`; only on cold invocations.
+    pub init_ms: Option<f64>,
+    /// Delivery to the instance until its response or error.
+    pub duration_ms: f64,
+    pub billed_ms: u64,
+    pub memory_mb: u32,
+    /// Peak memory of the instance so far (cgroup, else `VmHWM`).
+    pub max_memory_mb: Option<u32>,
+    /// Whether memory and CPU limits were enforced by cgroups.
+    pub limits_enforced: bool,
+    pub payload_bytes: u64,
+    pub response_bytes: u64,
+    /// RFC 3339.
+    pub received_at: String,
+    /// RFC 3339.
+    pub finished_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_field_names_are_the_contract() {
+        let r = InvocationRecord {
+            request_id: "r".into(),
+            function: "f".into(),
+            version: "1".into(),
+            instance_id: None,
+            trigger: Trigger::Http,
+            cold: true,
+            status: Status::Timeout,
+            error_type: Some("Sandbox.Timedout".into()),
+            queue_ms: 0.0,
+            init_ms: Some(1.0),
+            duration_ms: 2.0,
+            billed_ms: 3,
+            memory_mb: 128,
+            max_memory_mb: Some(10),
+            limits_enforced: false,
+            payload_bytes: 1,
+            response_bytes: 2,
+            received_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        for field in [
+            "request_id",
+            "function",
+            "version",
+            "instance_id",
+            "trigger",
+            "cold",
+            "status",
+            "error_type",
+            "queue_ms",
+            "init_ms",
+            "duration_ms",
+            "billed_ms",
+            "memory_mb",
+            "max_memory_mb",
+            "limits_enforced",
+            "payload_bytes",
+            "response_bytes",
+            "received_at",
+            "finished_at",
+        ] {
+            assert!(v.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(v["status"], "timeout");
+        assert_eq!(v["trigger"], "http");
+        for s in [
+            Status::Success,
+            Status::Error,
+            Status::Throttled,
+            Status::Timeout,
+        ] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The instance side of virga: a client loop for the AWS Lambda Runtime API.
+//!
+//! [`run`] is what a custom-runtime `bootstrap` does: read `AWS_LAMBDA_RUNTIME_API`,
+//! initialise the handler once, then loop on `invocation/next`, posting each
+//! result to `invocation/{id}/response` or `invocation/{id}/error`. It works
+//! against virga's platform and against AWS Lambda alike. Blocking, no async
+//! runtime: an instance serves one invocation at a time.
+
+use std::io::Read;
+use std::time::Duration;
+
+/// The per-invocation facts the Runtime API hands over in headers.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub request_id: String,
+    /// Unix milliseconds by which the invocation must finish.
+    pub deadline_ms: u64,
+    pub invoked_function_arn: String,
+    pub trace_id: String,
+}
+
+/// An error the handler reports for one invocation; the instance stays up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionError {
+    /// Lambda's `errorType`, e.g. `InvalidInput`.
+    pub error_type: String,
+    pub message: String,
+}
+
+impl FunctionError {
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        FunctionError {
+            error_type: error_type.into(),
+            message: message.into(),
+        }
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "errorType": self.error_type,
+            "errorMessage": self.message,
+            "stackTrace": [],
+        }))
+        .unwrap_or_default()
+    }
+}
+
+/// A function body hosted by the worker.
+pub trait Handler {
+    /// Handles one event; the returned bytes are the response payload.
+    fn handle(&mut self, event: &[u8], ctx: &Context) -> Result<Vec<u8>, FunctionError>;
+}
+
+/// Why the worker loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// AWS_LAMBDA_RUNTIME_API is not set: this program runs inside a Lambda-compatible platform
+    #[error("AWS_LAMBDA_RUNTIME_API is not set: run this program as a function of a Lambda-compatible platform")]
+    NoRuntimeApi,
+    /// the Runtime API at {0} failed: {1}
+    #[error("the Runtime API at {0} failed: {1}")]
+    Api(String, String),
+    /// the handler failed to initialise
+    #[error("initialisation failed: {0}")]
+    Init(String),
+}
+
+/// A handler that returns its event unchanged: the no-op runtime used to
+/// measure the platform itself.
+#[derive(Debug, Default)]
+pub struct Echo;
+
+impl Handler for Echo {
+    fn handle(&mut self, event: &[u8], _ctx: &Context) -> Result<Vec<u8>, FunctionError> {
+        Ok(event.to_vec())
+    }
+}
+
+/// A Runtime API client bound to one endpoint (`host:port`).
+pub struct RuntimeClient {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl RuntimeClient {
+    /// Reads the endpoint from `AWS_LAMBDA_RUNTIME_API`.
+    pub fn from_env() -> Result<Self, WorkerError> {
+        let api = std::env::var("AWS_LAMBDA_RUNTIME_API").map_err(|_| WorkerError::NoRuntimeApi)?;
+        Ok(Self::new(&api))
+    }
+
+    pub fn new(api: &str) -> Self {
+        RuntimeClient {
+            base: format!("http://{api}/2018-06-01/runtime"),
+            // `next` is a long poll: no read timeout; connects are local and quick.
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(5))
+                .build(),
+        }
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> WorkerError {
+        WorkerError::Api(self.base.clone(), e.to_string())
+    }
+
+    /// Blocks until the next event arrives.
+    pub fn next(&self) -> Result<(Vec<u8>, Context), WorkerError> {
+        let resp = self
+            .agent
+            .get(&format!("{}/invocation/next", self.base))
+            .call()
+            .map_err(|e| self.err(e))?;
+        let header = |name: &str| resp.header(name).unwrap_or_default().to_string();
+        let ctx = Context {
+            request_id: header("Lambda-Runtime-Aws-Request-Id"),
+            deadline_ms: header("Lambda-Runtime-Deadline-Ms").parse().unwrap_or(0),
+            invoked_function_arn: header("Lambda-Runtime-Invoked-Function-Arn"),
+            trace_id: header("Lambda-Runtime-Trace-Id"),
+        };
+        if ctx.request_id.is_empty() {
+            return Err(self.err("invocation/next returned no Lambda-Runtime-Aws-Request-Id"));
+        }
+        let mut body = Vec::new();
+        resp.into_reader()
+            .read_to_end(&mut body)
+            .map_err(|e| self.err(e))?;
+        Ok((body, ctx))
+    }
+
+    pub fn respond(&self, request_id: &str, body: &[u8]) -> Result<(), WorkerError> {
+        self.agent
+            .post(&format!("{}/invocation/{request_id}/response", self.base))
+            .send_bytes(body)
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn fail(&self, request_id: &str, error: &FunctionError) -> Result<(), WorkerError> {
+        self.agent
+            .post(&format!("{}/invocation/{request_id}/error", self.base))
+            .set("Lambda-Runtime-Function-Error-Type", &error.error_type)
+            .set("Content-Type", "application/json")
+            .send_bytes(&error.to_json())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn init_error(&self, error: &FunctionError) -> Result<(), WorkerError> {
+        self.agent
+            .post(&format!("{}/init/error", self.base))
+            .set("Lambda-Runtime-Function-Error-Type", &error.error_type)
+            .set("Content-Type", "application/json")
+            .send_bytes(&error.to_json())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// Runs the Runtime API loop: `init` builds the handler once (its error is
+/// reported through `init/error`), then every event goes to the handler.
+/// Returns only when the Runtime API fails.
+pub fn run<H, F>(init: F) -> Result<(), WorkerError>
+where
+    H: Handler,
+    F: FnOnce() -> Result<H, FunctionError>,
+{
+    let client = RuntimeClient::from_env()?;
+    let mut handler = match init() {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = client.init_error(&e);
+            return Err(WorkerError::Init(format!(
+                "{}: {}",
+                e.error_type, e.message
+            )));
+        }
+    };
+    loop {
+        let (event, ctx) = client.next()?;
+        match handler.handle(&event, &ctx) {
+            Ok(body) => client.respond(&ctx.request_id, &body)?,
+            Err(e) => client.fail(&ctx.request_id, &e)?,
+        }
+    }
+}
