@@ -478,3 +478,128 @@ mod tests {
         assert_eq!(function_name("000000000000:function:echo:1"), "echo");
     }
 }
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn app() -> (tempfile::TempDir, Router) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
+        let scheduler = Scheduler::new(
+            crate::scheduler::SchedulerConfig {
+                search_path: vec![],
+                host_cores: 1,
+                cgroups: None,
+            },
+            crate::meter::Meter::new(store),
+        );
+        (dir, router(AppState { scheduler }))
+    }
+
+    async fn call(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn unknown_functions_and_routes_get_lambda_errors() {
+        let (_d, app) = app();
+        let (status, headers, body) = call(
+            &app,
+            Request::post("/2015-03-31/functions/ghost/invocations")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers["x-amzn-errortype"], "ResourceNotFoundException");
+        assert_eq!(body["Type"], "User");
+        assert!(body["message"].as_str().unwrap().contains("ghost"));
+
+        let (status, headers, _) =
+            call(&app, Request::get("/nowhere").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers["x-amzn-errortype"], "UnknownOperationException");
+    }
+
+    #[tokio::test]
+    async fn deploy_refuses_a_name_mismatch_and_relative_base_dirs() {
+        let (_d, app) = app();
+        let manifest = "name = \"a\"\ncommand = [\"/bin/sh\"]\n";
+        let (status, _, body) = call(
+            &app,
+            Request::put("/v1/functions/b?base_dir=/tmp")
+                .body(Body::from(manifest))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("deployed as \"b\""),
+            "{body}"
+        );
+        let (status, _, _) = call(
+            &app,
+            Request::put("/v1/functions/a?base_dir=rel")
+                .body(Body::from(manifest))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _, body) = call(
+            &app,
+            Request::put("/v1/functions/a?base_dir=/tmp")
+                .body(Body::from(manifest))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["version"], "1");
+        let (status, _, body) = call(
+            &app,
+            Request::get("/2015-03-31/functions/a")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["Configuration"]["MemorySize"], 128);
+    }
+
+    #[tokio::test]
+    async fn bad_query_values_are_explained() {
+        let (_d, app) = app();
+        let (status, _, body) = call(
+            &app,
+            Request::get("/v1/invocations?status=meh")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["message"].as_str().unwrap().contains("success, error"),
+            "{body}"
+        );
+        let (status, _, body) = call(
+            &app,
+            Request::get("/v2/health/live").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["live"], true);
+    }
+}

@@ -125,6 +125,8 @@ pub struct Instance {
     pub pid: u32,
     pub limits_enforced: bool,
     pub started: chrono::DateTime<chrono::Utc>,
+    /// Invocations delivered to this instance.
+    pub invocations: std::sync::atomic::AtomicU64,
     shared: Arc<Shared>,
     cgroup: Option<Arc<dyn Cgroup>>,
     server: AbortHandle,
@@ -246,6 +248,7 @@ impl Instance {
             pid,
             limits_enforced: cgroup.is_some(),
             started: chrono::Utc::now(),
+            invocations: std::sync::atomic::AtomicU64::new(0),
             shared,
             cgroup,
             server,

@@ -107,11 +107,19 @@ impl Manifest {
     pub fn parse(text: &str, source: &str) -> Result<Manifest, ManifestError> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let message = e.message().trim();
+            // Type errors point at a value: name the field it belongs to.
+            let message = match key_on_line(text, line) {
+                Some(key) if !message.contains(&format!("`{key}`")) => {
+                    format!("field `{key}`: {message}")
+                }
+                _ => message.to_string(),
+            };
             ManifestError::Syntax {
                 file: source.to_string(),
                 line,
                 column,
-                message: e.message().trim().to_string(),
+                message,
             }
         })?;
         manifest
@@ -215,6 +223,13 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The key assigned on a 1-based line (`key = value`), if any.
+fn key_on_line(text: &str, line: usize) -> Option<&str> {
+    let (key, _) = text.lines().nth(line.checked_sub(1)?)?.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.contains(char::is_whitespace)).then_some(key)
+}
+
 /// The line on which `field` is assigned, or 1 when it is absent (a default was used).
 fn field_line(text: &str, field: &str) -> usize {
     text.lines()
@@ -315,6 +330,12 @@ env = { GREETING = "hi" }
         let err = Manifest::parse("name = 5\ncommand=[\"x\"]", "bad.toml").unwrap_err();
         assert!(
             matches!(err, ManifestError::Syntax { line: 1, .. }),
+            "{err}"
+        );
+        let err = Manifest::parse("name = \"a\"\ncommand = \"x\"", "bad.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("bad.toml:2:11: field `command`: "),
             "{err}"
         );
     }

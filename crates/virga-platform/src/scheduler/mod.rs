@@ -144,7 +144,7 @@ struct Function {
     deployed_at: String,
     spawn: SpawnSpec,
     pool: Mutex<Pool<Arc<Instance>>>,
-    instances: Mutex<HashMap<String, (Arc<Instance>, Arc<AtomicU64>)>>,
+    instances: Mutex<HashMap<String, Arc<Instance>>>,
     wake: Notify,
     retired: AtomicBool,
     logs: Arc<LogRing>,
@@ -360,7 +360,7 @@ impl Scheduler {
             .collect();
         for f in all {
             f.retire();
-            for (inst, _) in lock(&f.instances).values() {
+            for inst in lock(&f.instances).values() {
                 inst.kill();
             }
         }
@@ -441,7 +441,7 @@ impl Scheduler {
         let idle: Vec<String> = lock(&f.pool).idle().map(|(i, _)| i.id.clone()).collect();
         let mut out: Vec<InstanceInfo> = lock(&f.instances)
             .values()
-            .map(|(i, count)| {
+            .map(|i| {
                 let phase = i.phase();
                 InstanceInfo {
                     id: i.id.clone(),
@@ -457,7 +457,7 @@ impl Scheduler {
                         Phase::Ready { init_ms } => Some(init_ms),
                         _ => None,
                     },
-                    invocations: count.load(Ordering::Relaxed),
+                    invocations: i.invocations.load(Ordering::Relaxed),
                     started_at: i
                         .started
                         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -545,8 +545,7 @@ impl Scheduler {
                 Failure::new(Status::Error, "Runtime.Unknown", e.to_string())
             }
         })?;
-        let count = Arc::new(AtomicU64::new(0));
-        lock(&f.instances).insert(id.clone(), (inst.clone(), count));
+        lock(&f.instances).insert(id.clone(), inst.clone());
         // Forget the instance when it dies, wherever it is.
         let watch_f = f.clone();
         let watch_i = inst.clone();
@@ -659,9 +658,7 @@ impl Scheduler {
         record.init_ms = init_ms;
         record.instance_id = Some(inst.id.clone());
         tracing::Span::current().record("cold", record.cold);
-        if let Some((_, n)) = lock(&f.instances).get(&inst.id) {
-            n.fetch_add(1, Ordering::Relaxed);
-        }
+        inst.invocations.fetch_add(1, Ordering::Relaxed);
 
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
         let timeout = Duration::from_millis(f.manifest.timeout_ms);
@@ -941,5 +938,99 @@ impl Failure {
             init_ms: None,
             body: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(keep_alive_ms: u64, min: usize) -> Mutex<Pool<u32>> {
+        Mutex::new(Pool::new(PoolLimits {
+            max_instances: 4,
+            max_queue: 0,
+            keep_alive: Duration::from_millis(keep_alive_ms),
+            min_instances: min,
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_reaps_on_time_on_a_paused_clock() {
+        let p = Arc::new(pool(1_000, 0));
+        let wake = Arc::new(Notify::new());
+        let retired = Arc::new(AtomicBool::new(false));
+        let expired = Arc::new(Mutex::new(Vec::<(u32, Instant)>::new()));
+        let t0 = Instant::now();
+        assert!(lock(&p).reserve());
+        lock(&p).release(7, t0);
+        let task = {
+            let (p, wake, retired, expired) =
+                (p.clone(), wake.clone(), retired.clone(), expired.clone());
+            tokio::spawn(async move {
+                keep_alive_loop(
+                    &p,
+                    &wake,
+                    || retired.load(Ordering::SeqCst),
+                    |v| lock(&expired).extend(v.into_iter().map(|i| (i, Instant::now()))),
+                    |_| {},
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert!(lock(&expired).is_empty(), "not before keep-alive");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(lock(&expired).len(), 1);
+        assert_eq!(lock(&expired)[0].1 - t0, Duration::from_secs(1));
+
+        // An instance released later is reaped one keep-alive after its release.
+        assert!(lock(&p).reserve());
+        lock(&p).release(8, Instant::now());
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(1_001)).await;
+        assert_eq!(
+            lock(&expired).iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![7, 8]
+        );
+
+        retired.store(true, Ordering::SeqCst);
+        wake.notify_one();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_provisions_the_minimum_and_never_reaps_it() {
+        let p = Arc::new(pool(10, 2));
+        let wake = Arc::new(Notify::new());
+        let provisioned = Arc::new(Mutex::new(0usize));
+        let task = {
+            let (p, wake, provisioned) = (p.clone(), wake.clone(), provisioned.clone());
+            tokio::spawn(async move {
+                keep_alive_loop(
+                    &p,
+                    &wake,
+                    || false,
+                    |_| panic!("provisioned instances are never reaped"),
+                    |n| *lock(&provisioned) += n,
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(*lock(&provisioned), 2);
+        // The provisioned instances come up and go idle; hours pass.
+        lock(&p).release(1, Instant::now());
+        lock(&p).release(2, Instant::now());
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(lock(&p).idle_count(), 2);
+        task.abort();
+    }
+
+    #[test]
+    fn trace_ids_are_xray_shaped() {
+        let t = trace_id("0f4c2a5e-1111-2222-3333-444455556666");
+        assert!(t.starts_with("Root=1-"), "{t}");
+        assert!(t.contains(";Parent=") && t.ends_with(";Sampled=0"), "{t}");
     }
 }

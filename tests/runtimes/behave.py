@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""A Lambda custom runtime that misbehaves on request, for end-to-end tests.
+
+The event's "action" says what to do: echo (default), sleep, crash, alloc,
+error, print, garbage. The manifest's env MODE=init-error or MODE=exit makes
+initialisation fail.
+"""
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+
+HOSTPORT = os.environ["AWS_LAMBDA_RUNTIME_API"]
+API = f"http://{HOSTPORT}/2018-06-01/runtime"
+
+
+def post(path, body, headers=None):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(API + path, data=data, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+mode = os.environ.get("MODE", "")
+if mode == "init-error":
+    post("/init/error", {"errorType": "BadConfig", "errorMessage": "missing setting FOO"},
+         {"Lambda-Runtime-Function-Error-Type": "BadConfig"})
+    sys.exit(1)
+if mode == "exit":
+    sys.exit(3)
+
+hog = []
+while True:
+    with urllib.request.urlopen(API + "/invocation/next") as resp:
+        rid = resp.headers["Lambda-Runtime-Aws-Request-Id"]
+        deadline = resp.headers["Lambda-Runtime-Deadline-Ms"]
+        arn = resp.headers["Lambda-Runtime-Invoked-Function-Arn"]
+        raw = resp.read()
+    event = json.loads(raw) if raw else {}
+    action = event.get("action", "echo") if isinstance(event, dict) else "echo"
+    if action == "sleep":
+        time.sleep(float(event.get("seconds", 1)))
+    elif action == "crash":
+        os._exit(7)
+    elif action == "alloc":
+        # Written, not just reserved: the pages count against the memory limit.
+        hog.append(bytearray(b"x") * (int(event["mb"]) << 20))
+    elif action == "error":
+        post(f"/invocation/{rid}/error", {"errorType": "ValueError", "errorMessage": "bad input"},
+             {"Lambda-Runtime-Function-Error-Type": "ValueError"})
+        continue
+    elif action == "print":
+        for i in range(3):
+            print(f"line {i} of {rid}", flush=True)
+    elif action == "garbage":
+        s = socket.create_connection(tuple(HOSTPORT.rsplit(":", 1)))
+        s.sendall(b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
+        s.close()
+        status = post("/invocation/not-a-request-id/response", {"x": 1})
+        assert status == 400, status
+    body = {
+        "echo": event,
+        "pid": os.getpid(),
+        "env": {k: os.environ.get(k) for k in (
+            "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+            "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+            "LAMBDA_TASK_ROOT", "_HANDLER", "GREETING")},
+        "deadline_ms": int(deadline),
+        "arn": arn,
+    }
+    post(f"/invocation/{rid}/response", body)
