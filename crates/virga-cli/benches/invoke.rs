@@ -1,1 +1,200 @@
-fn main() {}
+//! Platform overhead, side by side in one run on one client:
+//!
+//! - warm invoke of the no-op Rust runtime (`virga-worker`, handler `echo`)
+//!   through the Invoke API, vs a bare axum "hello" server, at concurrency
+//!   1, 8 and 64: requests/s and p50/p99, reported as ratios;
+//! - cold start of the same runtime (spawn -> first `invocation/next`).
+//!
+//! Run with `cargo bench -p virga-cli --bench invoke` (a release build).
+//! `VIRGA_BENCH_SECS` sets the seconds per measurement (default 3),
+//! `VIRGA_BENCH_ROUNDS` the interleaved rounds (default 3; medians are kept).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+}
+
+async fn closed_loop(client: &HttpClient, uri: &str, concurrency: usize, secs: f64) -> Run {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let uri: hyper::Uri = uri.parse().unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let req = hyper::Request::post(uri.clone())
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(b"{\"ping\":1}")))
+                    .unwrap();
+                let t = Instant::now();
+                match client.request(req).await {
+                    Ok(resp) => {
+                        let ok = resp.status().is_success()
+                            && !resp.headers().contains_key("x-amz-function-error");
+                        let _ = resp.into_body().collect().await;
+                        if !ok {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => errors += 1,
+                }
+                h.record(t.elapsed().as_micros().max(1) as u64).unwrap();
+            }
+            (h, errors)
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await.unwrap();
+        all.add(&h).unwrap();
+        errors += e;
+    }
+    Run {
+        rps: all.len() as f64 / secs,
+        p50_us: all.value_at_quantile(0.5) as f64,
+        p99_us: all.value_at_quantile(0.99) as f64,
+        errors,
+    }
+}
+
+async fn bare_axum() -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/hello",
+        axum::routing::post(|body: Bytes| async move { body }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn env_num(name: &str, default: f64) -> f64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let secs = env_num("VIRGA_BENCH_SECS", 3.0);
+    let rounds = env_num("VIRGA_BENCH_ROUNDS", 3.0) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let data = tempfile::tempdir().unwrap();
+        let fns = data.path().join("fns");
+        std::fs::create_dir_all(&fns).unwrap();
+        std::fs::write(
+            fns.join("noop.toml"),
+            "name = \"noop\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\nmemory_mb = 1769\nmax_concurrency = 64\nmax_queue = 1000\n",
+        )
+        .unwrap();
+        let worker_dir = PathBuf::from(env!("CARGO_BIN_EXE_virga-worker")).parent().unwrap().to_path_buf();
+        let mut config = virga_platform::PlatformConfig::new("127.0.0.1:0".parse().unwrap(), data.path().join("data"));
+        config.functions_dir = Some(fns);
+        config.program_dirs = vec![worker_dir];
+        let platform = virga_platform::Platform::start(config).await.unwrap();
+        let bare = bare_axum().await;
+        let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+        let virga_uri = format!("http://{}/2015-03-31/functions/noop/invocations", platform.addr());
+        let bare_uri = format!("http://{bare}/hello");
+
+        println!(
+            "host: {} cores, {}; build: release; limits: {}",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            std::env::consts::ARCH,
+            if platform.limits_enforced() { "cgroups" } else { "none" }
+        );
+        println!("{secs} s per measurement, {rounds} interleaved rounds, medians\n");
+        // Warm up: start the instances concurrency 64 needs.
+        closed_loop(&client, &virga_uri, 64, 1.0).await;
+        closed_loop(&client, &bare_uri, 64, 0.5).await;
+
+        println!("{:<6} {:>12} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12}", "conc", "virga req/s", "bare req/s", "ratio", "virga p50", "bare p50", "virga p99", "bare p99", "p50 overhead");
+        for conc in [1usize, 8, 64] {
+            let mut v = Vec::new();
+            let mut b = Vec::new();
+            for _ in 0..rounds {
+                v.push(closed_loop(&client, &virga_uri, conc, secs).await);
+                b.push(closed_loop(&client, &bare_uri, conc, secs).await);
+            }
+            let errors: u64 = v.iter().chain(&b).map(|r| r.errors).sum();
+            let m = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+            let (vr, br) = (m(&v, |r| r.rps), m(&b, |r| r.rps));
+            let (v50, b50) = (m(&v, |r| r.p50_us), m(&b, |r| r.p50_us));
+            let (v99, b99) = (m(&v, |r| r.p99_us), m(&b, |r| r.p99_us));
+            println!(
+                "{conc:<6} {vr:>12.0} {br:>12.0} {:>7.1}% {:>8.0}us {:>8.0}us {:>8.0}us {:>8.0}us {:>10.0}us{}",
+                100.0 * vr / br,
+                v50,
+                b50,
+                v99,
+                b99,
+                v50 - b50,
+                if errors > 0 { format!("  ({errors} errors)") } else { String::new() }
+            );
+        }
+
+        // Cold starts: stop the idle instances, invoke once, read init_ms back.
+        let http = reqwest::Client::new();
+        let base = format!("http://{}", platform.addr());
+        let n = 30;
+        for _ in 0..n {
+            http.delete(format!("{base}/v1/functions/noop/instances")).send().await.unwrap();
+            // Reaping is asynchronous: wait until the pool is empty.
+            for _ in 0..200 {
+                let v: serde_json::Value = http.get(format!("{base}/v1/functions/noop/instances")).send().await.unwrap().json().await.unwrap();
+                if v["instances"].as_array().is_some_and(|a| a.is_empty()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let r = http.post(&virga_uri).body("{}").send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+        let recs: serde_json::Value = http
+            .get(format!("{base}/v1/invocations?function=noop&limit={n}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let inits: Vec<f64> = recs["invocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["init_ms"].as_f64())
+            .collect();
+        let cold = inits.len();
+        let mut sorted = inits.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "\ncold start of the no-op Rust runtime (spawn -> first next), {cold} of {n} cold: p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+            median(inits),
+            sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)],
+            sorted[sorted.len() - 1]
+        );
+        platform.shutdown().await;
+    });
+}

@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     /// Set when the platform kills the instance (timeout, reap, drain).
     stopping: AtomicBool,
     pid: std::sync::OnceLock<u32>,
+    /// Peak memory read just before the group was removed.
+    final_peak: std::sync::OnceLock<u64>,
     /// Log lines of the invocation in flight, for `X-Amz-Log-Type: Tail`.
     capture: Mutex<Option<Vec<String>>>,
 }
@@ -181,6 +183,7 @@ impl Instance {
             stopping: AtomicBool::new(false),
             pid: std::sync::OnceLock::new(),
             capture: Mutex::new(None),
+            final_peak: std::sync::OnceLock::new(),
         });
         let server = tokio::spawn(runtime_api::serve(listener, shared.clone())).abort_handle();
 
@@ -236,11 +239,16 @@ impl Instance {
             };
             // Whatever the group left behind goes too (a forked helper, say).
             sandbox::kill_group(pid);
+            // The group goes before the death is announced, so a platform
+            // that waits for its instances to die leaves no cgroup behind.
+            if let Some(g) = watcher_cgroup {
+                if let Some(peak) = g.peak_memory_bytes() {
+                    let _ = watcher_shared.final_peak.set(peak);
+                }
+                let _ = tokio::task::spawn_blocking(move || g.remove()).await;
+            }
             watcher_shared.phase.send_replace(Phase::Dead(death));
             lock(&watcher_shared.pending).clear();
-            if let Some(g) = watcher_cgroup {
-                tokio::task::spawn_blocking(move || g.remove());
-            }
         });
 
         Ok(Arc::new(Instance {
@@ -342,9 +350,10 @@ impl Instance {
 
     /// Peak memory of the instance so far, in MB (rounded up).
     pub fn peak_memory_mb(&self) -> Option<u32> {
-        let bytes = match &self.cgroup {
-            Some(g) => g.peak_memory_bytes(),
-            None => sandbox::vm_hwm_bytes(self.pid),
+        let bytes = match (self.shared.final_peak.get(), &self.cgroup) {
+            (Some(&peak), _) => Some(peak),
+            (None, Some(g)) => g.peak_memory_bytes(),
+            (None, None) => sandbox::vm_hwm_bytes(self.pid),
         }?;
         Some(bytes.div_ceil(1024 * 1024) as u32)
     }

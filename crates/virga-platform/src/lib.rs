@@ -165,7 +165,7 @@ impl Platform {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.scheduler.shutdown();
+        self.scheduler.shutdown().await;
         // In-flight requests end quickly once their instances are gone.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.server).await;
         let store = self.scheduler.meter().store().clone();

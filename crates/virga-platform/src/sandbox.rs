@@ -80,6 +80,7 @@ pub fn detect_cgroups(base: &Path) -> Option<Box<dyn Cgroups>> {
                 let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +cpu");
                 let _ = fs::write(base.join("cgroup.subtree_control"), "+memory +cpu");
                 let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +cpu");
+                sweep_stale(&root);
                 return Some(Box::new(CgroupV2 { root }));
             }
         }
@@ -93,10 +94,33 @@ pub fn detect_cgroups(base: &Path) -> Option<Box<dyn Cgroups>> {
             cpu_root: cpu.join("virga"),
         };
         if fs::create_dir_all(&v1.memory_root).is_ok() && fs::create_dir_all(&v1.cpu_root).is_ok() {
+            sweep_stale(&v1.memory_root);
+            sweep_stale(&v1.cpu_root);
             return Some(Box::new(v1));
         }
     }
     None
+}
+
+/// Removes instance groups left by platform processes that no longer run
+/// (their names end in `-<platform pid>`). Groups of live platforms stay.
+fn sweep_stale(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let owner = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if let Some(pid) = owner {
+            if path.is_dir() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir(&path);
+            }
+        }
+    }
 }
 
 /// cgroup v1: separate `memory` and `cpu` hierarchies.
@@ -116,7 +140,11 @@ impl Cgroups for CgroupV1 {
         let cpu = self.cpu_root.join(name);
         fs::create_dir_all(&memory)?;
         fs::create_dir_all(&cpu)?;
-        let group = GroupV1 { memory, cpu };
+        let group = GroupV1 {
+            peak: File::open(memory.join("memory.max_usage_in_bytes")).ok(),
+            memory,
+            cpu,
+        };
         let bytes = limits.memory_bytes().to_string();
         fs::write(group.memory.join("memory.limit_in_bytes"), &bytes)?;
         // Without swap accounting this file is absent; with it, swap must not
@@ -141,6 +169,8 @@ impl Cgroups for CgroupV1 {
 struct GroupV1 {
     memory: PathBuf,
     cpu: PathBuf,
+    /// Kept open: the peak is read after every invocation.
+    peak: Option<File>,
 }
 
 impl Cgroup for GroupV1 {
@@ -152,7 +182,10 @@ impl Cgroup for GroupV1 {
     }
 
     fn peak_memory_bytes(&self) -> Option<u64> {
-        read_u64(&self.memory.join("memory.max_usage_in_bytes"))
+        match &self.peak {
+            Some(f) => pread_u64(f),
+            None => read_u64(&self.memory.join("memory.max_usage_in_bytes")),
+        }
     }
 
     fn oom_killed(&self) -> bool {
@@ -192,13 +225,17 @@ impl Cgroups for CgroupV2 {
             dir.join("cpu.max"),
             format!("{} {CFS_PERIOD_US}", limits.cpu_quota_us()),
         )?;
-        Ok(Box::new(GroupV2 { dir }))
+        Ok(Box::new(GroupV2 {
+            peak: File::open(dir.join("memory.peak")).ok(),
+            dir,
+        }))
     }
 }
 
 #[derive(Debug)]
 struct GroupV2 {
     dir: PathBuf,
+    peak: Option<File>,
 }
 
 impl Cgroup for GroupV2 {
@@ -207,7 +244,10 @@ impl Cgroup for GroupV2 {
     }
 
     fn peak_memory_bytes(&self) -> Option<u64> {
-        read_u64(&self.dir.join("memory.peak"))
+        match &self.peak {
+            Some(f) => pread_u64(f),
+            None => read_u64(&self.dir.join("memory.peak")),
+        }
     }
 
     fn oom_killed(&self) -> bool {
@@ -224,6 +264,14 @@ impl Cgroup for GroupV2 {
 
 fn read_u64(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Reads a number from the start of an open cgroup file (one syscall).
+fn pread_u64(f: &File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 32];
+    let n = f.read_at(&mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
 /// Reads `key N` from a flat keyed file such as `memory.events`.

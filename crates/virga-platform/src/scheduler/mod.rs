@@ -349,8 +349,9 @@ impl Scheduler {
         Ok(n)
     }
 
-    /// Stops every instance of every function (platform shutdown).
-    pub fn shutdown(&self) {
+    /// Stops every instance of every function (platform shutdown) and waits
+    /// (bounded) until they are gone.
+    pub async fn shutdown(&self) {
         let all: Vec<Arc<Function>> = self
             .functions
             .write()
@@ -358,11 +359,21 @@ impl Scheduler {
             .drain()
             .map(|(_, f)| f)
             .collect();
+        let mut dying = Vec::new();
         for f in all {
             f.retire();
             for inst in lock(&f.instances).values() {
                 inst.kill();
+                dying.push(inst.clone());
             }
+        }
+        let all_dead = async {
+            for i in &dying {
+                i.dead().await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), all_dead).await.is_err() {
+            tracing::warn!("some instances did not exit within 5 s of shutdown");
         }
     }
 
