@@ -93,13 +93,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn env_num(name: &str, default: f64) -> f64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
     let secs = env_num("VIRGA_BENCH_SECS", 3.0);
     let rounds = env_num("VIRGA_BENCH_ROUNDS", 3.0) as usize;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let data = tempfile::tempdir().unwrap();
         let fns = data.path().join("fns");

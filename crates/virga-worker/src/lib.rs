@@ -128,20 +128,24 @@ impl RuntimeClient {
     }
 
     pub fn respond(&self, request_id: &str, body: &[u8]) -> Result<(), WorkerError> {
-        self.agent
+        let resp = self
+            .agent
             .post(&format!("{}/invocation/{request_id}/response", self.base))
             .send_bytes(body)
             .map_err(|e| self.err(e))?;
+        drain(resp);
         Ok(())
     }
 
     pub fn fail(&self, request_id: &str, error: &FunctionError) -> Result<(), WorkerError> {
-        self.agent
+        let resp = self
+            .agent
             .post(&format!("{}/invocation/{request_id}/error", self.base))
             .set("Lambda-Runtime-Function-Error-Type", &error.error_type)
             .set("Content-Type", "application/json")
             .send_bytes(&error.to_json())
             .map_err(|e| self.err(e))?;
+        drain(resp);
         Ok(())
     }
 
@@ -154,6 +158,11 @@ impl RuntimeClient {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// Reads a response to its end: only then does the agent reuse the connection.
+fn drain(resp: ureq::Response) {
+    let _ = std::io::copy(&mut resp.into_reader(), &mut std::io::sink());
 }
 
 /// Runs the Runtime API loop: `init` builds the handler once (its error is

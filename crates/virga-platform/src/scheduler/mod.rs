@@ -372,7 +372,10 @@ impl Scheduler {
                 i.dead().await;
             }
         };
-        if tokio::time::timeout(Duration::from_secs(5), all_dead).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), all_dead)
+            .await
+            .is_err()
+        {
             tracing::warn!("some instances did not exit within 5 s of shutdown");
         }
     }
