@@ -1,6 +1,7 @@
 //! `virga`: the command line of the virga platform.
 
 mod client;
+mod cost;
 mod demo;
 mod table;
 
@@ -96,6 +97,38 @@ enum Command {
     Delete { function: String },
     /// Stop a function's idle instances now (scale to zero).
     ScaleToZero { function: String },
+    /// Price recorded invocations under pricing profiles (or `cost estimate`
+    /// a hypothetical workload).
+    Cost(CostArgs),
+    /// Power tuning: redeploy a function at each memory size, measure warm
+    /// invocations, price them and recommend a size.
+    Tune {
+        function: String,
+        /// Memory sizes to try, in MB.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "128,256,512,1024,1536,2048,3008"
+        )]
+        memory: Vec<u32>,
+        /// Warm invocations per memory size.
+        #[arg(long, default_value_t = 20)]
+        invocations: usize,
+        #[arg(long, value_enum, default_value = "balanced")]
+        strategy: StrategyArg,
+        /// Weight of cost against speed for `balanced` (0 = speed only, 1 = cost only).
+        #[arg(long, default_value_t = 0.5)]
+        balanced_weight: f64,
+        /// The event, as JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// A lambda pricing profile (name or file).
+        #[arg(long, default_value = "lambda-x86")]
+        profile: String,
+        /// Where the JSON, SVG and HTML results go.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+    },
     /// Start an embedded platform, deploy the example functions, invoke them
     /// cold and warm, and print what was measured.
     Demo {
@@ -105,6 +138,77 @@ enum Command {
         /// Warm invocations per function.
         #[arg(long, default_value_t = 20)]
         warm: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StrategyArg {
+    Cost,
+    Speed,
+    Balanced,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct CostArgs {
+    #[command(subcommand)]
+    estimate: Option<CostCommand>,
+    /// Only this function.
+    #[arg(long)]
+    function: Option<String>,
+    /// Only invocations received at or after this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    since: Option<String>,
+    /// Pricing profiles: built-in names or profile files.
+    #[arg(long = "profile", default_values_t = ["lambda-x86".to_string(), "lambda-arm64".to_string(), "fargate-x86".to_string(), "vm".to_string()])]
+    profiles: Vec<String>,
+    /// Project a month at this many requests.
+    #[arg(long)]
+    requests_per_month: Option<u64>,
+    /// Show the arithmetic behind each number.
+    #[arg(long)]
+    explain: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    format: CostFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CostFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum CostCommand {
+    /// Price a hypothetical workload.
+    Estimate {
+        /// Pricing profiles: built-in names or profile files.
+        #[arg(long = "profile", required = true)]
+        profiles: Vec<String>,
+        #[arg(long)]
+        memory_mb: u32,
+        /// Mean invoke duration per request.
+        #[arg(long)]
+        duration_ms: f64,
+        #[arg(long)]
+        requests: u64,
+        /// Init duration of a cold start.
+        #[arg(long)]
+        init_ms: Option<f64>,
+        /// Share of requests that are cold starts (default: 1 with --init-ms, else 0).
+        #[arg(long)]
+        cold_ratio: Option<f64>,
+        /// vCPU per Fargate task (default: the Lambda share of memory, rounded up to a Fargate size).
+        #[arg(long)]
+        cpu: Option<f64>,
+        /// Fargate: one long-lived task for this many hours instead of one task per request. VM: hours on (default 730).
+        #[arg(long)]
+        hours: Option<f64>,
+        /// Apply the billing rules of this date (YYYY-MM-DD; default today).
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: CostFormat,
     },
 }
 
@@ -338,12 +442,88 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 .await?;
             println!("stopped {} idle instances of {function}", resp["stopped"]);
         }
+        Command::Cost(args) => match args.estimate {
+            None => {
+                cost::cost(
+                    &cli.endpoint,
+                    cost::CostQuery {
+                        function: args.function,
+                        since: args.since,
+                        profiles: args.profiles,
+                        requests_per_month: args.requests_per_month,
+                        explain: args.explain,
+                        json: args.format == CostFormat::Json,
+                    },
+                )
+                .await?
+            }
+            Some(CostCommand::Estimate {
+                profiles,
+                memory_mb,
+                duration_ms,
+                requests,
+                init_ms,
+                cold_ratio,
+                cpu,
+                hours,
+                as_of,
+                format,
+            }) => cost::estimate_cmd(
+                &profiles,
+                virga_spec::pricing::Workload {
+                    memory_mb,
+                    duration_ms,
+                    requests,
+                    init_ms,
+                    cold_ratio: cold_ratio.unwrap_or(if init_ms.is_some() { 1.0 } else { 0.0 }),
+                    cpu,
+                    hours,
+                    as_of: as_of.unwrap_or_else(chrono_today),
+                },
+                format == CostFormat::Json,
+            )?,
+        },
+        Command::Tune {
+            function,
+            memory,
+            invocations,
+            strategy,
+            balanced_weight,
+            payload,
+            profile,
+            out,
+        } => {
+            init_tracing("warn");
+            cost::tune(
+                &cli.endpoint,
+                cost::TuneArgs {
+                    function,
+                    memories: memory,
+                    invocations,
+                    strategy: match strategy {
+                        StrategyArg::Cost => virga_lab::tune::Strategy::Cost,
+                        StrategyArg::Speed => virga_lab::tune::Strategy::Speed,
+                        StrategyArg::Balanced => virga_lab::tune::Strategy::Balanced,
+                    },
+                    balanced_weight,
+                    payload: payload.into_bytes(),
+                    profile,
+                    out,
+                },
+            )
+            .await?;
+        }
         Command::Demo { functions, warm } => {
             init_tracing("warn");
             demo::run(&functions, warm).await?;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Today's date (UTC), YYYY-MM-DD.
+fn chrono_today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
 }
 
 fn array(v: &Value, key: &str) -> Vec<Value> {

@@ -1,11 +1,13 @@
 //! The vocabulary every other virga crate speaks: function manifests, invocation
-//! records and the billing rules that turn durations into billed time.
+//! records, the billing rules that turn durations into billed time, and the
+//! pricing profiles that turn billed time into cost.
 //!
 //! This crate is pure: no I/O beyond what its callers hand it, no async runtime.
 //! Manifests are parsed from text the caller read; records are plain data.
 
 pub mod billing;
 pub mod manifest;
+pub mod pricing;
 pub mod record;
 
 pub use billing::{billed_ms, vcpu_for_memory, LAMBDA_MB_PER_VCPU};

@@ -119,6 +119,8 @@ pub struct FunctionInfo {
     pub queued: usize,
     pub limits_enforced: bool,
     pub manifest: Manifest,
+    /// The manifest's directory: its relative paths are relative to it.
+    pub base_dir: String,
 }
 
 /// One instance's public description.
@@ -140,6 +142,7 @@ pub struct InstanceInfo {
 /// A deployed revision of a function and its instances.
 struct Function {
     manifest: Manifest,
+    base_dir: PathBuf,
     version: u64,
     deployed_at: String,
     spawn: SpawnSpec,
@@ -295,6 +298,7 @@ impl Scheduler {
                 manifest.name
             ),
             manifest,
+            base_dir: base_dir.to_path_buf(),
             version,
             deployed_at,
             spawn,
@@ -447,6 +451,7 @@ impl Scheduler {
             queued,
             limits_enforced: self.limits_enforced(),
             manifest: m.clone(),
+            base_dir: f.base_dir.display().to_string(),
         }
     }
 
