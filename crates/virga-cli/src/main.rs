@@ -207,6 +207,15 @@ enum CostCommand {
         /// Apply the billing rules of this date (YYYY-MM-DD; default today).
         #[arg(long)]
         as_of: Option<String>,
+        /// Lambda: provisioned concurrency (instances kept initialised).
+        #[arg(long, default_value_t = 0)]
+        provisioned_concurrency: u32,
+        /// Lambda: hours the provisioned concurrency is on.
+        #[arg(long, default_value_t = 0.0)]
+        provisioned_hours: f64,
+        /// Lambda: ephemeral storage in MB (512 are free).
+        #[arg(long, default_value_t = 512)]
+        ephemeral_mb: u32,
         #[arg(long, value_enum, default_value = "table")]
         format: CostFormat,
     },
@@ -467,6 +476,9 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 cpu,
                 hours,
                 as_of,
+                provisioned_concurrency,
+                provisioned_hours,
+                ephemeral_mb,
                 format,
             }) => cost::estimate_cmd(
                 &profiles,
@@ -479,6 +491,9 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     cpu,
                     hours,
                     as_of: as_of.unwrap_or_else(chrono_today),
+                    provisioned_concurrency,
+                    provisioned_hours,
+                    ephemeral_mb,
                 },
                 format == CostFormat::Json,
             )?,

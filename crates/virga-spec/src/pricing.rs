@@ -350,6 +350,12 @@ pub struct Workload {
     pub hours: Option<f64>,
     /// The date the rules are applied on (YYYY-MM-DD).
     pub as_of: String,
+    /// Lambda: instances kept initialised (provisioned concurrency) ...
+    pub provisioned_concurrency: u32,
+    /// ... for this many hours; requests then run on them (no init, provisioned duration rate).
+    pub provisioned_hours: f64,
+    /// Lambda: ephemeral storage (`/tmp`); above the free 512 MB it is billed per GB-s.
+    pub ephemeral_mb: u32,
 }
 
 /// Prices a hypothetical workload under `profile`.
@@ -377,18 +383,59 @@ pub fn estimate(profile: &Profile, w: &Workload) -> Bill {
                 String::new()
             }
         ));
-        let gb_s = (warm as f64 * warm_ms as f64 + cold as f64 * cold_ms as f64) / 1000.0 * gb;
+        let provisioned = w.provisioned_concurrency > 0 && w.provisioned_hours > 0.0;
+        // Provisioned instances are initialised ahead: no request pays init.
+        let (cold, warm) = if provisioned {
+            (0, w.requests)
+        } else {
+            (cold, warm)
+        };
+        let billed_s = (warm as f64 * warm_ms as f64 + cold as f64 * cold_ms as f64) / 1000.0;
+        let gb_s = billed_s * gb;
         bill.note(format!(
             "GB-s = ({warm} warm x {warm_ms} ms + {cold} cold x {cold_ms} ms) / 1000 x {} MB / 1024 = {gb_s:.3}",
             w.memory_mb
         ));
-        add_tiered(&mut bill, l, gb_s);
+        if provisioned {
+            let kept = f64::from(w.provisioned_concurrency) * gb * w.provisioned_hours * 3600.0;
+            bill.note(format!(
+                "provisioned concurrency: {} instances x {} GB x {} h kept warm; requests run on them at the provisioned duration rate",
+                w.provisioned_concurrency, gb, w.provisioned_hours
+            ));
+            bill.add(
+                "provisioned concurrency",
+                kept,
+                "GB-s",
+                l.provisioned_gb_second_usd,
+            );
+            bill.add(
+                "compute (provisioned)",
+                gb_s,
+                "GB-s",
+                l.provisioned_duration_gb_second_usd,
+            );
+        } else {
+            add_tiered(&mut bill, l, gb_s);
+        }
         bill.add(
             "requests",
             w.requests as f64,
             "requests",
             l.requests_per_million_usd / 1e6,
         );
+        if w.ephemeral_mb > 512 {
+            let extra_gb = f64::from(w.ephemeral_mb - 512) / 1024.0;
+            bill.note(format!(
+                "ephemeral storage: {} MB, of which 512 MB free",
+                w.ephemeral_mb
+            ));
+            bill.add(
+                "ephemeral storage",
+                extra_gb * billed_s,
+                "GB-s",
+                l.ephemeral_gb_second_usd,
+            );
+        }
     }
     if let Some(f) = &profile.fargate {
         let (cpu, mem) = match w.cpu {
@@ -644,7 +691,46 @@ mod tests {
             cpu: None,
             hours: None,
             as_of: "2026-11-01".into(),
+            provisioned_concurrency: 0,
+            provisioned_hours: 0.0,
+            ephemeral_mb: 512,
         }
+    }
+
+    /// Provisioned concurrency, from the rates on the Lambda pricing page:
+    /// 1 instance x 1 GB kept 1 h = 3600 GB-s x $0.0000041667 = $0.015; 1000
+    /// requests of 100 ms at 1 GB = 100 GB-s x $0.0000097222.
+    #[test]
+    fn provisioned_concurrency_and_ephemeral_storage() {
+        let p = Profile::built_in("lambda-x86").unwrap();
+        let mut w = workload(1024, 100.0, 1000);
+        w.provisioned_concurrency = 1;
+        w.provisioned_hours = 1.0;
+        w.init_ms = Some(500.0);
+        w.cold_ratio = 1.0;
+        let b = estimate(&p, &w);
+        assert!(
+            close(b.lines[0].cost_usd, 3600.0 * 0.0000041667, 1e-12),
+            "{:?}",
+            b.lines
+        );
+        assert!(
+            close(b.lines[1].quantity, 100.0, 1e-9),
+            "no init on provisioned instances"
+        );
+        assert!(close(b.lines[1].cost_usd, 100.0 * 0.0000097222, 1e-12));
+        let mut w = workload(1024, 1000.0, 10);
+        w.ephemeral_mb = 1536;
+        let b = estimate(&p, &w);
+        let e = b
+            .lines
+            .iter()
+            .find(|l| l.item == "ephemeral storage")
+            .unwrap();
+        assert!(
+            close(e.quantity, 10.0, 1e-9),
+            "1 GB over the free 512 MB for 10 s"
+        );
     }
 
     #[test]
