@@ -458,7 +458,11 @@ async fn invoke_api_errors_use_lambdas_names() {
         .await;
     assert_eq!(resp.status(), 204);
     let resp = s
-        .invoke_raw("echo", "{}", &[("x-amz-invocation-type", "Event")])
+        .invoke_raw("nope", "{}", &[("x-amz-invocation-type", "Event")])
+        .await;
+    assert_eq!(resp.status(), 404);
+    let resp = s
+        .invoke_raw("echo", "{}", &[("x-amz-invocation-type", "Bogus")])
         .await;
     assert_eq!(resp.status(), 400);
     assert_eq!(

@@ -63,6 +63,30 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// Queues an asynchronous invocation (invocation type Event).
+    pub async fn invoke_event(
+        &self,
+        function: &str,
+        payload: &str,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let resp = self
+            .http
+            .post(format!(
+                "http://{}/2015-03-31/functions/{function}/invocations",
+                self.addr
+            ))
+            .header("x-amz-invocation-type", "Event")
+            .body(payload.to_string())
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, headers, resp.text().await.unwrap())
+    }
+}
+
 impl Server {
     /// Writes each manifest to `fns/<name>.toml` and serves that directory.
     pub async fn start(functions: &[(&str, String)]) -> Server {
@@ -119,6 +143,16 @@ impl Server {
     /// Stops the server gracefully (SIGTERM) and starts it again on the same data dir.
     pub async fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Kills the server with SIGKILL (no shutdown at all) and starts it again
+    /// on the same data dir.
+    pub async fn crash_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         self.spawn();
     }
 

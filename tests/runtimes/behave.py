@@ -43,7 +43,33 @@ while True:
         arn = resp.headers["Lambda-Runtime-Invoked-Function-Arn"]
         raw = resp.read()
     event = json.loads(raw) if raw else {}
+    if isinstance(event, dict) and isinstance(event.get("Records"), list) \
+            and event["Records"] and event["Records"][0].get("eventSource") == "aws:sqs":
+        # An SQS batch: log each message; report bodies "fail" as partial failures.
+        records = event["Records"]
+        print(f"batch {len(records)}", flush=True)
+        failures = []
+        for r in records:
+            print(f"msg {r['body']} {r['attributes']['ApproximateReceiveCount']}", flush=True)
+            if r["body"] == "fail":
+                failures.append({"itemIdentifier": r["messageId"]})
+        post(f"/invocation/{rid}/response", {"batchItemFailures": failures})
+        continue
+    if isinstance(event, dict) and isinstance(event.get("Records"), list) and event["Records"]:
+        src = event["Records"][0].get("eventSource") or event["Records"][0].get("EventSource")
+        if src == "aws:s3":
+            print(f"s3 {event['Records'][0]['eventName']} {event['Records'][0]['s3']['object']['key']}", flush=True)
+        elif src == "aws:sns":
+            print(f"sns {event['Records'][0]['Sns']['Message']}", flush=True)
     action = event.get("action", "echo") if isinstance(event, dict) else "echo"
+    if action == "append":
+        # Evidence of delivery that survives the platform: one line per delivery.
+        with open(event["path"], "a") as f:
+            f.write(rid + "\n")
+    if action == "fail_unless" and not os.path.exists(event["path"]):
+        post(f"/invocation/{rid}/error", {"errorType": "NotYet", "errorMessage": "flag file missing"},
+             {"Lambda-Runtime-Function-Error-Type": "NotYet"})
+        continue
     if action == "sleep":
         time.sleep(float(event.get("seconds", 1)))
     elif action == "crash":

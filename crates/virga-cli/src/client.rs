@@ -63,6 +63,47 @@ impl Client {
         Ok(resp.json().await?)
     }
 
+    /// Sends `body` with `method` and returns the JSON answer (null when empty).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Value> {
+        let resp = self
+            .send(self.http.request(method, self.url(path)).body(body))
+            .await?;
+        let bytes = resp.bytes().await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes> {
+        Ok(self
+            .send(self.http.get(self.url(path)))
+            .await?
+            .bytes()
+            .await?)
+    }
+
+    /// Queues an asynchronous invocation; returns its request id.
+    pub async fn invoke_async(&self, name: &str, payload: Vec<u8>) -> Result<String> {
+        let req = self
+            .http
+            .post(self.url(&format!("/2015-03-31/functions/{name}/invocations")))
+            .header("x-amz-invocation-type", "Event")
+            .body(payload);
+        let resp = self.send(req).await?;
+        Ok(resp
+            .headers()
+            .get("x-amzn-requestid")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string())
+    }
+
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.send(self.http.delete(self.url(path))).await?;
         Ok(())

@@ -62,6 +62,50 @@ enum Command {
         /// Read the event from a file instead.
         #[arg(long, conflicts_with = "payload")]
         payload_file: Option<PathBuf>,
+        /// Queue it (invocation type Event): print the request id once it is stored.
+        #[arg(long = "async")]
+        asynchronous: bool,
+    },
+    /// Upload an object to a bucket (fires the bucket's triggers).
+    Put {
+        bucket: String,
+        key: String,
+        file: PathBuf,
+    },
+    /// Download an object.
+    Get {
+        bucket: String,
+        key: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List a bucket's objects.
+    Objects {
+        bucket: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Publish a message to a topic: every subscribed function gets it.
+    Publish {
+        topic: String,
+        message: String,
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// Send a message to a queue.
+    Send { queue: String, message: String },
+    /// Depth and age of asynchronous events per function and of queues.
+    Queues {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// A function's dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
     },
     /// List deployed functions.
     Ls {
@@ -139,6 +183,18 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         warm: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead-lettered events.
+    Ls {
+        function: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Deliver the dead letters again.
+    Redrive { function: String },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -323,6 +379,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             function,
             payload,
             payload_file,
+            asynchronous,
         } => {
             init_tracing("warn");
             let payload = match payload_file {
@@ -331,6 +388,11 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 }
                 None => payload.into_bytes(),
             };
+            if asynchronous {
+                let id = client.invoke_async(&function, payload).await?;
+                println!("queued {id}");
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
             let out = client.invoke(&function, payload).await?;
             println!("{}", String::from_utf8_lossy(&out.body));
             if let Some(report) = out.log_tail.as_deref().and_then(client::report_line) {
@@ -451,6 +513,136 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 .await?;
             println!("stopped {} idle instances of {function}", resp["stopped"]);
         }
+        Command::Put { bucket, key, file } => {
+            let body =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let v = client
+                .send_json(
+                    reqwest::Method::PUT,
+                    &format!("/v1/buckets/{bucket}/objects/{key}"),
+                    body,
+                )
+                .await?;
+            println!(
+                "put {bucket}/{key} ({} bytes, etag {})",
+                v["size"],
+                v["etag"].as_str().unwrap_or_default()
+            );
+        }
+        Command::Get { bucket, key, out } => {
+            let body = client
+                .get_bytes(&format!("/v1/buckets/{bucket}/objects/{key}"))
+                .await?;
+            match out {
+                Some(p) => std::fs::write(&p, &body)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&body)?;
+                }
+            }
+        }
+        Command::Objects {
+            bucket,
+            prefix,
+            format,
+        } => {
+            let v = client
+                .get_json(&format!("/v1/buckets/{bucket}/objects?prefix={prefix}"))
+                .await?;
+            table::print(
+                &array(&v, "objects"),
+                &["key", "size", "etag", "last_modified"],
+                format,
+            );
+        }
+        Command::Publish {
+            topic,
+            message,
+            subject,
+        } => {
+            let mut req_path = format!("/v1/topics/{topic}");
+            if let Some(s) = &subject {
+                req_path = format!("{req_path}?subject={s}");
+            }
+            let v = client
+                .send_json(reqwest::Method::POST, &req_path, message.into_bytes())
+                .await?;
+            let subs: Vec<String> = array(&v, "subscribers")
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            println!(
+                "published {} to {} subscribers: {}",
+                v["message_id"].as_str().unwrap_or_default(),
+                subs.len(),
+                subs.join(", ")
+            );
+        }
+        Command::Send { queue, message } => {
+            let v = client
+                .send_json(
+                    reqwest::Method::POST,
+                    &format!("/v1/queues/{queue}/messages"),
+                    message.into_bytes(),
+                )
+                .await?;
+            println!("sent {}", v["message_id"].as_str().unwrap_or_default());
+        }
+        Command::Queues { format } => {
+            let v = client.get_json("/v1/queues").await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("asynchronous invocations:");
+                table::print(
+                    &array(&v, "functions"),
+                    &[
+                        "function",
+                        "ready",
+                        "in_flight",
+                        "delayed",
+                        "oldest_age_ms",
+                        "dead_letters",
+                    ],
+                    format,
+                );
+                println!("\nqueues:");
+                table::print(
+                    &array(&v, "queues"),
+                    &["queue", "ready", "in_flight", "oldest_age_ms"],
+                    format,
+                );
+            }
+        }
+        Command::Dlq { command } => match command {
+            DlqCommand::Ls { function, format } => {
+                let v = client
+                    .get_json(&format!("/v1/functions/{function}/dlq"))
+                    .await?;
+                table::print(
+                    &array(&v, "dead_letters"),
+                    &[
+                        "request_id",
+                        "trigger",
+                        "attempts",
+                        "error",
+                        "enqueued_at_ms",
+                    ],
+                    format,
+                );
+            }
+            DlqCommand::Redrive { function } => {
+                let v = client
+                    .send_json(
+                        reqwest::Method::POST,
+                        &format!("/v1/functions/{function}/dlq/redrive"),
+                        Vec::new(),
+                    )
+                    .await?;
+                println!("redriven {} events of {function}", v["redriven"]);
+            }
+        },
         Command::Cost(args) => match args.estimate {
             None => {
                 cost::cost(

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use virga_spec::{Status, Trigger};
 
+use crate::events::{Events, EventsError};
 use crate::logs::tail_4kb;
 use crate::scheduler::{DeployError, InvokeError, InvokeRequest, Scheduler};
 use crate::store::{RecordFilter, StoreError};
@@ -33,7 +34,13 @@ const MAX_MANIFEST_BYTES: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub scheduler: Arc<Scheduler>,
+    pub events: Arc<Events>,
 }
+
+/// Lambda's asynchronous payload limit (1 MB).
+pub const MAX_ASYNC_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Largest object accepted by `PUT /v1/buckets/...`.
+pub const MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
 
 /// The whole HTTP surface, without a socket (tests drive it directly).
 pub fn router(state: AppState) -> Router {
@@ -52,7 +59,17 @@ pub fn router(state: AppState) -> Router {
             get(list_instances).delete(stop_instances),
         )
         .route("/v1/functions/{name}/logs", get(function_logs))
+        .route("/v1/functions/{name}/dlq", get(list_dead_letters))
+        .route("/v1/functions/{name}/dlq/redrive", post(redrive))
         .route("/v1/invocations", get(list_invocations))
+        .route("/v1/buckets/{bucket}/objects", get(list_objects))
+        .route(
+            "/v1/buckets/{bucket}/objects/{*key}",
+            get(get_object).put(put_object).delete(delete_object),
+        )
+        .route("/v1/topics/{topic}", post(publish))
+        .route("/v1/queues", get(queues))
+        .route("/v1/queues/{queue}/messages", post(send_message))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -142,6 +159,35 @@ impl From<DeployError> for ApiError {
     }
 }
 
+impl From<EventsError> for ApiError {
+    fn from(e: EventsError) -> Self {
+        match e {
+            EventsError::NotFound(_) => ApiError::not_found(e.to_string()),
+            EventsError::NoSuchKey { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "NoSuchKey", e.to_string())
+            }
+            EventsError::Invalid(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                e.to_string(),
+            ),
+            EventsError::Durable(_) | EventsError::Io(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+fn too_large(limit: usize, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestTooLargeException",
+        format!("{what} must be smaller than {limit} bytes"),
+    )
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::new(
@@ -188,9 +234,19 @@ async fn invoke(
             };
         }
         "Event" => {
-            return Err(ApiError::bad_request(
-                "X-Amz-Invocation-Type: Event (asynchronous invocation) is not supported by this platform yet; use RequestResponse",
-            ))
+            let payload = to_bytes(body, MAX_ASYNC_PAYLOAD_BYTES)
+                .await
+                .map_err(|_| too_large(MAX_ASYNC_PAYLOAD_BYTES, "An asynchronous request"))?;
+            check_json(&payload)?;
+            let id = state
+                .events
+                .invoke_async(&name, payload, Trigger::Http)
+                .await?;
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-amzn-requestid", v);
+            }
+            return Ok(resp);
         }
         other => {
             return Err(ApiError::bad_request(format!(
@@ -205,21 +261,11 @@ async fn invoke(
             format!("Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the InvokeFunction operation"),
         )
     })?;
-    if !payload.is_empty() {
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
-            return Err(ApiError::bad_request(format!(
-                "Could not parse request body into json: {e}"
-            )));
-        }
-    }
+    check_json(&payload)?;
     let want_tail = header(&headers, "x-amz-log-type") == Some("Tail");
     let outcome = state
         .scheduler
-        .invoke(InvokeRequest {
-            function: name,
-            payload,
-            trigger: Trigger::Http,
-        })
+        .invoke(InvokeRequest::new(name, payload, Trigger::Http))
         .await?;
     let mut resp = (StatusCode::OK, outcome.body).into_response();
     let h = resp.headers_mut();
@@ -244,6 +290,16 @@ async fn invoke(
         }
     }
     Ok(resp)
+}
+
+/// Lambda refuses payloads that are not JSON (an empty one is allowed).
+fn check_json(payload: &[u8]) -> Result<(), ApiError> {
+    if payload.is_empty() {
+        return Ok(());
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload)
+        .map(|_| ())
+        .map_err(|e| ApiError::bad_request(format!("Could not parse request body into json: {e}")))
 }
 
 /// Lambda's `FunctionConfiguration`, enough for SDKs and the AWS CLI.
@@ -443,6 +499,143 @@ async fn list_invocations(
     Ok(Json(json!({ "invocations": records })))
 }
 
+async fn list_dead_letters(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let events = state.events.clone();
+    let dead = tokio::task::spawn_blocking(move || events.dead_letters(&name))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                e.to_string(),
+            )
+        })??;
+    Ok(Json(json!({ "dead_letters": dead })))
+}
+
+async fn redrive(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = state.events.redrive(&name).await?;
+    Ok(Json(json!({ "redriven": n })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListObjectsQuery {
+    prefix: Option<String>,
+}
+
+async fn list_objects(
+    State(state): State<AppState>,
+    Path(bucket): Path<String>,
+    Query(q): Query<ListObjectsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let objects = state
+        .events
+        .list_objects(&bucket, q.prefix.as_deref().unwrap_or(""))?;
+    Ok(Json(json!({ "objects": objects })))
+}
+
+async fn put_object(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = to_bytes(body, MAX_OBJECT_BYTES)
+        .await
+        .map_err(|_| too_large(MAX_OBJECT_BYTES, "An object"))?;
+    let meta = state.events.put_object(&bucket, &key, body).await?;
+    let mut resp = Json(&meta).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
+        resp.headers_mut().insert("etag", v);
+    }
+    Ok(resp)
+}
+
+async fn get_object(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (meta, body) = state.events.get_object(&bucket, &key).await?;
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
+        h.insert("etag", v);
+    }
+    Ok(resp)
+}
+
+async fn delete_object(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.events.delete_object(&bucket, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct PublishQuery {
+    subject: Option<String>,
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    Query(q): Query<PublishQuery>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = to_bytes(body, MAX_ASYNC_PAYLOAD_BYTES)
+        .await
+        .map_err(|_| too_large(MAX_ASYNC_PAYLOAD_BYTES, "A message"))?;
+    let message = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("a message must be UTF-8 text"))?;
+    let (id, subscribers) = state
+        .events
+        .publish(&topic, &message, q.subject.as_deref())
+        .await?;
+    Ok(Json(
+        json!({ "message_id": id, "subscribers": subscribers }),
+    ))
+}
+
+async fn send_message(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = to_bytes(body, crate::events::sqs::MAX_MESSAGE_BYTES)
+        .await
+        .map_err(|_| too_large(crate::events::sqs::MAX_MESSAGE_BYTES, "A message"))?;
+    let message = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("a message must be UTF-8 text"))?;
+    let id = state.events.send_message(&queue, message).await?;
+    Ok(Json(json!({ "message_id": id })))
+}
+
+async fn queues(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let events = state.events.clone();
+    let functions = tokio::task::spawn_blocking(move || events.async_depths())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                e.to_string(),
+            )
+        })??;
+    Ok(Json(
+        json!({ "functions": functions, "queues": state.events.queue_depths() }),
+    ))
+}
+
 async fn live() -> Json<serde_json::Value> {
     Json(json!({ "live": true }))
 }
@@ -496,7 +689,8 @@ mod route_tests {
             },
             crate::meter::Meter::new(store),
         );
-        (dir, router(AppState { scheduler }))
+        let events = crate::events::Events::start(dir.path(), scheduler.clone()).unwrap();
+        (dir, router(AppState { scheduler, events }))
     }
 
     async fn call(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {

@@ -1,11 +1,12 @@
 //! virga's control plane, in flow order:
 //!
-//! event -> [`gateway`] (HTTP) -> [`scheduler`] (pools, cold starts, keep-alive)
+//! event -> [`gateway`] (HTTP) / [`events`] (async queue, triggers) -> [`scheduler`] (pools, cold starts, keep-alive)
 //! -> [`instance`] ([`sandbox`]ed process + its [`runtime_api`] listener) -> worker
 //! -> [`meter`] (records in the [`store`], metrics, REPORT lines).
 //!
 //! Invariant: the platform never links an ML engine; models live in instance processes.
 
+pub mod events;
 pub mod gateway;
 pub mod instance;
 pub mod logs;
@@ -46,6 +47,9 @@ pub enum PlatformError {
     /// the store failed
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// the event store failed
+    #[error(transparent)]
+    Events(#[from] events::EventsError),
 }
 
 /// How to run the platform.
@@ -81,6 +85,7 @@ impl PlatformConfig {
 pub struct Platform {
     addr: SocketAddr,
     scheduler: Arc<Scheduler>,
+    events: Arc<events::Events>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
 }
@@ -122,6 +127,8 @@ impl Platform {
         if let Some(dir) = &config.functions_dir {
             deploy_dir(&scheduler, dir)?;
         }
+        // After the functions, so resumed events find them.
+        let events = events::Events::start(&config.data_dir, scheduler.clone())?;
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| PlatformError::Bind(config.addr, e))?;
@@ -130,6 +137,7 @@ impl Platform {
             .map_err(|e| PlatformError::Bind(config.addr, e))?;
         let app = gateway::router(gateway::AppState {
             scheduler: scheduler.clone(),
+            events: events.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -143,6 +151,7 @@ impl Platform {
         Ok(Platform {
             addr,
             scheduler,
+            events,
             stop: Some(stop),
             server,
         })
@@ -165,6 +174,7 @@ impl Platform {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.events.shutdown().await;
         self.scheduler.shutdown().await;
         // In-flight requests end quickly once their instances are gone.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.server).await;

@@ -6,10 +6,12 @@
 //! Manifests are parsed from text the caller read; records are plain data.
 
 pub mod billing;
+pub mod events;
 pub mod manifest;
 pub mod pricing;
 pub mod record;
+pub mod schedule;
 
 pub use billing::{billed_ms, vcpu_for_memory, LAMBDA_MB_PER_VCPU};
-pub use manifest::{Manifest, ManifestError, Runtime};
+pub use manifest::{BucketEvent, Destination, Manifest, ManifestError, Runtime, TriggerSpec};
 pub use record::{InvocationRecord, Status, Trigger};

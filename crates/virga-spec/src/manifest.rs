@@ -56,6 +56,106 @@ pub struct Manifest {
     pub max_queue: u32,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Asynchronous invocations: retries after the first failure (0..=10).
+    #[serde(default = "defaults::max_retries")]
+    pub max_retries: u32,
+    /// Asynchronous invocations: events older than this are dead-lettered unrun.
+    #[serde(default = "defaults::max_event_age_ms")]
+    pub max_event_age_ms: u64,
+    /// Asynchronous invocations: the first retry waits this long, each next one twice as long (with jitter).
+    #[serde(default = "defaults::retry_delay_ms")]
+    pub retry_delay_ms: u64,
+    /// Where results of successful asynchronous invocations go: `queue:NAME` or `topic:NAME`.
+    #[serde(default)]
+    pub on_success: Option<String>,
+    /// Where failed asynchronous events go besides the function's dead-letter queue.
+    #[serde(default)]
+    pub on_failure: Option<String>,
+    /// Event sources that invoke this function.
+    #[serde(default)]
+    pub triggers: Vec<TriggerSpec>,
+}
+
+/// An event source (`[[triggers]]` in the manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TriggerSpec {
+    /// Object uploads (and deletes) in a bucket, filtered by key prefix/suffix.
+    Bucket {
+        bucket: String,
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        suffix: Option<String>,
+        #[serde(default = "defaults::bucket_events")]
+        events: Vec<BucketEvent>,
+    },
+    /// Messages published to a topic (fan-out: every subscriber gets each one).
+    Topic { topic: String },
+    /// Messages sent to a queue, delivered in batches (an event source mapping).
+    Queue {
+        queue: String,
+        #[serde(default = "defaults::batch_size")]
+        batch_size: u32,
+        #[serde(default)]
+        batch_window_ms: u64,
+        /// Deliveries of a message before it goes to the dead-letter queue.
+        #[serde(default = "defaults::max_receive")]
+        max_receive: u32,
+    },
+    /// A rate(...) or cron(...) schedule (e.g. keep-warm pings).
+    Schedule {
+        expression: String,
+        /// The event to send, as JSON; default: an EventBridge scheduled event.
+        #[serde(default)]
+        input: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketEvent {
+    Put,
+    Delete,
+}
+
+/// Where an asynchronous result goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Queue(String),
+    Topic(String),
+}
+
+impl Destination {
+    pub fn parse(s: &str) -> Option<Destination> {
+        let (kind, name) = s.split_once(':')?;
+        if !valid_resource_name(name) {
+            return None;
+        }
+        match kind {
+            "queue" => Some(Destination::Queue(name.to_string())),
+            "topic" => Some(Destination::Topic(name.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// Queue and topic names: 1 to 80 of a-z, A-Z, 0-9, '-' and '_' (SQS/SNS rules).
+pub fn valid_resource_name(name: &str) -> bool {
+    (1..=80).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Bucket names: 3 to 63 of a-z, 0-9, '.', '-', starting and ending alphanumeric (S3 rules).
+pub fn valid_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
 mod defaults {
@@ -73,6 +173,24 @@ mod defaults {
     }
     pub fn max_queue() -> u32 {
         100
+    }
+    pub fn max_retries() -> u32 {
+        2
+    }
+    pub fn max_event_age_ms() -> u64 {
+        21_600_000
+    }
+    pub fn retry_delay_ms() -> u64 {
+        60_000
+    }
+    pub fn bucket_events() -> Vec<super::BucketEvent> {
+        vec![super::BucketEvent::Put]
+    }
+    pub fn batch_size() -> u32 {
+        10
+    }
+    pub fn max_receive() -> u32 {
+        3
     }
 }
 
@@ -181,6 +299,37 @@ impl Manifest {
                 ),
             ));
         }
+        if self.max_retries > 10 {
+            return Err((
+                "max_retries",
+                format!("{} is out of range: use 0..=10", self.max_retries),
+            ));
+        }
+        if !(1_000..=21_600_000).contains(&self.max_event_age_ms) {
+            return Err((
+                "max_event_age_ms",
+                format!(
+                    "{} is out of range: use 1000..=21600000 (6 hours)",
+                    self.max_event_age_ms
+                ),
+            ));
+        }
+        for (field, dest) in [
+            ("on_success", &self.on_success),
+            ("on_failure", &self.on_failure),
+        ] {
+            if let Some(d) = dest {
+                if Destination::parse(d).is_none() {
+                    return Err((
+                        field,
+                        format!("{d:?} is not a destination: use \"queue:NAME\" or \"topic:NAME\""),
+                    ));
+                }
+            }
+        }
+        for t in &self.triggers {
+            t.validate().map_err(|m| ("triggers", m))?;
+        }
         if let Some(key) = self.env.keys().find(|k| !valid_env_key(k)) {
             return Err((
                 "env",
@@ -192,6 +341,63 @@ impl Manifest {
                 "env",
                 format!("{key:?} is reserved: the platform sets it for every instance"),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl TriggerSpec {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            TriggerSpec::Bucket { bucket, events, .. } => {
+                if !valid_bucket_name(bucket) {
+                    return Err(format!(
+                        "bucket {bucket:?}: use 3 to 63 of a-z, 0-9, '.', '-'"
+                    ));
+                }
+                if events.is_empty() {
+                    return Err(format!(
+                        "bucket {bucket:?}: events must name \"put\", \"delete\" or both"
+                    ));
+                }
+            }
+            TriggerSpec::Topic { topic } => {
+                if !valid_resource_name(topic) {
+                    return Err(format!(
+                        "topic {topic:?}: use 1 to 80 of a-z, A-Z, 0-9, '-', '_'"
+                    ));
+                }
+            }
+            TriggerSpec::Queue {
+                queue,
+                batch_size,
+                batch_window_ms,
+                max_receive,
+            } => {
+                if !valid_resource_name(queue) {
+                    return Err(format!(
+                        "queue {queue:?}: use 1 to 80 of a-z, A-Z, 0-9, '-', '_'"
+                    ));
+                }
+                if !(1..=10_000).contains(batch_size) {
+                    return Err(format!(
+                        "queue {queue:?}: batch_size {batch_size} is out of range 1..=10000"
+                    ));
+                }
+                if *batch_window_ms > 300_000 {
+                    return Err(format!("queue {queue:?}: batch_window_ms {batch_window_ms} is over 300000 (5 minutes)"));
+                }
+                if *max_receive == 0 {
+                    return Err(format!("queue {queue:?}: max_receive must be at least 1"));
+                }
+            }
+            TriggerSpec::Schedule { expression, input } => {
+                crate::schedule::Schedule::parse(expression).map_err(|e| e.to_string())?;
+                if let Some(i) = input {
+                    serde_json::from_str::<serde_json::Value>(i)
+                        .map_err(|e| format!("schedule input is not JSON: {e}"))?;
+                }
+            }
         }
         Ok(())
     }
@@ -318,6 +524,75 @@ env = { GREETING = "hi" }
         }
         let long = format!("name = \"{}\"\ncommand = [\"x\"]", "a".repeat(65));
         assert!(Manifest::parse(&long, "t.toml").is_err());
+    }
+
+    #[test]
+    fn triggers_and_async_settings_parse_and_validate() {
+        let text = r#"
+name = "thumbs"
+command = ["x"]
+max_retries = 1
+retry_delay_ms = 100
+on_success = "queue:done"
+[[triggers]]
+type = "bucket"
+bucket = "uploads"
+prefix = "images/"
+[[triggers]]
+type = "topic"
+topic = "batches"
+[[triggers]]
+type = "queue"
+queue = "jobs"
+batch_size = 5
+batch_window_ms = 50
+[[triggers]]
+type = "schedule"
+expression = "rate(1 minute)"
+input = '{"warm": true}'
+"#;
+        let m = Manifest::parse(text, "t.toml").unwrap();
+        assert_eq!(m.triggers.len(), 4);
+        assert_eq!(
+            m.triggers[0],
+            TriggerSpec::Bucket {
+                bucket: "uploads".into(),
+                prefix: Some("images/".into()),
+                suffix: None,
+                events: vec![BucketEvent::Put]
+            }
+        );
+        assert_eq!(
+            Destination::parse("queue:done"),
+            Some(Destination::Queue("done".into()))
+        );
+        for (bad, field) in [
+            (
+                "[[triggers]]\ntype = \"bucket\"\nbucket = \"Bad_Bucket\"",
+                "triggers",
+            ),
+            (
+                "[[triggers]]\ntype = \"schedule\"\nexpression = \"often\"",
+                "triggers",
+            ),
+            (
+                "[[triggers]]\ntype = \"queue\"\nqueue = \"q\"\nbatch_size = 0",
+                "triggers",
+            ),
+            ("on_success = \"lambda:x\"", "on_success"),
+            ("max_retries = 11", "max_retries"),
+        ] {
+            let text = format!("name = \"a\"\ncommand = [\"x\"]\n{bad}\n");
+            match Manifest::parse(&text, "t.toml") {
+                Err(ManifestError::Invalid { field: f, .. }) => assert_eq!(f, field, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let unknown = "name = \"a\"\ncommand = [\"x\"]\n[[triggers]]\ntype = \"topic\"\ntopic = \"t\"\nbogus = 1\n";
+        assert!(Manifest::parse(unknown, "t.toml")
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
     }
 
     #[test]

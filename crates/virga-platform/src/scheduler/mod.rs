@@ -86,6 +86,23 @@ pub struct InvokeRequest {
     pub function: String,
     pub payload: Bytes,
     pub trigger: Trigger,
+    /// A stable id (an asynchronous event keeps one across retries); new when `None`.
+    pub request_id: Option<String>,
+    /// Time the event already waited before reaching the scheduler (async queue age).
+    pub waited_ms: f64,
+}
+
+impl InvokeRequest {
+    /// A fresh synchronous request.
+    pub fn new(function: impl Into<String>, payload: Bytes, trigger: Trigger) -> Self {
+        InvokeRequest {
+            function: function.into(),
+            payload,
+            trigger,
+            request_id: None,
+            waited_ms: 0.0,
+        }
+    }
 }
 
 /// What came back, with its record and Lambda-style log.
@@ -184,6 +201,8 @@ impl Function {
 
 pub struct Scheduler {
     config: SchedulerConfig,
+    /// Bumped on every deploy and delete, so event sources can follow.
+    changes: tokio::sync::watch::Sender<u64>,
     functions: RwLock<HashMap<String, Arc<Function>>>,
     logs: Mutex<HashMap<String, Arc<LogRing>>>,
     meter: Meter,
@@ -198,6 +217,7 @@ impl Scheduler {
     pub fn new(config: SchedulerConfig, meter: Meter) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             config,
+            changes: tokio::sync::watch::channel(0).0,
             functions: RwLock::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             meter,
@@ -207,6 +227,30 @@ impl Scheduler {
 
     pub fn meter(&self) -> &Meter {
         &self.meter
+    }
+
+    /// Notified on every deploy and delete.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// The deployed manifest of a function, with its version.
+    pub fn manifest(&self, name: &str) -> Option<(Manifest, u64)> {
+        self.get(name).map(|f| (f.manifest.clone(), f.version))
+    }
+
+    /// Every deployed manifest, with its version.
+    pub fn manifests(&self) -> Vec<(Manifest, u64)> {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|f| (f.manifest.clone(), f.version))
+            .collect()
     }
 
     pub fn limits_enforced(&self) -> bool {
@@ -318,6 +362,7 @@ impl Scheduler {
         }
         tracing::info!(function = %function.manifest.name, version, "deployed");
         tokio::spawn(self.clone().keep_alive(function.clone()));
+        self.changed();
         Ok(self.info(&function))
     }
 
@@ -332,6 +377,7 @@ impl Scheduler {
         match removed {
             Some(f) => {
                 f.retire();
+                self.changed();
                 Ok(true)
             }
             None => Ok(false),
@@ -604,7 +650,10 @@ impl Scheduler {
         let f = self
             .get(&req.function)
             .ok_or_else(|| InvokeError::NotFound(self.arn_of(&req.function)))?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = req
+            .request_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let span = tracing::info_span!(
             "invoke",
             function = %f.manifest.name,
@@ -643,7 +692,7 @@ impl Scheduler {
                 let mut rec = self.blank_record(&f, &req, &request_id, received_at);
                 rec.status = Status::Throttled;
                 rec.error_type = Some("TooManyRequestsException".into());
-                rec.queue_ms = ms(t0.elapsed());
+                rec.queue_ms = req.waited_ms + ms(t0.elapsed());
                 tracing::Span::current().record("status", "throttled");
                 self.meter.observe(rec);
                 return Err(InvokeError::Throttled {
@@ -653,7 +702,7 @@ impl Scheduler {
                 });
             }
         };
-        let queue_ms = ms(t0.elapsed());
+        let queue_ms = req.waited_ms + ms(t0.elapsed());
         let mut record = self.blank_record(&f, &req, &request_id, received_at);
         record.queue_ms = queue_ms;
         f.logs.push(format!(

@@ -1,0 +1,209 @@
+//! Buckets: an object store in the data dir, and the `bucket` trigger that
+//! invokes functions with S3-shaped notifications when objects change.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use virga_spec::{BucketEvent, Trigger, TriggerSpec};
+
+use super::durable::ObjectMeta;
+use super::{Events, EventsError};
+
+/// Longest key, as S3 allows.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses keys that could escape the store or that S3 would not take.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(format!("object keys are 1 to {MAX_KEY_BYTES} bytes long"));
+    }
+    if key.starts_with('/') {
+        return Err(format!(
+            "key {key:?} is absolute: keys are relative, e.g. images/cat.jpg"
+        ));
+    }
+    if key.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err(format!("key {key:?} has a '.' or '..' segment"));
+    }
+    if key.chars().any(|c| c.is_control()) {
+        return Err(format!("key {key:?} has control characters"));
+    }
+    Ok(())
+}
+
+fn validate_bucket(bucket: &str) -> Result<(), EventsError> {
+    if virga_spec::manifest::valid_bucket_name(bucket) {
+        Ok(())
+    } else {
+        Err(EventsError::Invalid(format!(
+            "bucket {bucket:?}: use 3 to 63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit"
+        )))
+    }
+}
+
+impl Events {
+    /// Where an object's bytes live: named by the key's hash, so no key can
+    /// reach outside its bucket's directory.
+    fn object_path(&self, bucket: &str, key: &str) -> std::path::PathBuf {
+        self.objects_dir
+            .join(bucket)
+            .join(hex(&Sha256::digest(key.as_bytes())))
+    }
+
+    /// Stores an object (on disk before it returns), then fires `put` triggers.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+    ) -> Result<ObjectMeta, EventsError> {
+        validate_bucket(bucket)?;
+        validate_key(key).map_err(EventsError::Invalid)?;
+        let path = self.object_path(bucket, key);
+        let etag = hex(&Sha256::digest(&body));
+        let size = body.len() as u64;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = path.parent().expect("object paths have a bucket directory");
+            std::fs::create_dir_all(dir)?;
+            let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(|e| EventsError::Io(std::io::Error::other(e)))??;
+        let meta = ObjectMeta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size,
+            etag,
+            last_modified: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        self.durable.put_object(meta.clone()).await?;
+        self.fire_bucket(&meta, BucketEvent::Put).await?;
+        Ok(meta)
+    }
+
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectMeta, Bytes), EventsError> {
+        validate_bucket(bucket)?;
+        validate_key(key).map_err(EventsError::Invalid)?;
+        let no_such = || EventsError::NoSuchKey {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        };
+        let meta = self.durable.object(bucket, key)?.ok_or_else(no_such)?;
+        let body = tokio::fs::read(self.object_path(bucket, key))
+            .await
+            .map_err(|_| no_such())?;
+        Ok((meta, Bytes::from(body)))
+    }
+
+    pub fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, EventsError> {
+        validate_bucket(bucket)?;
+        Ok(self.durable.objects(bucket, prefix)?)
+    }
+
+    /// Deletes an object, then fires `delete` triggers.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), EventsError> {
+        validate_bucket(bucket)?;
+        validate_key(key).map_err(EventsError::Invalid)?;
+        let meta = self
+            .durable
+            .object(bucket, key)?
+            .ok_or_else(|| EventsError::NoSuchKey {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })?;
+        self.durable.delete_object(bucket, key).await?;
+        let _ = tokio::fs::remove_file(self.object_path(bucket, key)).await;
+        self.fire_bucket(&meta, BucketEvent::Delete).await
+    }
+
+    async fn fire_bucket(&self, meta: &ObjectMeta, what: BucketEvent) -> Result<(), EventsError> {
+        let matching: Vec<String> = self
+            .scheduler
+            .manifests()
+            .into_iter()
+            .filter(|(m, _)| {
+                m.triggers.iter().any(|t| match t {
+                    TriggerSpec::Bucket {
+                        bucket,
+                        prefix,
+                        suffix,
+                        events,
+                    } => {
+                        bucket == &meta.bucket
+                            && events.contains(&what)
+                            && prefix.as_deref().is_none_or(|p| meta.key.starts_with(p))
+                            && suffix.as_deref().is_none_or(|s| meta.key.ends_with(s))
+                    }
+                    _ => false,
+                })
+            })
+            .map(|(m, _)| m.name)
+            .collect();
+        if matching.is_empty() {
+            return Ok(());
+        }
+        let sequencer = format!(
+            "{:016X}",
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        );
+        let payload = Bytes::from(
+            virga_spec::events::s3_event(
+                &meta.bucket,
+                &meta.key,
+                meta.size,
+                &meta.etag,
+                what == BucketEvent::Put,
+                &meta.last_modified,
+                &sequencer,
+            )
+            .to_string(),
+        );
+        let events = matching
+            .iter()
+            .map(|f| self.new_event(f, payload.clone(), Trigger::Bucket))
+            .collect();
+        self.accept(events).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_escape_or_break_the_store_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "a/./b",
+            "a\0b",
+            "a\nb",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_key(&"k".repeat(1025)).is_err());
+        for good in [
+            "cat.jpg",
+            "images/2026/cat.jpg",
+            "a..b",
+            "weird name (1).png",
+        ] {
+            assert!(validate_key(good).is_ok(), "{good:?}");
+        }
+    }
+}
