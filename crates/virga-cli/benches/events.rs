@@ -1,0 +1,150 @@
+//! Asynchronous ingest, measured on the embedded platform:
+//!
+//! 1. sustained durable accepts: 64 closed-loop clients send
+//!    `X-Amz-Invocation-Type: Event` to a no-op function; each 202 comes after
+//!    the event is fsync'd (group commit). Reports accepts/s.
+//! 2. delivery lag at a fixed open-loop rate of 50% of (1): the records'
+//!    `queue_ms` (durable accept -> an instance takes the event), p50/p99.
+//!
+//! Run with `cargo bench -p virga-cli --bench events`.
+//! `VIRGA_BENCH_SECS` sets the seconds of each phase (default 5).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn send_event(client: &HttpClient, uri: &hyper::Uri) -> bool {
+    let req = hyper::Request::post(uri.clone())
+        .header("x-amz-invocation-type", "Event")
+        .body(Full::new(Bytes::from_static(b"{\"ping\":1}")))
+        .unwrap();
+    match client.request(req).await {
+        Ok(resp) => {
+            let ok = resp.status() == 202;
+            let _ = resp.into_body().collect().await;
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+fn main() {
+    let secs: f64 = std::env::var("VIRGA_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let data = tempfile::tempdir().unwrap();
+        let fns = data.path().join("fns");
+        std::fs::create_dir_all(&fns).unwrap();
+        std::fs::write(
+            fns.join("noop.toml"),
+            "name = \"noop\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\nmemory_mb = 1769\nmax_concurrency = 8\n",
+        )
+        .unwrap();
+        let worker_dir = PathBuf::from(env!("CARGO_BIN_EXE_virga-worker")).parent().unwrap().to_path_buf();
+        let mut config = virga_platform::PlatformConfig::new("127.0.0.1:0".parse().unwrap(), data.path().join("data"));
+        config.functions_dir = Some(fns);
+        config.program_dirs = vec![worker_dir];
+        let platform = virga_platform::Platform::start(config).await.unwrap();
+        let base = format!("http://{}", platform.addr());
+        let uri: hyper::Uri = format!("{base}/2015-03-31/functions/noop/invocations").parse().unwrap();
+        let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+        println!(
+            "host: {} cores, {}; build: release; data dir on {}",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            std::env::consts::ARCH,
+            data.path().display()
+        );
+
+        // Phase 1: closed-loop ingest.
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (client, uri) = (client.clone(), uri.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    if send_event(&client, &uri).await { ok += 1 } else { failed += 1 }
+                }
+                (ok, failed)
+            }));
+        }
+        let (mut ok, mut failed) = (0, 0);
+        for t in tasks {
+            let (o, f) = t.await.unwrap();
+            ok += o;
+            failed += f;
+        }
+        let rate = ok as f64 / secs;
+        println!("durable accepts: {rate:.0}/s with 64 clients ({ok} accepted, {failed} failed)");
+
+        // Let the backlog drain before measuring lag.
+        let http = reqwest::Client::new();
+        for _ in 0..1200 {
+            let q: serde_json::Value = http.get(format!("{base}/v1/queues")).send().await.unwrap().json().await.unwrap();
+            let busy = q["functions"].as_array().unwrap().iter().any(|f| f["ready"] != 0 || f["in_flight"] != 0);
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let before: serde_json::Value = http.get(format!("{base}/v1/invocations?function=noop&limit=1")).send().await.unwrap().json().await.unwrap();
+        let last_id = before["invocations"][0]["request_id"].as_str().unwrap_or_default().to_string();
+
+        // Phase 2: open loop at half the measured rate.
+        let target = (rate / 2.0).max(1.0);
+        let period = Duration::from_secs_f64(1.0 / target);
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let n = (target * secs) as usize;
+        let mut sent = Vec::with_capacity(n);
+        for _ in 0..n {
+            ticks.tick().await;
+            let (client, uri) = (client.clone(), uri.clone());
+            sent.push(tokio::spawn(async move { send_event(&client, &uri).await }));
+        }
+        for s in sent {
+            s.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let recs: serde_json::Value = http
+            .get(format!("{base}/v1/invocations?function=noop&limit={}", n + 10))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap();
+        let mut seen_last = last_id.is_empty();
+        for r in recs["invocations"].as_array().unwrap() {
+            if !seen_last {
+                seen_last = r["request_id"] == last_id.as_str();
+                continue;
+            }
+            if let Some(q) = r["queue_ms"].as_f64() {
+                h.record((q * 1000.0).max(1.0) as u64).unwrap();
+            }
+        }
+        println!(
+            "delivery lag at {target:.0} events/s (open loop, {} delivered): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        );
+        platform.shutdown().await;
+    });
+}
