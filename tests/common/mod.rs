@@ -42,41 +42,37 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// A synchronous invocation: (status, headers, body).
     pub async fn invoke(
         &self,
         function: &str,
         payload: &str,
     ) -> (u16, reqwest::header::HeaderMap, String) {
-        let resp = self
-            .http
-            .post(format!(
-                "http://{}/2015-03-31/functions/{function}/invocations",
-                self.addr
-            ))
-            .body(payload.to_string())
-            .send()
-            .await
-            .expect("request reaches the server");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        (status, headers, resp.text().await.unwrap())
+        self.invoke_as(function, payload, "RequestResponse").await
     }
-}
 
-impl Handle {
     /// Queues an asynchronous invocation (invocation type Event).
     pub async fn invoke_event(
         &self,
         function: &str,
         payload: &str,
     ) -> (u16, reqwest::header::HeaderMap, String) {
+        self.invoke_as(function, payload, "Event").await
+    }
+
+    async fn invoke_as(
+        &self,
+        function: &str,
+        payload: &str,
+        kind: &str,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
         let resp = self
             .http
             .post(format!(
                 "http://{}/2015-03-31/functions/{function}/invocations",
                 self.addr
             ))
-            .header("x-amz-invocation-type", "Event")
+            .header("x-amz-invocation-type", kind)
             .body(payload.to_string())
             .send()
             .await

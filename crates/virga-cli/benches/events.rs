@@ -9,16 +9,15 @@
 //! Run with `cargo bench -p virga-cli --bench events`.
 //! `VIRGA_BENCH_SECS` sets the seconds of each phase (default 5).
 
-use std::path::PathBuf;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+use support::HttpClient;
 
 async fn send_event(client: &HttpClient, uri: &hyper::Uri) -> bool {
     let req = hyper::Request::post(uri.clone())
@@ -126,28 +125,15 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let data = tempfile::tempdir().unwrap();
-        let fns = data.path().join("fns");
-        std::fs::create_dir_all(&fns).unwrap();
-        std::fs::write(
-            fns.join("noop.toml"),
+        let (_data, platform) = support::platform(
+            "noop",
             "name = \"noop\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\nmemory_mb = 1769\nmax_concurrency = 8\n",
         )
-        .unwrap();
-        let worker_dir = PathBuf::from(env!("CARGO_BIN_EXE_virga-worker")).parent().unwrap().to_path_buf();
-        let mut config = virga_platform::PlatformConfig::new("127.0.0.1:0".parse().unwrap(), data.path().join("data"));
-        config.functions_dir = Some(fns);
-        config.program_dirs = vec![worker_dir];
-        let platform = virga_platform::Platform::start(config).await.unwrap();
+        .await;
         let base = format!("http://{}", platform.addr());
         let uri: hyper::Uri = format!("{base}/2015-03-31/functions/noop/invocations").parse().unwrap();
-        let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
-        println!(
-            "host: {} cores, {}; build: release; data dir on {}",
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-            std::env::consts::ARCH,
-            data.path().display()
-        );
+        let client = support::http_client();
+        println!("{}; data dir on the local disk", support::host_line());
 
         // Phase 1: closed-loop ingest.
         let deadline = Instant::now() + Duration::from_secs_f64(secs);

@@ -9,17 +9,16 @@
 //! `VIRGA_BENCH_SECS` sets the seconds per measurement (default 3),
 //! `VIRGA_BENCH_ROUNDS` the interleaved rounds (default 3; medians are kept).
 
+mod support;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+use support::HttpClient;
 
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -106,28 +105,19 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let data = tempfile::tempdir().unwrap();
-        let fns = data.path().join("fns");
-        std::fs::create_dir_all(&fns).unwrap();
-        std::fs::write(
-            fns.join("noop.toml"),
+        let (_data, platform) = support::platform(
+            "noop",
             "name = \"noop\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\nmemory_mb = 1769\nmax_concurrency = 64\nmax_queue = 1000\n",
         )
-        .unwrap();
-        let worker_dir = PathBuf::from(env!("CARGO_BIN_EXE_virga-worker")).parent().unwrap().to_path_buf();
-        let mut config = virga_platform::PlatformConfig::new("127.0.0.1:0".parse().unwrap(), data.path().join("data"));
-        config.functions_dir = Some(fns);
-        config.program_dirs = vec![worker_dir];
-        let platform = virga_platform::Platform::start(config).await.unwrap();
+        .await;
         let bare = bare_axum().await;
-        let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+        let client = support::http_client();
         let virga_uri = format!("http://{}/2015-03-31/functions/noop/invocations", platform.addr());
         let bare_uri = format!("http://{bare}/hello");
 
         println!(
-            "host: {} cores, {}; build: release; limits: {}",
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-            std::env::consts::ARCH,
+            "{}; limits: {}",
+            support::host_line(),
             if platform.limits_enforced() { "cgroups" } else { "none" }
         );
         println!("{secs} s per measurement, {rounds} interleaved rounds, medians\n");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use virga_lab::tune::{Strategy, TuneConfig};
+use virga_lab::tune::TuneConfig;
 use virga_lab::Api;
 use virga_spec::pricing::{estimate, price_records, Bill, Profile, Workload};
 
@@ -172,30 +172,10 @@ pub fn estimate_cmd(profiles: &[String], w: Workload, json: bool) -> Result<()> 
     Ok(())
 }
 
-pub struct TuneArgs {
-    pub function: String,
-    pub memories: Vec<u32>,
-    pub invocations: usize,
-    pub strategy: Strategy,
-    pub balanced_weight: f64,
-    pub payload: Vec<u8>,
-    pub profile: String,
-    pub out: PathBuf,
-}
-
-pub async fn tune(endpoint: &str, a: TuneArgs) -> Result<()> {
-    if !(0.0..=1.0).contains(&a.balanced_weight) {
+pub async fn tune(endpoint: &str, cfg: TuneConfig, out: PathBuf) -> Result<()> {
+    if !(0.0..=1.0).contains(&cfg.balanced_weight) {
         bail!("--balanced-weight must be between 0 and 1");
     }
-    let cfg = TuneConfig {
-        function: a.function.clone(),
-        memories: a.memories,
-        invocations: a.invocations,
-        strategy: a.strategy,
-        balanced_weight: a.balanced_weight,
-        payload: a.payload,
-        profile: load_profile(&a.profile)?,
-    };
     let api = Api::new(endpoint);
     println!(
         "tuning {} over {} memory sizes, {} warm invocations each ({})",
@@ -239,22 +219,20 @@ pub async fn tune(endpoint: &str, a: TuneArgs) -> Result<()> {
             ]
         })
         .collect();
-    println!();
-    print!(
-        "{}",
-        table::render_cells(
-            &[
-                "memory_mb",
-                "p50_ms",
-                "mean_ms",
-                "billed_ms",
-                "usd_per_invocation",
-                "errors",
-                ""
-            ],
-            &rows
-        )
+    let summary = table::render_cells(
+        &[
+            "memory_mb",
+            "p50_ms",
+            "mean_ms",
+            "billed_ms",
+            "usd_per_invocation",
+            "errors",
+            "",
+        ],
+        &rows,
     );
+    println!();
+    print!("{summary}");
     match result.recommended {
         Some(i) => println!(
             "\nrecommended for {:?}: {} MB (rule: {})",
@@ -262,9 +240,8 @@ pub async fn tune(endpoint: &str, a: TuneArgs) -> Result<()> {
         ),
         None => println!("\nno recommendation: every memory size had errors"),
     }
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let stem = a.out.join(format!("tune-{}", result.function));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let stem = out.join(format!("tune-{}", result.function));
     let svg = virga_lab::tune::chart(&result);
     std::fs::write(
         stem.with_extension("json"),
@@ -286,18 +263,7 @@ pub async fn tune(endpoint: &str, a: TuneArgs) -> Result<()> {
             result.points[i].memory_mb
         )),
         rule = result.rule,
-        table = table::render_cells(
-            &[
-                "memory_mb",
-                "p50_ms",
-                "mean_ms",
-                "billed_ms",
-                "usd_per_invocation",
-                "errors",
-                ""
-            ],
-            &rows
-        ),
+        table = summary,
     );
     std::fs::write(stem.with_extension("html"), html)?;
     println!("wrote {}.json, .svg and .html", stem.display());

@@ -701,24 +701,20 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             out,
         } => {
             init_tracing("warn");
-            cost::tune(
-                &cli.endpoint,
-                cost::TuneArgs {
-                    function,
-                    memories: memory,
-                    invocations,
-                    strategy: match strategy {
-                        StrategyArg::Cost => virga_lab::tune::Strategy::Cost,
-                        StrategyArg::Speed => virga_lab::tune::Strategy::Speed,
-                        StrategyArg::Balanced => virga_lab::tune::Strategy::Balanced,
-                    },
-                    balanced_weight,
-                    payload: payload.into_bytes(),
-                    profile,
-                    out,
+            let config = virga_lab::tune::TuneConfig {
+                function,
+                memories: memory,
+                invocations,
+                strategy: match strategy {
+                    StrategyArg::Cost => virga_lab::tune::Strategy::Cost,
+                    StrategyArg::Speed => virga_lab::tune::Strategy::Speed,
+                    StrategyArg::Balanced => virga_lab::tune::Strategy::Balanced,
                 },
-            )
-            .await?;
+                balanced_weight,
+                payload: payload.into_bytes(),
+                profile: cost::load_profile(&profile)?,
+            };
+            cost::tune(&cli.endpoint, config, out).await?;
         }
         Command::Demo { functions, warm } => {
             init_tracing("warn");

@@ -1,0 +1,46 @@
+//! What the benchmarks share: an embedded platform with one function, and a
+//! hyper client.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http()
+}
+
+/// Starts an embedded platform (its own temporary data dir) serving one
+/// function from `manifest`; `virga-worker` is found beside the bench's binaries.
+pub async fn platform(name: &str, manifest: &str) -> (tempfile::TempDir, virga_platform::Platform) {
+    let data = tempfile::tempdir().unwrap();
+    let fns = data.path().join("fns");
+    std::fs::create_dir_all(&fns).unwrap();
+    std::fs::write(fns.join(format!("{name}.toml")), manifest).unwrap();
+    let worker_dir = PathBuf::from(env!("CARGO_BIN_EXE_virga-worker"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut config = virga_platform::PlatformConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        data.path().join("data"),
+    );
+    config.functions_dir = Some(fns);
+    config.program_dirs = vec![worker_dir];
+    let platform = virga_platform::Platform::start(config).await.unwrap();
+    (data, platform)
+}
+
+pub fn host_line() -> String {
+    format!(
+        "host: {} cores, {}; build: release",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::env::consts::ARCH
+    )
+}
