@@ -17,6 +17,16 @@ pub async fn run(functions: &Path, warm: usize) -> Result<()> {
             functions.display()
         );
     }
+    // The example model function needs its model: train it once.
+    let model = functions.join("../models/iris-logistic.model");
+    if functions.join("iris.toml").exists() && !model.exists() {
+        let info = crate::train_model("logistic", "iris", &model)?;
+        println!(
+            "trained {} (accuracy {:.3})",
+            model.display(),
+            info.metrics.get("accuracy").copied().unwrap_or(0.0)
+        );
+    }
     let data = tempfile::tempdir().context("cannot create a temporary data dir")?;
     let mut config = virga_platform::PlatformConfig::new(
         "127.0.0.1:0".parse().expect("literal address"),
@@ -75,12 +85,24 @@ async fn measure(client: &Client, warm: usize) -> Result<Vec<Vec<String>>> {
             f["memory_mb"],
             f["vcpu"].as_f64().unwrap_or(0.0)
         );
-        let payload = serde_json::to_vec(&serde_json::json!({"hello": "virga", "n": 1}))?;
+        let payload = if f["runtime"] == "model" {
+            serde_json::to_vec(
+                &serde_json::json!({"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}),
+            )?
+        } else {
+            serde_json::to_vec(&serde_json::json!({"hello": "virga", "n": 1}))?
+        };
         let t = Instant::now();
         let cold = client.invoke(&name, payload.clone()).await?;
         let cold_total = t.elapsed().as_secs_f64() * 1e3;
         if let Some(r) = cold.log_tail.as_deref().and_then(report_line) {
             println!("cold  {r}");
+        }
+        if cold.function_error.is_some() {
+            anyhow::bail!("{name} failed: {}", String::from_utf8_lossy(&cold.body));
+        }
+        if f["runtime"] == "model" {
+            println!("      -> {}", String::from_utf8_lossy(&cold.body));
         }
         let mut client_ms = Vec::with_capacity(warm);
         for i in 0..warm {

@@ -141,6 +141,11 @@ enum Command {
     Delete { function: String },
     /// Stop a function's idle instances now (scale to zero).
     ScaleToZero { function: String },
+    /// Models: train classical models on bundled datasets.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Price recorded invocations under pricing profiles (or `cost estimate`
     /// a hypothetical workload).
     Cost(CostArgs),
@@ -182,6 +187,21 @@ enum Command {
         /// Warm invocations per function.
         #[arg(long, default_value_t = 20)]
         warm: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Train a classical model and save it (default models/<dataset>-<algorithm>.model).
+    Train {
+        /// logistic, random-forest, kmeans or pca.
+        #[arg(long)]
+        algorithm: String,
+        /// iris or winequality.
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -643,6 +663,23 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 println!("redriven {} events of {function}", v["redriven"]);
             }
         },
+        Command::Models { command } => match command {
+            ModelsCommand::Train {
+                algorithm,
+                dataset,
+                out,
+            } => {
+                let out = out.unwrap_or_else(|| {
+                    PathBuf::from(format!("models/{dataset}-{algorithm}.model"))
+                });
+                let info = train_model(&algorithm, &dataset, &out)?;
+                println!(
+                    "trained {algorithm} on {dataset}: {} -> {}",
+                    metrics_line(&info),
+                    out.display()
+                );
+            }
+        },
         Command::Cost(args) => match args.estimate {
             None => {
                 cost::cost(
@@ -727,6 +764,24 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
 /// Today's date (UTC), YYYY-MM-DD.
 fn chrono_today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+/// Trains and saves a classical model.
+pub fn train_model(algorithm: &str, dataset: &str, out: &Path) -> Result<virga_engine::ModelInfo> {
+    use virga_engine::Model as _;
+    let algorithm = virga_engine::classical::Algorithm::parse(algorithm)?;
+    let table = virga_engine::datasets::load(dataset)?;
+    let model = virga_engine::classical::ClassicalModel::train(algorithm, &table)?;
+    model.save(out)?;
+    Ok(model.info().clone())
+}
+
+fn metrics_line(info: &virga_engine::ModelInfo) -> String {
+    info.metrics
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn array(v: &Value, key: &str) -> Vec<Value> {

@@ -4,7 +4,8 @@
 //! - AWS Lambda Invoke API: `POST /2015-03-31/functions/{name}/invocations`,
 //!   plus `GetFunction` and `ListFunctions` for SDKs and the AWS CLI;
 //! - management under `/v1/`: functions, instances, invocations, logs;
-//! - KServe V2 health: `/v2/health/live`, `/v2/health/ready`;
+//! - KServe V2 / Open Inference Protocol for model functions: health,
+//!   model metadata and readiness, `infer` (tensors <-> `{"instances"}`);
 //! - Prometheus metrics: `/metrics`.
 
 use std::path::PathBuf;
@@ -70,6 +71,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/topics/{topic}", post(publish))
         .route("/v1/queues", get(queues))
         .route("/v1/queues/{queue}/messages", post(send_message))
+        .route("/v2/models/{name}", get(v2_metadata))
+        .route("/v2/models/{name}/ready", get(v2_ready))
+        .route("/v2/models/{name}/infer", post(v2_infer))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -636,6 +640,215 @@ async fn queues(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     ))
 }
 
+/// A KServe V2 error: `{"error": "..."}`.
+#[derive(Debug)]
+struct V2Error(StatusCode, String);
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn v2_error(status: StatusCode, message: impl Into<String>) -> V2Error {
+    V2Error(status, message.into())
+}
+
+/// Finds a model function, or answers as V2 does.
+fn v2_function(state: &AppState, name: &str) -> Result<crate::scheduler::FunctionInfo, V2Error> {
+    match state.scheduler.function(name) {
+        Some(f) if f.runtime == "model" => Ok(f),
+        Some(_) => Err(v2_error(
+            StatusCode::BAD_REQUEST,
+            format!("{name} is not a model function (runtime = \"model\")"),
+        )),
+        None => Err(v2_error(
+            StatusCode::NOT_FOUND,
+            format!("model {name} not found"),
+        )),
+    }
+}
+
+/// Invokes a model function with a JSON event; a function error becomes a V2 error.
+async fn v2_call(
+    state: &AppState,
+    name: &str,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, V2Error> {
+    let out = state
+        .scheduler
+        .invoke(InvokeRequest::new(
+            name,
+            bytes::Bytes::from(event.to_string()),
+            Trigger::Http,
+        ))
+        .await
+        .map_err(|e| {
+            let status = match e {
+                InvokeError::NotFound(_) => StatusCode::NOT_FOUND,
+                InvokeError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+                InvokeError::Withdrawn(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            v2_error(status, e.to_string())
+        })?;
+    let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap_or_default();
+    if let Some(kind) = out.function_error {
+        let message = body["errorMessage"].as_str().unwrap_or_default();
+        let status = if kind == "InvalidInput" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        return Err(v2_error(status, format!("{kind}: {message}")));
+    }
+    Ok(body)
+}
+
+/// The V2 datatype of a model's predictions.
+fn v2_output(model: &serde_json::Value) -> (&'static str, serde_json::Value) {
+    let width = model["output_width"].as_u64().unwrap_or(1);
+    match model["task"].as_str() {
+        Some("tabular-classification") => ("BYTES", json!([-1])),
+        Some("clustering") => ("INT64", json!([-1])),
+        Some("decomposition") => ("FP64", json!([-1, width])),
+        _ => ("FP64", json!([-1])),
+    }
+}
+
+async fn v2_metadata(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, V2Error> {
+    let f = v2_function(&state, &name)?;
+    let meta = v2_call(&state, &name, json!({ "metadata": true })).await?;
+    let model = &meta["model"];
+    let (datatype, shape) = v2_output(model);
+    Ok(Json(json!({
+        "name": name,
+        "versions": [f.version],
+        "platform": format!("virga-{}", model["engine"].as_str().unwrap_or("model")),
+        "inputs": [{
+            "name": "input-0",
+            "datatype": "FP64",
+            "shape": [-1, model["n_features"]],
+        }],
+        "outputs": [{ "name": "predictions", "datatype": datatype, "shape": shape }],
+        "parameters": {
+            "task": model["task"],
+            "algorithm": model["algorithm"],
+            "dataset": model["dataset"],
+            "classes": model["classes"],
+            "feature_names": model["feature_names"],
+        },
+    }))
+    .into_response())
+}
+
+async fn v2_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, V2Error> {
+    v2_function(&state, &name)?;
+    Ok(Json(json!({ "name": name, "ready": true })).into_response())
+}
+
+/// Rows from a V2 input tensor: `shape` [N, F] (or [F] for one row) with
+/// `data` flat (row-major) or nested.
+fn v2_rows(input: &serde_json::Value) -> Result<Vec<Vec<f64>>, String> {
+    let shape: Vec<i64> = input["shape"]
+        .as_array()
+        .ok_or("inputs[0].shape is missing")?
+        .iter()
+        .map(|d| d.as_i64().ok_or("inputs[0].shape must be integers"))
+        .collect::<Result<_, _>>()?;
+    let (n, f) = match shape[..] {
+        [n, f] if n >= 0 && f > 0 => (n as usize, f as usize),
+        [f] if f > 0 => (1, f as usize),
+        _ => return Err(format!("inputs[0].shape {shape:?} is not [rows, features]")),
+    };
+    fn flatten(v: &serde_json::Value, out: &mut Vec<f64>) -> Result<(), String> {
+        match v {
+            serde_json::Value::Array(a) => a.iter().try_for_each(|x| flatten(x, out)),
+            serde_json::Value::Number(x) => {
+                out.push(x.as_f64().ok_or("a value is not a number")?);
+                Ok(())
+            }
+            serde_json::Value::Bool(b) => {
+                out.push(f64::from(u8::from(*b)));
+                Ok(())
+            }
+            other => Err(format!("{other} is not a number")),
+        }
+    }
+    let mut flat = Vec::with_capacity(n * f);
+    flatten(&input["data"], &mut flat)?;
+    if flat.len() != n * f {
+        return Err(format!(
+            "inputs[0] has {} values but its shape {shape:?} needs {}",
+            flat.len(),
+            n * f
+        ));
+    }
+    Ok(flat.chunks(f).map(<[f64]>::to_vec).collect())
+}
+
+async fn v2_infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, V2Error> {
+    let f = v2_function(&state, &name)?;
+    let body = to_bytes(body, MAX_PAYLOAD_BYTES).await.map_err(|_| {
+        v2_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request is over {MAX_PAYLOAD_BYTES} bytes"),
+        )
+    })?;
+    let req: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        v2_error(
+            StatusCode::BAD_REQUEST,
+            format!("the request is not JSON: {e}"),
+        )
+    })?;
+    let Some(input) = req["inputs"].as_array().and_then(|a| a.first()) else {
+        return Err(v2_error(
+            StatusCode::BAD_REQUEST,
+            "send {\"inputs\": [{\"name\", \"shape\": [rows, features], \"datatype\": \"FP64\", \"data\": [...]}]}",
+        ));
+    };
+    let rows = v2_rows(input).map_err(|e| v2_error(StatusCode::BAD_REQUEST, e))?;
+    let n = rows.len();
+    let out = v2_call(&state, &name, json!({ "instances": rows })).await?;
+    let predictions = out["predictions"].as_array().cloned().unwrap_or_default();
+    let (datatype, shape) = match predictions.first() {
+        Some(serde_json::Value::String(_)) => ("BYTES", json!([n])),
+        Some(serde_json::Value::Array(row)) => ("FP64", json!([n, row.len()])),
+        Some(v) if v.is_i64() || v.is_u64() => ("INT64", json!([n])),
+        _ => ("FP64", json!([n])),
+    };
+    let data: Vec<serde_json::Value> = predictions
+        .into_iter()
+        .flat_map(|p| match p {
+            serde_json::Value::Array(row) => row,
+            other => vec![other],
+        })
+        .collect();
+    let mut resp = json!({
+        "model_name": name,
+        "model_version": f.version,
+        "outputs": [{ "name": "predictions", "shape": shape, "datatype": datatype, "data": data }],
+        "parameters": {
+            "preprocess_ms": out["preprocess_ms"],
+            "inference_ms": out["inference_ms"],
+            "postprocess_ms": out["postprocess_ms"],
+        },
+    });
+    if let Some(id) = req.get("id") {
+        resp["id"] = id.clone();
+    }
+    Ok(Json(resp).into_response())
+}
+
 async fn live() -> Json<serde_json::Value> {
     Json(json!({ "live": true }))
 }
@@ -659,6 +872,26 @@ async fn metrics() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v2_tensors_become_rows() {
+        let rows =
+            v2_rows(&json!({"shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3, 4]})).unwrap();
+        assert_eq!(rows, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+        let rows = v2_rows(&json!({"shape": [2, 2], "data": [[1, 2], [3, 4]]})).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            v2_rows(&json!({"shape": [3], "data": [1, 2, 3]}))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(v2_rows(&json!({"shape": [2, 2], "data": [1, 2, 3]}))
+            .unwrap_err()
+            .contains("needs 4"));
+        assert!(v2_rows(&json!({"shape": [2, 2], "data": ["a", 2, 3, 4]})).is_err());
+        assert!(v2_rows(&json!({"data": [1]})).is_err());
+    }
 
     #[test]
     fn function_names_accept_arns_and_qualifiers() {

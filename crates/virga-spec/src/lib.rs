@@ -13,5 +13,7 @@ pub mod record;
 pub mod schedule;
 
 pub use billing::{billed_ms, vcpu_for_memory, LAMBDA_MB_PER_VCPU};
-pub use manifest::{BucketEvent, Destination, Manifest, ManifestError, Runtime, TriggerSpec};
+pub use manifest::{
+    BucketEvent, Destination, Manifest, ManifestError, ModelSpec, Runtime, TriggerSpec,
+};
 pub use record::{InvocationRecord, Status, Trigger};

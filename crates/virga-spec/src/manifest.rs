@@ -27,7 +27,35 @@ pub enum Runtime {
     /// Any program that speaks the AWS Lambda Runtime API.
     #[default]
     Command,
+    /// The built-in model runtime (`virga-worker`) hosting the `[model]`.
+    Model,
 }
+
+/// The `[model]` of a `runtime = "model"` function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// tabular-classification | tabular-regression | clustering | decomposition
+    pub task: String,
+    /// classical (now); tract and ort arrive with the ONNX engines.
+    #[serde(default = "defaults::engine")]
+    pub engine: String,
+    /// The model file, relative to the manifest's directory.
+    pub path: String,
+    /// Most rows per request.
+    #[serde(default = "defaults::max_batch")]
+    pub max_batch: u32,
+    /// Intra-op threads; default: the instance's vCPU share, at least 1.
+    #[serde(default)]
+    pub threads: Option<u32>,
+}
+
+pub const MODEL_TASKS: &[&str] = &[
+    "tabular-classification",
+    "tabular-regression",
+    "clustering",
+    "decomposition",
+];
 
 /// A function, as declared by its manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +102,9 @@ pub struct Manifest {
     /// Event sources that invoke this function.
     #[serde(default)]
     pub triggers: Vec<TriggerSpec>,
+    /// The model of a `runtime = "model"` function.
+    #[serde(default)]
+    pub model: Option<ModelSpec>,
 }
 
 /// An event source (`[[triggers]]` in the manifest).
@@ -192,6 +223,12 @@ mod defaults {
     pub fn max_receive() -> u32 {
         3
     }
+    pub fn engine() -> String {
+        "classical".into()
+    }
+    pub fn max_batch() -> u32 {
+        1000
+    }
 }
 
 pub const MIN_MEMORY_MB: u32 = 128;
@@ -269,6 +306,44 @@ impl Manifest {
                         "command",
                         "runtime \"command\" needs a program to run, e.g. command = [\"python3\", \"handler.py\"]".into(),
                     ));
+                }
+                if self.model.is_some() {
+                    return Err(("model", "[model] needs runtime = \"model\"".into()));
+                }
+            }
+            Runtime::Model => {
+                let Some(m) = &self.model else {
+                    return Err((
+                        "runtime",
+                        "runtime \"model\" needs a [model] table with task and path".into(),
+                    ));
+                };
+                if !self.command.is_empty() {
+                    return Err((
+                        "command",
+                        "runtime \"model\" runs the built-in model runtime: remove `command`"
+                            .into(),
+                    ));
+                }
+                if !MODEL_TASKS.contains(&m.task.as_str()) {
+                    return Err((
+                        "task",
+                        format!(
+                            "{:?} is not a task: use one of {}",
+                            m.task,
+                            MODEL_TASKS.join(", ")
+                        ),
+                    ));
+                }
+                if m.path.is_empty() {
+                    return Err((
+                        "path",
+                        "the model file is missing: path = \"../models/iris-logistic.model\""
+                            .into(),
+                    ));
+                }
+                if m.max_batch == 0 {
+                    return Err(("max_batch", "must be at least 1".into()));
                 }
             }
         }
@@ -593,6 +668,31 @@ input = '{"warm": true}'
             .unwrap_err()
             .to_string()
             .contains("bogus"));
+    }
+
+    #[test]
+    fn model_functions_need_a_model_table_and_no_command() {
+        let ok = "name = \"iris\"\nruntime = \"model\"\n[model]\ntask = \"tabular-classification\"\npath = \"m.model\"\n";
+        let m = Manifest::parse(ok, "t.toml").unwrap();
+        assert_eq!(m.runtime, Runtime::Model);
+        assert_eq!(m.model.as_ref().unwrap().engine, "classical");
+        assert_eq!(m.model.as_ref().unwrap().max_batch, 1000);
+        for (bad, field) in [
+            ("name = \"a\"\nruntime = \"model\"\n", "runtime"),
+            (&ok.replace("tabular-classification", "poetry")[..], "task"),
+            (
+                &ok.replace(
+                    "runtime = \"model\"\n",
+                    "runtime = \"model\"\ncommand = [\"x\"]\n",
+                )[..],
+                "command",
+            ),
+        ] {
+            match Manifest::parse(bad, "t.toml") {
+                Err(ManifestError::Invalid { field: f, .. }) => assert_eq!(f, field, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! against virga's platform and against AWS Lambda alike. Blocking, no async
 //! runtime: an instance serves one invocation at a time.
 
+pub mod model;
+
 use std::io::Read;
 use std::time::Duration;
 

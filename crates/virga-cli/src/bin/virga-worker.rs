@@ -1,18 +1,38 @@
 //! `virga-worker`: virga's built-in Rust runtime, a valid custom-runtime
 //! `bootstrap`. The handler is chosen by `_HANDLER` (Lambda's variable):
-//! `echo` (default) returns each event unchanged.
+//! `echo` (default) returns each event unchanged; `model` hosts the model
+//! named by `VIRGA_MODEL_*` (set by the platform for `runtime = "model"`).
 
 use std::process::ExitCode;
 
-use virga_worker::{Echo, FunctionError};
+use virga_worker::model::{ModelConfig, ModelHandler};
+use virga_worker::{Context, Echo, FunctionError, Handler};
+
+/// The handlers this runtime hosts.
+enum Builtin {
+    Echo(Echo),
+    Model(Box<ModelHandler>),
+}
+
+impl Handler for Builtin {
+    fn handle(&mut self, event: &[u8], ctx: &Context) -> Result<Vec<u8>, FunctionError> {
+        match self {
+            Builtin::Echo(h) => h.handle(event, ctx),
+            Builtin::Model(h) => h.handle(event, ctx),
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let handler = std::env::var("_HANDLER").unwrap_or_else(|_| "echo".into());
     let result = virga_worker::run(|| match handler.as_str() {
-        "" | "echo" => Ok(Echo),
+        "" | "echo" => Ok(Builtin::Echo(Echo)),
+        "model" => Ok(Builtin::Model(Box::new(ModelHandler::load(
+            &ModelConfig::from_env()?,
+        )?))),
         other => Err(FunctionError::new(
             "Runtime.HandlerNotFound",
-            format!("unknown handler {other:?}: virga-worker knows \"echo\""),
+            format!("unknown handler {other:?}: virga-worker knows \"echo\" and \"model\""),
         )),
     });
     match result {

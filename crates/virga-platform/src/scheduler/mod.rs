@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 use virga_spec::{
-    billed_ms, vcpu_for_memory, InvocationRecord, Manifest, ManifestError, Status, Trigger,
+    billed_ms, vcpu_for_memory, InvocationRecord, Manifest, ManifestError, Runtime, Status, Trigger,
 };
 
 use crate::instance::{Instance, Job, LaunchSpec, Phase, Reply, RunResult};
@@ -66,6 +66,9 @@ pub enum DeployError {
         program: String,
         looked: String,
     },
+    /// the model file of a model function is missing
+    #[error("{file}: field `path`: no model at {path}; train one with `virga models train` or fetch them with `virga models pull`")]
+    ModelMissing { file: String, path: String },
     /// the store failed
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -275,16 +278,30 @@ impl Scheduler {
         base_dir: &Path,
     ) -> Result<FunctionInfo, DeployError> {
         let manifest = Manifest::parse(manifest_text, source)?;
-        let program = resolve_program(&manifest.command[0], base_dir, &self.config.search_path)
+        // A model function runs the built-in model runtime.
+        let (program_name, args) = match manifest.runtime {
+            Runtime::Command => (manifest.command[0].clone(), manifest.command[1..].to_vec()),
+            Runtime::Model => ("virga-worker".to_string(), Vec::new()),
+        };
+        let program = resolve_program(&program_name, base_dir, &self.config.search_path)
             .ok_or_else(|| DeployError::Program {
                 file: source.to_string(),
-                program: manifest.command[0].clone(),
-                looked: if manifest.command[0].contains('/') {
+                program: program_name.clone(),
+                looked: if program_name.contains('/') {
                     base_dir.display().to_string()
                 } else {
                     "the platform's directory and PATH".into()
                 },
             })?;
+        if let Some(m) = &manifest.model {
+            let path = base_dir.join(&m.path);
+            if !path.is_file() {
+                return Err(DeployError::ModelMissing {
+                    file: source.to_string(),
+                    path: path.display().to_string(),
+                });
+            }
+        }
         let store = self.meter.store();
         let base = base_dir.display().to_string();
         let previous = store.function(&manifest.name)?;
@@ -322,7 +339,7 @@ impl Scheduler {
         let spawn = SpawnSpec {
             name: String::new(),
             program,
-            args: manifest.command[1..].to_vec(),
+            args,
             cwd: base_dir.to_path_buf(),
             env: self.instance_env(&manifest, version, base_dir),
             limits,
@@ -484,7 +501,10 @@ impl Scheduler {
             name: m.name.clone(),
             version: f.version.to_string(),
             deployed_at: f.deployed_at.clone(),
-            runtime: "command".into(),
+            runtime: match m.runtime {
+                Runtime::Command => "command".into(),
+                Runtime::Model => "model".into(),
+            },
             memory_mb: m.memory_mb,
             vcpu: f.spawn.limits.vcpu,
             timeout_ms: m.timeout_ms,
@@ -564,11 +584,39 @@ impl Scheduler {
                 ("AWS_DEFAULT_REGION", REGION.to_string()),
                 ("LAMBDA_TASK_ROOT", base_dir.display().to_string()),
                 ("LAMBDA_RUNTIME_DIR", base_dir.display().to_string()),
-                ("_HANDLER", m.handler.clone().unwrap_or_default()),
+                (
+                    "_HANDLER",
+                    match m.runtime {
+                        Runtime::Model => "model".to_string(),
+                        Runtime::Command => m.handler.clone().unwrap_or_default(),
+                    },
+                ),
                 ("TZ", ":UTC".to_string()),
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
+        if let Some(model) = &m.model {
+            let vcpu = vcpu_for_memory(m.memory_mb, self.config.host_cores);
+            env.extend(
+                [
+                    (
+                        "VIRGA_MODEL_PATH",
+                        base_dir.join(&model.path).display().to_string(),
+                    ),
+                    ("VIRGA_MODEL_ENGINE", model.engine.clone()),
+                    ("VIRGA_MODEL_TASK", model.task.clone()),
+                    ("VIRGA_MODEL_MAX_BATCH", model.max_batch.to_string()),
+                    (
+                        "VIRGA_MODEL_THREADS",
+                        model
+                            .threads
+                            .unwrap_or(vcpu.ceil().max(1.0) as u32)
+                            .to_string(),
+                    ),
+                ]
+                .map(|(k, v)| (k.to_string(), v)),
+            );
+        }
         env.extend(m.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env
     }

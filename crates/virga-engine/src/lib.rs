@@ -1,0 +1,117 @@
+//! virga's engines: what loads a model and runs it, inside an instance
+//! process (the platform never links this crate).
+//!
+//! A [`Model`] takes a batch of rows and returns one prediction per row (a
+//! class label, a value, a cluster id or a projected row). Engines:
+//! - [`classical`]: models trained by `virga models train` (smartcore) on
+//!   datasets bundled in crates: logistic regression, random forest,
+//!   k-means, PCA.
+//!
+//! Sync, no async runtime: an instance runs one inference at a time.
+
+pub mod classical;
+pub mod datasets;
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// cannot read the model file
+    #[error("cannot read model {0}: {1}")]
+    Read(String, String),
+    /// the model file is not in a format this engine reads
+    #[error("{0} is not a model this engine can load: {1}")]
+    Format(String, String),
+    /// the input does not fit the model
+    #[error("{0}")]
+    Input(String),
+    /// the engine failed
+    #[error("inference failed: {0}")]
+    Inference(String),
+    /// no such engine / algorithm / dataset
+    #[error("{0}")]
+    Unknown(String),
+}
+
+/// What a model does, as manifests name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    TabularClassification,
+    TabularRegression,
+    Clustering,
+    Decomposition,
+}
+
+/// A model's public description (KServe V2 metadata is built from it).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub engine: &'static str,
+    pub task: Task,
+    pub algorithm: String,
+    pub dataset: String,
+    /// Features per input row.
+    pub n_features: usize,
+    pub feature_names: Vec<String>,
+    /// Class labels (classification), in the order of their ids.
+    pub classes: Vec<String>,
+    /// Output values per row: 1, or the number of components (decomposition).
+    pub output_width: usize,
+    /// Training metrics (accuracy, inertia, ...).
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+/// A loaded model.
+pub trait Model: Send {
+    fn info(&self) -> &ModelInfo;
+    /// One prediction per row; rows must have `info().n_features` values.
+    fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Value>, EngineError>;
+}
+
+/// Loads a model with the named engine.
+pub fn load(engine: &str, path: &Path) -> Result<Box<dyn Model>, EngineError> {
+    match engine {
+        "classical" => Ok(Box::new(classical::ClassicalModel::load(path)?)),
+        "tract" | "ort" => Err(EngineError::Unknown(format!(
+            "engine {engine:?} is not available in this build yet; use engine = \"classical\""
+        ))),
+        other => Err(EngineError::Unknown(format!(
+            "unknown engine {other:?}: use \"classical\""
+        ))),
+    }
+}
+
+/// Checks a batch against the model's input width.
+pub fn check_rows(
+    rows: &[Vec<f64>],
+    n_features: usize,
+    max_batch: usize,
+) -> Result<(), EngineError> {
+    if rows.is_empty() {
+        return Err(EngineError::Input(
+            "the batch is empty: send at least one row in \"instances\"".into(),
+        ));
+    }
+    if rows.len() > max_batch {
+        return Err(EngineError::Input(format!(
+            "the batch has {} rows, over this function's max_batch of {max_batch}",
+            rows.len()
+        )));
+    }
+    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != n_features) {
+        return Err(EngineError::Input(format!(
+            "row {i} has {} features; this model takes {n_features}",
+            r.len()
+        )));
+    }
+    if let Some(i) = rows.iter().position(|r| r.iter().any(|v| !v.is_finite())) {
+        return Err(EngineError::Input(format!(
+            "row {i} has a value that is not a finite number"
+        )));
+    }
+    Ok(())
+}

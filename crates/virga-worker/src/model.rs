@@ -1,0 +1,129 @@
+//! The model runtime: loads the function's model once at init and answers
+//! inference requests.
+//!
+//! Request: `{"instances": [[f64, ...], ...]}` (a batch of rows).
+//! Response: `{"predictions": [...], "model": {...}, "preprocess_ms",
+//! "inference_ms", "postprocess_ms"}`, plus `init_ms` on the first request of
+//! the instance. `{"metadata": true}` returns the model's description.
+//! Bad input is a function error (`InvalidInput`); the instance stays warm.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use virga_engine::{check_rows, Model};
+
+use crate::{Context, FunctionError, Handler};
+
+/// Settings passed by the platform in the environment.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub engine: String,
+    pub path: String,
+    pub max_batch: usize,
+}
+
+impl ModelConfig {
+    pub fn from_env() -> Result<ModelConfig, FunctionError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let path = var("VIRGA_MODEL_PATH").ok_or_else(|| {
+            FunctionError::new(
+                "Runtime.ModelNotConfigured",
+                "VIRGA_MODEL_PATH is not set: deploy with runtime = \"model\"",
+            )
+        })?;
+        Ok(ModelConfig {
+            engine: var("VIRGA_MODEL_ENGINE").unwrap_or_else(|| "classical".into()),
+            path,
+            max_batch: var("VIRGA_MODEL_MAX_BATCH")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000),
+        })
+    }
+}
+
+pub struct ModelHandler {
+    model: Box<dyn Model>,
+    max_batch: usize,
+    /// Reported once, on the instance's first (cold) response.
+    init_ms: Option<f64>,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+impl ModelHandler {
+    /// Loads the model; its error becomes the instance's `init/error`.
+    pub fn load(config: &ModelConfig) -> Result<ModelHandler, FunctionError> {
+        let t = Instant::now();
+        let model = virga_engine::load(&config.engine, std::path::Path::new(&config.path))
+            .map_err(|e| FunctionError::new("Runtime.ModelLoadError", e.to_string()))?;
+        Ok(ModelHandler {
+            model,
+            max_batch: config.max_batch,
+            init_ms: Some(ms(t)),
+        })
+    }
+
+    fn rows(&self, event: &[u8]) -> Result<Vec<Vec<f64>>, FunctionError> {
+        let bad = |m: String| FunctionError::new("InvalidInput", m);
+        let v: Value = serde_json::from_slice(event)
+            .map_err(|e| bad(format!("the request is not JSON: {e}")))?;
+        let instances = v
+            .get("instances")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("send {\"instances\": [[feature, ...], ...]}".into()))?;
+        instances
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                row.as_array()
+                    .ok_or_else(|| bad(format!("instance {i} is not a list of numbers")))?
+                    .iter()
+                    .map(|x| {
+                        x.as_f64().ok_or_else(|| {
+                            bad(format!("instance {i} has a value that is not a number"))
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl Handler for ModelHandler {
+    fn handle(&mut self, event: &[u8], _ctx: &Context) -> Result<Vec<u8>, FunctionError> {
+        if serde_json::from_slice::<Value>(event)
+            .ok()
+            .and_then(|v| v.get("metadata").cloned())
+            == Some(Value::Bool(true))
+        {
+            return serde_json::to_vec(&json!({ "model": self.model.info() }))
+                .map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()));
+        }
+        let t = Instant::now();
+        let rows = self.rows(event)?;
+        check_rows(&rows, self.model.info().n_features, self.max_batch)
+            .map_err(|e| FunctionError::new("InvalidInput", e.to_string()))?;
+        let preprocess_ms = ms(t);
+        let t = Instant::now();
+        let predictions = self
+            .model
+            .predict(&rows)
+            .map_err(|e| FunctionError::new("InferenceError", e.to_string()))?;
+        let inference_ms = ms(t);
+        let t = Instant::now();
+        let info = self.model.info();
+        let mut out = json!({
+            "predictions": predictions,
+            "model": { "engine": info.engine, "algorithm": info.algorithm, "dataset": info.dataset },
+            "preprocess_ms": preprocess_ms,
+            "inference_ms": inference_ms,
+        });
+        if let Some(init) = self.init_ms.take() {
+            out["init_ms"] = json!(init);
+        }
+        out["postprocess_ms"] = json!(ms(t));
+        serde_json::to_vec(&out).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
+    }
+}

@@ -1,0 +1,220 @@
+//! End-to-end: model functions (`runtime = "model"`) trained by
+//! `virga models train`, invoked through the Invoke API and KServe V2.
+
+mod common;
+
+use common::Server;
+use serde_json::{json, Value};
+
+/// Trains `algorithm` on `dataset` into the server's dir and returns a manifest for it.
+fn model_function(s: &Server, name: &str, algorithm: &str, dataset: &str, task: &str) -> String {
+    let path = s.dir.path().join(format!("{dataset}-{algorithm}.model"));
+    let (code, out, err) = s.cli(&[
+        "models",
+        "train",
+        "--algorithm",
+        algorithm,
+        "--dataset",
+        dataset,
+        "--out",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("trained {algorithm} on {dataset}")),
+        "{out}"
+    );
+    format!(
+        "name = \"{name}\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"{task}\"\nengine = \"classical\"\npath = \"{}\"\nmax_batch = 100\n",
+        path.display()
+    )
+}
+
+/// Trains, writes the manifest beside the model and deploys it with the CLI.
+fn deploy_model(s: &Server, name: &str, algorithm: &str, dataset: &str, task: &str) {
+    let m = model_function(s, name, algorithm, dataset, task);
+    let path = s.dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, m).unwrap();
+    let (code, _, err) = s.cli(&["deploy", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_classical_task_serves_through_the_invoke_api() {
+    let s = Server::start(&[]).await;
+    let cases = [
+        ("iris-lr", "logistic", "tabular-classification"),
+        ("iris-rf", "random-forest", "tabular-classification"),
+        ("iris-km", "kmeans", "clustering"),
+        ("iris-pca", "pca", "decomposition"),
+    ];
+    for (name, alg, task) in cases {
+        deploy_model(&s, name, alg, "iris", task);
+    }
+    let rows = json!({"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}).to_string();
+    for (name, alg, _) in cases {
+        let (status, headers, body) = s.invoke(name, &rows).await;
+        assert_eq!(status, 200);
+        assert!(
+            headers.get("x-amz-function-error").is_none(),
+            "{name}: {body}"
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let p = v["predictions"].as_array().unwrap();
+        assert_eq!(p.len(), 2, "{name}: one prediction per row");
+        match alg {
+            "logistic" | "random-forest" => {
+                assert_eq!(p, &vec![json!("setosa"), json!("virginica")], "{name}")
+            }
+            "kmeans" => assert!(p[0].is_i64() && p[0] != p[1], "{name}: two clusters {p:?}"),
+            _ => assert_eq!(
+                p[0].as_array().unwrap().len(),
+                2,
+                "{name}: projected to 2 components"
+            ),
+        }
+        assert!(v["inference_ms"].as_f64().unwrap() >= 0.0);
+        assert!(
+            v["init_ms"].is_number(),
+            "the cold response reports the model load"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inputs_are_function_errors_and_the_instance_stays_warm() {
+    let s = Server::start(&[]).await;
+    deploy_model(&s, "iris", "logistic", "iris", "tabular-classification");
+    let good = json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}).to_string();
+    assert_eq!(s.invoke("iris", &good).await.0, 200);
+    let too_many = json!({"instances": vec![vec![1.0; 4]; 101]}).to_string();
+    for (bad, says) in [
+        (r#"{"instances": [[1, 2]]}"#.to_string(), "takes 4"),
+        (r#"{"instances": []}"#.to_string(), "empty"),
+        (r#"{"rows": [[1, 2, 3, 4]]}"#.to_string(), "instances"),
+        (
+            r#"{"instances": [["a", 2, 3, 4]]}"#.to_string(),
+            "not a number",
+        ),
+        (too_many, "max_batch"),
+    ] {
+        let (status, headers, body) = s.invoke("iris", &bad).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-amz-function-error"], "Unhandled", "{bad}");
+        let err: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(err["errorType"], "InvalidInput", "{body}");
+        assert!(
+            err["errorMessage"].as_str().unwrap().contains(says),
+            "{body}"
+        );
+    }
+    assert_eq!(s.invoke("iris", &good).await.0, 200);
+    let recs = s.records(Some("iris")).await;
+    assert_eq!(
+        recs.iter().filter(|r| r["cold"] == true).count(),
+        1,
+        "one instance served them all"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kserve_v2_metadata_readiness_and_infer() {
+    let s = Server::start(&[("echo", common::manifest("echo", "memory_mb = 1769"))]).await;
+    deploy_model(
+        &s,
+        "iris",
+        "random-forest",
+        "iris",
+        "tabular-classification",
+    );
+    let meta = s.get("/v2/models/iris").await;
+    assert_eq!(meta["name"], "iris");
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 4]));
+    assert_eq!(meta["outputs"][0]["datatype"], "BYTES");
+    assert_eq!(
+        meta["parameters"]["classes"],
+        json!(["setosa", "versicolor", "virginica"])
+    );
+    assert_eq!(s.get("/v2/models/iris/ready").await["ready"], true);
+
+    let resp = s
+        .http
+        .post(s.url("/v2/models/iris/infer"))
+        .json(&json!({"id": "r1", "inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["id"], "r1");
+    assert_eq!(v["model_name"], "iris");
+    assert_eq!(v["outputs"][0]["shape"], json!([2]));
+    assert_eq!(v["outputs"][0]["data"], json!(["setosa", "virginica"]));
+
+    for (body, status) in [
+        (
+            json!({"inputs": [{"shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}),
+            400,
+        ),
+        (
+            json!({"inputs": [{"shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3]}]}),
+            400,
+        ),
+        (json!({"nothing": true}), 400),
+    ] {
+        let resp = s
+            .http
+            .post(s.url("/v2/models/iris/infer"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{body}");
+        let e: Value = resp.json().await.unwrap();
+        assert!(e["error"].is_string(), "V2 error shape: {e}");
+    }
+    let resp = s
+        .http
+        .post(s.url("/v2/models/ghost/infer"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = s.http.get(s.url("/v2/models/echo")).send().await.unwrap();
+    assert_eq!(resp.status(), 400, "a command function is not a model");
+    // The model still serves after the bad requests.
+    let resp = s
+        .http
+        .post(s.url("/v2/models/iris/infer"))
+        .json(&json!({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [[5.9, 3.0, 5.1, 1.8]]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploying_a_model_function_without_its_model_says_how_to_get_one() {
+    let s = Server::start(&[]).await;
+    let path = s.dir.path().join("m.toml");
+    std::fs::write(&path, "name = \"m\"\nruntime = \"model\"\n[model]\ntask = \"clustering\"\npath = \"nowhere.model\"\n").unwrap();
+    let (code, _, err) = s.cli(&["deploy", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no model at") && err.contains("virga models train"),
+        "{err}"
+    );
+    let (code, _, err) = s.cli(&[
+        "models",
+        "train",
+        "--algorithm",
+        "svm",
+        "--dataset",
+        "iris",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not available yet"), "{err}");
+}
