@@ -110,6 +110,20 @@ async fn bad_inputs_are_function_errors_and_the_instance_stays_warm() {
     }
     assert_eq!(s.invoke("iris", &good).await.0, 200);
     let recs = s.records(Some("iris")).await;
+    // The worker's own split reaches the records of successful invocations.
+    let ok: Vec<_> = recs.iter().filter(|r| r["status"] == "success").collect();
+    assert_eq!(ok.len(), 2);
+    for r in &ok {
+        assert!(r["inference_ms"].as_f64().unwrap() >= 0.0, "{r}");
+        assert!(
+            r["preprocess_ms"].is_number() && r["postprocess_ms"].is_number(),
+            "{r}"
+        );
+    }
+    assert!(recs
+        .iter()
+        .filter(|r| r["status"] == "error")
+        .all(|r| r["inference_ms"].is_null()));
     assert_eq!(
         recs.iter().filter(|r| r["cold"] == true).count(),
         1,

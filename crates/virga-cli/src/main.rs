@@ -317,6 +317,9 @@ const RECORD_COLUMNS: &[&str] = &[
     "response_bytes",
     "received_at",
     "finished_at",
+    "preprocess_ms",
+    "inference_ms",
+    "postprocess_ms",
 ];
 
 fn init_tracing(default: &str) {

@@ -97,6 +97,7 @@ mod tests {
             response_bytes: 0,
             received_at: String::new(),
             finished_at: String::new(),
+            split: Default::default(),
         };
         assert_eq!(
             report_line(&r),

@@ -82,7 +82,10 @@ CREATE TABLE IF NOT EXISTS invocations (
     payload_bytes INTEGER NOT NULL,
     response_bytes INTEGER NOT NULL,
     received_at TEXT NOT NULL,
-    finished_at TEXT NOT NULL
+    finished_at TEXT NOT NULL,
+    preprocess_ms REAL,
+    inference_ms REAL,
+    postprocess_ms REAL
 );
 CREATE INDEX IF NOT EXISTS invocations_function ON invocations(function, id);
 ";
@@ -102,6 +105,7 @@ impl Store {
         let err = |e| StoreError::Sqlite(path.clone(), e);
         let conn = open(&path).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         let writer_conn = open(&path).map_err(err)?;
         let (tx, rx) = mpsc::channel();
         let writer_path = path.clone();
@@ -164,7 +168,8 @@ impl Store {
         let mut sql = String::from(
             "SELECT request_id, function, version, instance_id, trigger, cold, status, error_type,
                     queue_ms, init_ms, duration_ms, billed_ms, memory_mb, max_memory_mb,
-                    limits_enforced, payload_bytes, response_bytes, received_at, finished_at
+                    limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
+                    preprocess_ms, inference_ms, postprocess_ms
              FROM invocations WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR status = ?2)
              ORDER BY id DESC",
         );
@@ -196,6 +201,11 @@ impl Store {
                         response_bytes: row.get::<_, i64>(16)? as u64,
                         received_at: row.get(17)?,
                         finished_at: row.get(18)?,
+                        split: virga_spec::WorkerSplit {
+                            preprocess_ms: row.get(19)?,
+                            inference_ms: row.get(20)?,
+                            postprocess_ms: row.get(21)?,
+                        },
                     })
                 },
             )
@@ -254,6 +264,20 @@ impl Drop for Store {
     }
 }
 
+/// Columns added after the first release, for databases made before them.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('invocations')")?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for col in ["preprocess_ms", "inference_ms", "postprocess_ms"] {
+        if !columns.iter().any(|c| c == col) {
+            conn.execute_batch(&format!("ALTER TABLE invocations ADD COLUMN {col} REAL"))?;
+        }
+    }
+    Ok(())
+}
+
 fn stored_function(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFunction> {
     Ok(StoredFunction {
         name: row.get(0)?,
@@ -290,8 +314,9 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO invocations (request_id, function, version, instance_id, trigger, cold,
                 status, error_type, queue_ms, init_ms, duration_ms, billed_ms, memory_mb,
-                max_memory_mb, limits_enforced, payload_bytes, response_bytes, received_at, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                max_memory_mb, limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
+                preprocess_ms, inference_ms, postprocess_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
         )?;
         for m in batch {
             let Msg::Record(r) = m else { continue };
@@ -315,6 +340,9 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                 r.response_bytes as i64,
                 r.received_at,
                 r.finished_at,
+                r.split.preprocess_ms,
+                r.split.inference_ms,
+                r.split.postprocess_ms,
             ])?;
         }
     }
@@ -346,6 +374,7 @@ mod tests {
             response_bytes: 4,
             received_at: "2026-01-01T00:00:00Z".into(),
             finished_at: "2026-01-01T00:00:01Z".into(),
+            split: Default::default(),
         }
     }
 

@@ -16,4 +16,4 @@ pub use billing::{billed_ms, vcpu_for_memory, LAMBDA_MB_PER_VCPU};
 pub use manifest::{
     BucketEvent, Destination, Manifest, ManifestError, ModelSpec, Runtime, TriggerSpec,
 };
-pub use record::{InvocationRecord, Status, Trigger};
+pub use record::{InvocationRecord, Status, Trigger, WorkerSplit};

@@ -892,6 +892,7 @@ mod tests {
             response_bytes: 0,
             received_at: start.into(),
             finished_at: end.into(),
+            split: Default::default(),
         }
     }
 

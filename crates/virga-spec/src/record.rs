@@ -106,6 +106,36 @@ pub struct InvocationRecord {
     pub received_at: String,
     /// RFC 3339.
     pub finished_at: String,
+    /// The instance's own timing split (model functions report it).
+    #[serde(flatten)]
+    pub split: WorkerSplit,
+}
+
+/// What a model runtime reports of its own work for one invocation, so
+/// reports can split init from processing (fields are null when unreported).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerSplit {
+    #[serde(default)]
+    pub preprocess_ms: Option<f64>,
+    #[serde(default)]
+    pub inference_ms: Option<f64>,
+    #[serde(default)]
+    pub postprocess_ms: Option<f64>,
+}
+
+impl WorkerSplit {
+    /// Reads the split from a model runtime's JSON response, if it has one.
+    pub fn from_response(body: &[u8]) -> WorkerSplit {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return WorkerSplit::default();
+        };
+        let get = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        WorkerSplit {
+            preprocess_ms: get("preprocess_ms"),
+            inference_ms: get("inference_ms"),
+            postprocess_ms: get("postprocess_ms"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +164,7 @@ mod tests {
             response_bytes: 2,
             received_at: "2026-01-01T00:00:00Z".into(),
             finished_at: "2026-01-01T00:00:00Z".into(),
+            split: WorkerSplit::default(),
         };
         let v = serde_json::to_value(&r).unwrap();
         for field in [
@@ -156,6 +187,9 @@ mod tests {
             "response_bytes",
             "received_at",
             "finished_at",
+            "preprocess_ms",
+            "inference_ms",
+            "postprocess_ms",
         ] {
             assert!(v.get(field).is_some(), "missing {field}");
         }

@@ -828,6 +828,9 @@ impl Scheduler {
         f.give_back(inst, healthy);
         match outcome {
             Ok(body) => {
+                if f.manifest.runtime == Runtime::Model {
+                    record.split = virga_spec::WorkerSplit::from_response(&body);
+                }
                 record.status = Status::Success;
                 record.response_bytes = body.len() as u64;
                 record.billed_ms = billed_ms(record.duration_ms, record.init_ms);
@@ -864,6 +867,7 @@ impl Scheduler {
             response_bytes: 0,
             received_at: received_at.clone(),
             finished_at: received_at,
+            split: Default::default(),
         }
     }
 
