@@ -232,3 +232,75 @@ async fn deploying_a_model_function_without_its_model_says_how_to_get_one() {
     assert_ne!(code, 0);
     assert!(err.contains("not available yet"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn onnx_models_run_with_tract_through_both_apis() {
+    let s = Server::start(&[]).await;
+    let model = s.dir.path().join("mlp.onnx");
+    let params = virga_engine::fixtures::mlp(&model);
+    std::fs::write(
+        model.with_extension("json"),
+        r#"{"task": "tabular-classification", "classes": ["a", "b", "c"]}"#,
+    )
+    .unwrap();
+    let manifest = s.dir.path().join("mlp.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"mlp\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"tabular-classification\"\nengine = \"tract\"\npath = \"mlp.onnx\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<f64>> = (0..5)
+        .map(|r| {
+            virga_engine::fixtures::weights(4, 7 + r)
+                .into_iter()
+                .map(|v| f64::from(v) * 3.0)
+                .collect()
+        })
+        .collect();
+    let expected: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let p = virga_engine::fixtures::reference(r, &params);
+            let best = (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+            json!(["a", "b", "c"][best])
+        })
+        .collect();
+    let (status, headers, body) = s
+        .invoke("mlp", &json!({"instances": rows}).to_string())
+        .await;
+    assert_eq!(status, 200);
+    assert!(headers.get("x-amz-function-error").is_none(), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["predictions"], json!(expected));
+    assert_eq!(v["model"]["engine"], "tract");
+
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let resp = s
+        .http
+        .post(s.url("/v2/models/mlp/infer"))
+        .json(
+            &json!({"inputs": [{"name": "x", "shape": [5, 4], "datatype": "FP32", "data": flat}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["outputs"][0]["data"], json!(expected));
+    let meta = s.get("/v2/models/mlp").await;
+    assert_eq!(meta["platform"], "virga-tract");
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 4]));
+
+    // A wrong width is the caller's error; the instance serves on.
+    let (_, headers, body) = s.invoke("mlp", r#"{"instances": [[1, 2, 3]]}"#).await;
+    assert_eq!(headers["x-amz-function-error"], "Unhandled");
+    assert!(body.contains("takes 4"), "{body}");
+    assert_eq!(
+        s.invoke("mlp", &json!({"instances": [rows[0]]}).to_string())
+            .await
+            .0,
+        200
+    );
+}

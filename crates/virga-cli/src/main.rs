@@ -192,7 +192,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ModelsCommand {
-    /// Train a classical model and save it (default models/<dataset>-<algorithm>.model).
+    /// Train a classical model and save it (default models/DATASET-ALGORITHM.model).
     Train {
         /// logistic, random-forest, kmeans or pca.
         #[arg(long)]

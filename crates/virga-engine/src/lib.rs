@@ -5,12 +5,15 @@
 //! class label, a value, a cluster id or a projected row). Engines:
 //! - [`classical`]: models trained by `virga models train` (smartcore) on
 //!   datasets bundled in crates: logistic regression, random forest,
-//!   k-means, PCA.
+//!   k-means, PCA;
+//! - [`onnx`]: ONNX graphs run by tract (pure Rust).
 //!
 //! Sync, no async runtime: an instance runs one inference at a time.
 
 pub mod classical;
 pub mod datasets;
+pub mod fixtures;
+pub mod onnx;
 
 use std::path::Path;
 
@@ -72,17 +75,42 @@ pub trait Model: Send {
     fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Value>, EngineError>;
 }
 
-/// Loads a model with the named engine.
-pub fn load(engine: &str, path: &Path) -> Result<Box<dyn Model>, EngineError> {
-    match engine {
-        "classical" => Ok(Box::new(classical::ClassicalModel::load(path)?)),
-        "tract" | "ort" => Err(EngineError::Unknown(format!(
-            "engine {engine:?} is not available in this build yet; use engine = \"classical\""
-        ))),
-        other => Err(EngineError::Unknown(format!(
-            "unknown engine {other:?}: use \"classical\""
-        ))),
+impl Task {
+    pub fn parse(s: &str) -> Result<Task, EngineError> {
+        serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
+            EngineError::Unknown(format!(
+                "unknown task {s:?}: use tabular-classification, tabular-regression, clustering or decomposition"
+            ))
+        })
     }
+}
+
+/// Loads a model with the named engine for the manifest's `task`.
+pub fn load(engine: &str, path: &Path, task: Task) -> Result<Box<dyn Model>, EngineError> {
+    let model: Box<dyn Model> = match engine {
+        "classical" => Box::new(classical::ClassicalModel::load(path)?),
+        "tract" => Box::new(onnx::OnnxModel::load(path, task)?),
+        "ort" => {
+            return Err(EngineError::Unknown(
+                "engine \"ort\" (onnxruntime) is not in this build yet; use engine = \"tract\" for ONNX models".into(),
+            ))
+        }
+        other => {
+            return Err(EngineError::Unknown(format!(
+                "unknown engine {other:?}: use \"classical\" or \"tract\""
+            )))
+        }
+    };
+    if model.info().task != task {
+        return Err(EngineError::Format(
+            path.display().to_string(),
+            format!(
+                "the model is for {:?} but the manifest says {task:?}",
+                model.info().task
+            ),
+        ));
+    }
+    Ok(model)
 }
 
 /// Checks a batch against the model's input width.

@@ -18,6 +18,7 @@ use crate::{Context, FunctionError, Handler};
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub engine: String,
+    pub task: String,
     pub path: String,
     pub max_batch: usize,
 }
@@ -33,6 +34,7 @@ impl ModelConfig {
         })?;
         Ok(ModelConfig {
             engine: var("VIRGA_MODEL_ENGINE").unwrap_or_else(|| "classical".into()),
+            task: var("VIRGA_MODEL_TASK").unwrap_or_else(|| "tabular-classification".into()),
             path,
             max_batch: var("VIRGA_MODEL_MAX_BATCH")
                 .and_then(|v| v.parse().ok())
@@ -56,8 +58,12 @@ impl ModelHandler {
     /// Loads the model; its error becomes the instance's `init/error`.
     pub fn load(config: &ModelConfig) -> Result<ModelHandler, FunctionError> {
         let t = Instant::now();
-        let model = virga_engine::load(&config.engine, std::path::Path::new(&config.path))
-            .map_err(|e| FunctionError::new("Runtime.ModelLoadError", e.to_string()))?;
+        let load_error = |e: virga_engine::EngineError| {
+            FunctionError::new("Runtime.ModelLoadError", e.to_string())
+        };
+        let task = virga_engine::Task::parse(&config.task).map_err(load_error)?;
+        let model = virga_engine::load(&config.engine, std::path::Path::new(&config.path), task)
+            .map_err(load_error)?;
         Ok(ModelHandler {
             model,
             max_batch: config.max_batch,

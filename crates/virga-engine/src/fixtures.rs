@@ -1,0 +1,127 @@
+//! Small ONNX graphs built in code (no download), for conformance tests,
+//! end-to-end tests and examples: a 4-8-3 MLP classifier with seeded weights
+//! and its plain-Rust reference.
+
+use std::path::Path;
+
+use prost::Message;
+use tract_onnx::pb;
+
+/// The MLP's parameters: `w1` 4x8, `b1` 8, `w2` 8x3, `b2` 3.
+pub type MlpParams = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn tensor(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        float_data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn value(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::dimension::Value as D;
+    let dim = dims
+        .iter()
+        .map(|d| pb::tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Some(n) => D::DimValue(*n),
+                None => D::DimParam("N".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+/// Deterministic pseudo-random weights, from -1 (inclusive) to 1.
+pub fn weights(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Writes the MLP to `path` and returns its parameters:
+/// `x [N,4] -> MatMul [4,8] -> Add -> Relu -> MatMul [8,3] -> Add -> Softmax -> y [N,3]`
+pub fn mlp(path: &Path) -> MlpParams {
+    let (w1, b1, w2, b2) = (weights(32, 1), weights(8, 2), weights(24, 3), weights(3, 4));
+    let axis = pb::AttributeProto {
+        name: "axis".into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        name: "mlp".into(),
+        node: vec![
+            node("MatMul", &["x", "w1"], "h0", vec![]),
+            node("Add", &["h0", "b1"], "h1", vec![]),
+            node("Relu", &["h1"], "h2", vec![]),
+            node("MatMul", &["h2", "w2"], "h3", vec![]),
+            node("Add", &["h3", "b2"], "h4", vec![]),
+            node("Softmax", &["h4"], "y", vec![axis]),
+        ],
+        initializer: vec![
+            tensor("w1", &[4, 8], &w1),
+            tensor("b1", &[8], &b1),
+            tensor("w2", &[8, 3], &w2),
+            tensor("b2", &[3], &b2),
+        ],
+        input: vec![value("x", &[None, Some(4)])],
+        output: vec![value("y", &[None, Some(3)])],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        producer_name: "virga-tests".into(),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+    (w1, b1, w2, b2)
+}
+
+pub fn reference(x: &[f64], (w1, b1, w2, b2): &MlpParams) -> Vec<f32> {
+    let h: Vec<f32> = (0..8)
+        .map(|j| ((0..4).map(|i| x[i] as f32 * w1[i * 8 + j]).sum::<f32>() + b1[j]).max(0.0))
+        .collect();
+    let z: Vec<f32> = (0..3)
+        .map(|k| (0..8).map(|j| h[j] * w2[j * 3 + k]).sum::<f32>() + b2[k])
+        .collect();
+    let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|v| v / sum).collect()
+}

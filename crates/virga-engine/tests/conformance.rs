@@ -1,0 +1,104 @@
+//! Engine conformance: the same small ONNX models, built here (no download),
+//! run by every ONNX engine of this build, compared with a plain reference
+//! computation within a stated tolerance.
+
+use virga_engine::fixtures::{mlp, reference, weights};
+use virga_engine::{load, Task};
+
+/// Engines that run ONNX in this build, with their tolerance.
+const ENGINES: &[(&str, f32)] = &[("tract", 1e-5)];
+
+fn rows() -> Vec<Vec<f64>> {
+    (0..7)
+        .map(|r| {
+            weights(4, 100 + r)
+                .into_iter()
+                .map(|v| f64::from(v) * 3.0)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn every_engine_matches_the_reference_mlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.onnx");
+    let params = mlp(&path);
+    std::fs::write(
+        path.with_extension("json"),
+        r#"{"task": "tabular-classification", "classes": ["a", "b", "c"]}"#,
+    )
+    .unwrap();
+    let rows = rows();
+    for &(engine, tol) in ENGINES {
+        let model = load(engine, &path, Task::TabularClassification).unwrap();
+        assert_eq!(model.info().n_features, 4, "{engine}");
+        let labels = model.predict(&rows).unwrap();
+        assert_eq!(labels.len(), rows.len());
+        for (row, label) in rows.iter().zip(&labels) {
+            let want = reference(row, &params);
+            let best = want
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, v)| if *v > want[b] { i } else { b });
+            assert_eq!(
+                label,
+                &serde_json::json!(["a", "b", "c"][best]),
+                "{engine}: {row:?} -> {want:?}"
+            );
+        }
+        // The raw scores agree within the engine's tolerance.
+        if engine == "tract" {
+            let m =
+                virga_engine::onnx::OnnxModel::load(&path, Task::TabularClassification).unwrap();
+            for (row, got) in rows.iter().zip(m.scores(&rows).unwrap()) {
+                for (g, w) in got.iter().zip(reference(row, &params)) {
+                    assert!((g - w).abs() <= tol, "{engine}: {g} vs {w}");
+                }
+            }
+        }
+        // One row, and a batch of one hundred: the batch dimension is free.
+        assert_eq!(model.predict(&rows[..1]).unwrap().len(), 1);
+        assert_eq!(
+            model.predict(&vec![rows[0].clone(); 100]).unwrap().len(),
+            100
+        );
+    }
+}
+
+#[test]
+fn a_task_mismatch_or_a_missing_file_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.onnx");
+    mlp(&path);
+    std::fs::write(path.with_extension("json"), r#"{"task": "clustering"}"#).unwrap();
+    let err = load("tract", &path, Task::TabularClassification)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("Clustering") && err.contains("manifest"),
+        "{err}"
+    );
+    let err = load(
+        "tract",
+        &dir.path().join("nope.onnx"),
+        Task::TabularClassification,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("nope.onnx"), "{err}");
+    std::fs::write(dir.path().join("junk.onnx"), b"not a protobuf").unwrap();
+    assert!(load(
+        "tract",
+        &dir.path().join("junk.onnx"),
+        Task::TabularClassification
+    )
+    .is_err());
+    assert!(load("ort", &path, Task::TabularClassification)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("tract"));
+}
