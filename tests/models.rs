@@ -304,3 +304,83 @@ async fn onnx_models_run_with_tract_through_both_apis() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_classification_decodes_preprocesses_and_ranks() {
+    use base64::Engine as _;
+    let s = Server::start(&[]).await;
+    let model = s.dir.path().join("colours.onnx");
+    virga_engine::fixtures::colour_classifier(&model, 8);
+    let manifest = s.dir.path().join("colours.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"colours\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"image-classification\"\nengine = \"tract\"\npath = \"colours.onnx\"\nmax_batch = 4\n",
+    )
+    .unwrap();
+    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let b64 = |rgb| {
+        base64::engine::general_purpose::STANDARD
+            .encode(virga_engine::image::solid_png(40, 30, rgb))
+    };
+    let (status, headers, body) = s
+        .invoke(
+            "colours",
+            &json!({"image": b64([20, 200, 20]), "top_k": 2}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(headers.get("x-amz-function-error").is_none(), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["predictions"][0]["label"], "green");
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 2);
+    let batch = json!({"images": [b64([200, 0, 0]), b64([0, 0, 200])], "top_k": 1}).to_string();
+    let v: Value = serde_json::from_str(&s.invoke("colours", &batch).await.2).unwrap();
+    assert_eq!(v["predictions"][0][0]["label"], "red");
+    assert_eq!(v["predictions"][1][0]["label"], "blue");
+    for (bad, says) in [
+        (json!({"image": "%%%"}), "base64"),
+        (
+            json!({"image": base64::engine::general_purpose::STANDARD.encode(b"GIF89a garbage")}),
+            "image",
+        ),
+        (json!({"instances": [[1, 2]]}), "image"),
+        (json!({"images": vec![b64([1, 2, 3]); 5]}), "1 to 4"),
+    ] {
+        let (_, headers, body) = s.invoke("colours", &bad.to_string()).await;
+        assert_eq!(headers["x-amz-function-error"], "Unhandled", "{bad}");
+        let e: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(e["errorType"], "InvalidInput", "{body}");
+        assert!(e["errorMessage"].as_str().unwrap().contains(says), "{body}");
+    }
+    assert_eq!(
+        s.invoke("colours", &json!({"image": b64([9, 9, 200])}).to_string())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.records(Some("colours"))
+            .await
+            .iter()
+            .filter(|r| r["cold"] == true)
+            .count(),
+        1
+    );
+    // Over KServe V2: base64 images in a BYTES tensor.
+    let meta = s.get("/v2/models/colours").await;
+    assert_eq!(meta["inputs"][0]["datatype"], "BYTES");
+    let resp = s
+        .http
+        .post(s.url("/v2/models/colours/infer"))
+        .json(&json!({"inputs": [{"name": "images", "shape": [2], "datatype": "BYTES", "data": [b64([250, 0, 0]), b64([0, 250, 0])]}], "parameters": {"top_k": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["outputs"][0]["shape"], json!([2, 3]));
+    assert_eq!(v["outputs"][0]["data"][0], "red");
+    assert_eq!(v["outputs"][0]["data"][3], "green");
+    assert_eq!(v["outputs"][1]["datatype"], "FP32");
+}

@@ -1,6 +1,6 @@
 //! Small ONNX graphs built in code (no download), for conformance tests,
 //! end-to-end tests and examples: a 4-8-3 MLP classifier with seeded weights
-//! and its plain-Rust reference.
+//! and its plain-Rust reference, and a colour classifier for images.
 
 use std::path::Path;
 
@@ -124,4 +124,41 @@ pub fn reference(x: &[f64], (w1, b1, w2, b2): &MlpParams) -> Vec<f32> {
     let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
     let sum: f32 = e.iter().sum();
     e.iter().map(|v| v / sum).collect()
+}
+
+/// Writes a tiny image classifier to `path`: the mean of each colour channel
+/// of a `[1, 3, S, S]` image, times a 3x3 identity, softmaxed. Its classes
+/// are the dominant channel: red, green, blue (with a sidecar saying so).
+pub fn colour_classifier(path: &Path, side: i64) {
+    let eye = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+    let graph = pb::GraphProto {
+        name: "colours".into(),
+        node: vec![
+            node("GlobalAveragePool", &["x"], "m", vec![]),
+            node("Flatten", &["m"], "f", vec![]),
+            node("MatMul", &["f", "w"], "z", vec![]),
+        ],
+        initializer: vec![tensor("w", &[3, 3], &eye)],
+        input: vec![value("x", &[Some(1), Some(3), Some(side), Some(side)])],
+        output: vec![value("z", &[Some(1), Some(3)])],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        producer_name: "virga-tests".into(),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    std::fs::write(path, model.encode_to_vec()).expect("writable fixture path");
+    let sidecar = serde_json::json!({
+        "task": "image-classification",
+        "classes": ["red", "green", "blue"],
+        "preprocess": {"resize_shorter": side, "crop": side, "mean": [0.0, 0.0, 0.0], "std": [25.5, 25.5, 25.5]},
+    });
+    std::fs::write(path.with_extension("json"), sidecar.to_string())
+        .expect("writable fixture path");
 }

@@ -13,6 +13,7 @@
 pub mod classical;
 pub mod datasets;
 pub mod fixtures;
+pub mod image;
 pub mod onnx;
 
 use std::path::Path;
@@ -44,6 +45,7 @@ pub enum EngineError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Task {
+    ImageClassification,
     TabularClassification,
     TabularRegression,
     Clustering,
@@ -73,13 +75,26 @@ pub trait Model: Send {
     fn info(&self) -> &ModelInfo;
     /// One prediction per row; rows must have `info().n_features` values.
     fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Value>, EngineError>;
+
+    /// The `top_k` most likely labels of each encoded image, as
+    /// `[{"label", "score"}, ...]` (image-classification models).
+    fn classify_images(
+        &self,
+        _images: &[Vec<u8>],
+        _top_k: usize,
+    ) -> Result<Vec<Value>, EngineError> {
+        Err(EngineError::Input(format!(
+            "this is a {:?} model: send {{\"instances\": [[...]]}}, not images",
+            self.info().task
+        )))
+    }
 }
 
 impl Task {
     pub fn parse(s: &str) -> Result<Task, EngineError> {
         serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
             EngineError::Unknown(format!(
-                "unknown task {s:?}: use tabular-classification, tabular-regression, clustering or decomposition"
+                "unknown task {s:?}: use image-classification, tabular-classification, tabular-regression, clustering or decomposition"
             ))
         })
     }

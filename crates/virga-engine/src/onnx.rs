@@ -21,6 +21,15 @@ pub struct Sidecar {
     pub task: Option<Task>,
     #[serde(default)]
     pub classes: Vec<String>,
+    /// A file of class names, one a line, relative to the model.
+    #[serde(default)]
+    pub classes_file: Option<String>,
+    /// Image models: how to turn an image into the input tensor.
+    #[serde(default)]
+    pub preprocess: Option<crate::image::Recipe>,
+    /// The output is already probabilities (else logits, softmaxed here).
+    #[serde(default)]
+    pub probabilities: bool,
     #[serde(default)]
     pub feature_names: Vec<String>,
     #[serde(default)]
@@ -30,6 +39,8 @@ pub struct Sidecar {
 pub struct OnnxModel {
     plan: TypedSimplePlan<TypedModel>,
     info: ModelInfo,
+    recipe: Option<crate::image::Recipe>,
+    probabilities: bool,
 }
 
 fn err(path: &Path) -> impl Fn(TractError) -> EngineError + '_ {
@@ -61,23 +72,49 @@ impl OnnxModel {
                 "no such file".into(),
             ));
         }
-        let model = tract_onnx::onnx().model_for_path(path).map_err(err(path))?;
+        let mut classes = sidecar.classes;
+        if let Some(file) = &sidecar.classes_file {
+            let p = path.parent().unwrap_or(Path::new(".")).join(file);
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| EngineError::Read(p.display().to_string(), e.to_string()))?;
+            classes = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err(path))?;
+        let recipe = match task {
+            Task::ImageClassification => {
+                let r = sidecar.preprocess.unwrap_or_default();
+                // One image per run, NCHW.
+                let c = r.crop as usize;
+                model = model
+                    .with_input_fact(0, f32::fact([1, 3, c, c]).into())
+                    .map_err(err(path))?;
+                Some(r)
+            }
+            _ => None,
+        };
         let typed = model.into_optimized().map_err(err(path))?;
         let input = typed.input_fact(0).map_err(err(path))?.clone();
-        let n_features = input
-            .shape
-            .dims()
-            .last()
-            .and_then(|d| d.to_i64().ok())
-            .filter(|&n| n > 0)
-            .ok_or_else(|| {
-                EngineError::Format(
-                    path.display().to_string(),
-                    format!(
-                        "input {input:?} has no fixed feature width: tabular models take [N, F]"
-                    ),
-                )
-            })? as usize;
+        let n_features = if recipe.is_some() {
+            0
+        } else {
+            input
+                .shape
+                .dims()
+                .last()
+                .and_then(|d| d.to_i64().ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    EngineError::Format(
+                        path.display().to_string(),
+                        format!("input {input:?} has no fixed feature width: tabular models take [N, F]"),
+                    )
+                })? as usize
+        };
         let output_width = typed
             .output_fact(0)
             .ok()
@@ -93,10 +130,12 @@ impl OnnxModel {
                 dataset: sidecar.dataset.unwrap_or_default(),
                 n_features,
                 feature_names: sidecar.feature_names,
-                classes: sidecar.classes,
+                classes,
                 output_width,
                 metrics: Default::default(),
             },
+            recipe,
+            probabilities: sidecar.probabilities,
         })
     }
 
@@ -108,6 +147,10 @@ impl OnnxModel {
         let input = tract_ndarray::Array2::from_shape_vec((n, f), flat)
             .map_err(|e| EngineError::Input(e.to_string()))?
             .into_tensor();
+        self.run(input, n)
+    }
+
+    fn run(&self, input: Tensor, n: usize) -> Result<Vec<Vec<f32>>, EngineError> {
         let out = self
             .plan
             .run(tvec!(input.into()))
@@ -160,7 +203,59 @@ impl Model for OnnxModel {
                 Task::Decomposition => {
                     Value::from(s.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>())
                 }
+                Task::ImageClassification => Value::from(argmax(&s)),
             })
             .collect())
     }
+
+    fn classify_images(&self, images: &[Vec<u8>], top_k: usize) -> Result<Vec<Value>, EngineError> {
+        let Some(recipe) = &self.recipe else {
+            return Err(EngineError::Input(format!(
+                "this is a {:?} model: send {{\"instances\": [[...]]}}, not images",
+                self.info.task
+            )));
+        };
+        let c = recipe.crop as usize;
+        images
+            .iter()
+            .map(|bytes| {
+                let pixels = recipe.tensor(bytes)?;
+                let input = tract_ndarray::Array4::from_shape_vec((1, 3, c, c), pixels)
+                    .map_err(|e| EngineError::Input(e.to_string()))?
+                    .into_tensor();
+                let scores = self.run(input, 1)?.pop().unwrap_or_default();
+                Ok(Value::from(top_k_labels(
+                    &scores,
+                    self.probabilities,
+                    &self.info.classes,
+                    top_k,
+                )))
+            })
+            .collect()
+    }
+}
+
+/// The best `k` labels with their probabilities (a softmax of logits, or the
+/// model's own probabilities).
+fn top_k_labels(scores: &[f32], probabilities: bool, classes: &[String], k: usize) -> Vec<Value> {
+    let probs: Vec<f32> = if probabilities {
+        scores.to_vec()
+    } else {
+        let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        exp.iter().map(|e| e / sum).collect()
+    };
+    let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked
+        .into_iter()
+        .take(k.max(1))
+        .map(|(i, p)| {
+            serde_json::json!({
+                "label": classes.get(i).cloned().unwrap_or_else(|| i.to_string()),
+                "score": p,
+            })
+        })
+        .collect()
 }

@@ -102,3 +102,24 @@ fn a_task_mismatch_or_a_missing_file_is_explained() {
         .to_string()
         .contains("tract"));
 }
+
+#[test]
+fn image_models_classify_after_the_sidecar_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("colours.onnx");
+    virga_engine::fixtures::colour_classifier(&path, 8);
+    let model = load("tract", &path, Task::ImageClassification).unwrap();
+    let png = |rgb| virga_engine::image::solid_png(20, 10, rgb);
+    let out = model
+        .classify_images(&[png([250, 10, 10]), png([10, 10, 250])], 2)
+        .unwrap();
+    assert_eq!(out[0][0]["label"], "red");
+    assert_eq!(out[1][0]["label"], "blue");
+    assert_eq!(out[0].as_array().unwrap().len(), 2, "top_k");
+    let p = out[0][0]["score"].as_f64().unwrap();
+    assert!(p > 0.99 && p <= 1.0, "{p}");
+    assert!(model
+        .classify_images(&[b"not an image".to_vec()], 1)
+        .is_err());
+    assert!(model.predict(&[vec![1.0]]).is_err() || model.info().n_features == 0);
+}

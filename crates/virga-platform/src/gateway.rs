@@ -708,6 +708,7 @@ async fn v2_call(
 fn v2_output(model: &serde_json::Value) -> (&'static str, serde_json::Value) {
     let width = model["output_width"].as_u64().unwrap_or(1);
     match model["task"].as_str() {
+        Some("image-classification") => ("BYTES", json!([-1, -1])),
         Some("tabular-classification") => ("BYTES", json!([-1])),
         Some("clustering") => ("INT64", json!([-1])),
         Some("decomposition") => ("FP64", json!([-1, width])),
@@ -727,10 +728,10 @@ async fn v2_metadata(
         "name": name,
         "versions": [f.version],
         "platform": format!("virga-{}", model["engine"].as_str().unwrap_or("model")),
-        "inputs": [{
-            "name": "input-0",
-            "datatype": "FP64",
-            "shape": [-1, model["n_features"]],
+        "inputs": [if model["task"] == "image-classification" {
+            json!({ "name": "images", "datatype": "BYTES", "shape": [-1] })
+        } else {
+            json!({ "name": "input-0", "datatype": "FP64", "shape": [-1, model["n_features"]] })
         }],
         "outputs": [{ "name": "predictions", "datatype": datatype, "shape": shape }],
         "parameters": {
@@ -816,6 +817,9 @@ async fn v2_infer(
             "send {\"inputs\": [{\"name\", \"shape\": [rows, features], \"datatype\": \"FP64\", \"data\": [...]}]}",
         ));
     };
+    if input["datatype"] == "BYTES" {
+        return v2_infer_images(&state, &name, &f.version, &req, input).await;
+    }
     let rows = v2_rows(input).map_err(|e| v2_error(StatusCode::BAD_REQUEST, e))?;
     let n = rows.len();
     let out = v2_call(&state, &name, json!({ "instances": rows })).await?;
@@ -842,6 +846,53 @@ async fn v2_infer(
             "inference_ms": out["inference_ms"],
             "postprocess_ms": out["postprocess_ms"],
         },
+    });
+    if let Some(id) = req.get("id") {
+        resp["id"] = id.clone();
+    }
+    Ok(Json(resp).into_response())
+}
+
+/// V2 inference for image models: a BYTES input of base64 images gives
+/// `labels` (BYTES) and `scores` (FP32), `[N, top_k]` each.
+async fn v2_infer_images(
+    state: &AppState,
+    name: &str,
+    version: &str,
+    req: &serde_json::Value,
+    input: &serde_json::Value,
+) -> Result<Response, V2Error> {
+    let images = input["data"]
+        .as_array()
+        .filter(|a| !a.is_empty() && a.iter().all(|x| x.is_string()))
+        .ok_or_else(|| {
+            v2_error(
+                StatusCode::BAD_REQUEST,
+                "a BYTES input carries base64-encoded images as strings in \"data\"",
+            )
+        })?;
+    let top_k = req["parameters"]["top_k"].as_u64().unwrap_or(5);
+    let out = v2_call(state, name, json!({ "images": images, "top_k": top_k })).await?;
+    let per_image = out["predictions"].as_array().cloned().unwrap_or_default();
+    let n = per_image.len();
+    let k = per_image
+        .first()
+        .and_then(|p| p.as_array())
+        .map_or(0, Vec::len);
+    let (mut labels, mut scores) = (Vec::new(), Vec::new());
+    for p in per_image.iter().filter_map(|p| p.as_array()) {
+        for entry in p {
+            labels.push(entry["label"].clone());
+            scores.push(entry["score"].clone());
+        }
+    }
+    let mut resp = json!({
+        "model_name": name,
+        "model_version": version,
+        "outputs": [
+            { "name": "labels", "shape": [n, k], "datatype": "BYTES", "data": labels },
+            { "name": "scores", "shape": [n, k], "datatype": "FP32", "data": scores },
+        ],
     });
     if let Some(id) = req.get("id") {
         resp["id"] = id.clone();

@@ -35,7 +35,7 @@ pub enum Runtime {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// tabular-classification | tabular-regression | clustering | decomposition
+    /// image-classification | tabular-classification | tabular-regression | clustering | decomposition
     pub task: String,
     /// classical (now); tract and ort arrive with the ONNX engines.
     #[serde(default = "defaults::engine")]
@@ -51,6 +51,7 @@ pub struct ModelSpec {
 }
 
 pub const MODEL_TASKS: &[&str] = &[
+    "image-classification",
     "tabular-classification",
     "tabular-regression",
     "clustering",

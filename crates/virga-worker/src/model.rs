@@ -1,7 +1,9 @@
 //! The model runtime: loads the function's model once at init and answers
 //! inference requests.
 //!
-//! Request: `{"instances": [[f64, ...], ...]}` (a batch of rows).
+//! Request: `{"instances": [[f64, ...], ...]}` (a batch of rows), or for
+//! image classification `{"image": "<base64 JPEG/PNG>", "top_k": 5}` (or
+//! `"images": [...]` for a batch).
 //! Response: `{"predictions": [...], "model": {...}, "preprocess_ms",
 //! "inference_ms", "postprocess_ms"}`, plus `init_ms` on the first request of
 //! the instance. `{"metadata": true}` returns the model's description.
@@ -71,6 +73,62 @@ impl ModelHandler {
         })
     }
 
+    /// Classifies `{"image"}` or `{"images"}`; returns the predictions.
+    fn images(&self, v: &Value) -> Result<(Value, f64, f64), FunctionError> {
+        use base64::Engine as _;
+        let bad = |m: String| FunctionError::new("InvalidInput", m);
+        let t = Instant::now();
+        let (encoded, single): (Vec<&str>, bool) = match (v.get("image"), v.get("images")) {
+            (Some(Value::String(s)), _) => (vec![s.as_str()], true),
+            (_, Some(Value::Array(a))) => (
+                a.iter()
+                    .map(|x| {
+                        x.as_str()
+                            .ok_or_else(|| bad("images must be base64 strings".into()))
+                    })
+                    .collect::<Result<_, _>>()?,
+                false,
+            ),
+            _ => {
+                return Err(bad(
+                    "send {\"image\": \"<base64 JPEG or PNG>\", \"top_k\": 5}".into(),
+                ))
+            }
+        };
+        if encoded.is_empty() || encoded.len() > self.max_batch {
+            return Err(bad(format!("send 1 to {} images", self.max_batch)));
+        }
+        let top_k = v
+            .get("top_k")
+            .and_then(Value::as_u64)
+            .unwrap_or(5)
+            .clamp(1, 1000) as usize;
+        let bytes: Vec<Vec<u8>> = encoded
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(s.trim())
+                    .map_err(|e| bad(format!("image {i} is not base64: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let preprocess_ms = ms(t);
+        let t = Instant::now();
+        let mut out = self
+            .model
+            .classify_images(&bytes, top_k)
+            .map_err(|e| match e {
+                virga_engine::EngineError::Input(m) => FunctionError::new("InvalidInput", m),
+                other => FunctionError::new("InferenceError", other.to_string()),
+            })?;
+        let predictions = if single {
+            out.swap_remove(0)
+        } else {
+            Value::from(out)
+        };
+        Ok((predictions, preprocess_ms, ms(t)))
+    }
+
     fn rows(&self, event: &[u8]) -> Result<Vec<Vec<f64>>, FunctionError> {
         let bad = |m: String| FunctionError::new("InvalidInput", m);
         let v: Value = serde_json::from_slice(event)
@@ -107,17 +165,25 @@ impl Handler for ModelHandler {
             return serde_json::to_vec(&json!({ "model": self.model.info() }))
                 .map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()));
         }
-        let t = Instant::now();
-        let rows = self.rows(event)?;
-        check_rows(&rows, self.model.info().n_features, self.max_batch)
-            .map_err(|e| FunctionError::new("InvalidInput", e.to_string()))?;
-        let preprocess_ms = ms(t);
-        let t = Instant::now();
-        let predictions = self
-            .model
-            .predict(&rows)
-            .map_err(|e| FunctionError::new("InferenceError", e.to_string()))?;
-        let inference_ms = ms(t);
+        let (predictions, preprocess_ms, inference_ms) =
+            if self.model.info().task == virga_engine::Task::ImageClassification {
+                let v: Value = serde_json::from_slice(event).map_err(|e| {
+                    FunctionError::new("InvalidInput", format!("the request is not JSON: {e}"))
+                })?;
+                self.images(&v)?
+            } else {
+                let t = Instant::now();
+                let rows = self.rows(event)?;
+                check_rows(&rows, self.model.info().n_features, self.max_batch)
+                    .map_err(|e| FunctionError::new("InvalidInput", e.to_string()))?;
+                let preprocess_ms = ms(t);
+                let t = Instant::now();
+                let predictions = self
+                    .model
+                    .predict(&rows)
+                    .map_err(|e| FunctionError::new("InferenceError", e.to_string()))?;
+                (Value::from(predictions), preprocess_ms, ms(t))
+            };
         let t = Instant::now();
         let info = self.model.info();
         let mut out = json!({
