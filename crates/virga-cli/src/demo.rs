@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::client::{report_line, Client};
 use crate::table;
 
-pub async fn run(functions: &Path, warm: usize) -> Result<()> {
+pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
     if !functions.is_dir() {
         anyhow::bail!(
             "{} is not a directory of function manifests: run from the repository root or pass --functions",
@@ -37,37 +37,33 @@ pub async fn run(functions: &Path, warm: usize) -> Result<()> {
     let platform = virga_platform::Platform::start(config).await?;
     let endpoint = format!("http://{}", platform.addr());
     println!("virga demo: embedded platform listening on {endpoint}");
+    let limits = if platform.limits_enforced() {
+        "enforced with cgroups"
+    } else {
+        "NOT enforced (cgroups unavailable)"
+    };
     println!(
-        "host: {} cores; limits: {}",
+        "host: {} cores; limits: {limits}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        if platform.limits_enforced() {
-            "enforced with cgroups"
-        } else {
-            "NOT enforced (cgroups unavailable)"
-        }
     );
     let client = Client::new(&endpoint);
     let result = measure(&client, warm).await;
     platform.shutdown().await;
     let rows = result?;
+    let columns = [
+        "function",
+        "memory_mb",
+        "vcpu",
+        "cold_init_ms",
+        "cold_total_ms",
+        "warm_p50_ms",
+        "warm_max_ms",
+        "server_p50_ms",
+    ];
     println!();
-    print!(
-        "{}",
-        table::render_cells(
-            &[
-                "function",
-                "memory_mb",
-                "vcpu",
-                "cold_init_ms",
-                "cold_total_ms",
-                "warm_p50_ms",
-                "warm_max_ms",
-                "server_p50_ms"
-            ],
-            &rows
-        )
-    );
+    print!("{}", table::render_cells(&columns, &rows));
     println!("\n(cold_total and warm_* are client-side round trips; server_p50 is the instance's own duration)");
+    write_report(out, &columns, &rows, warm, limits)?;
     Ok(())
 }
 
@@ -145,6 +141,57 @@ async fn measure(client: &Client, warm: usize) -> Result<Vec<Vec<String>>> {
         ]);
     }
     Ok(rows)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The demo's HTML report: what ran, on what, and what was measured.
+fn write_report(
+    out: &Path,
+    columns: &[&str],
+    rows: &[Vec<String>],
+    warm: usize,
+    limits: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let path = out.join("demo.html");
+    let head: String = columns
+        .iter()
+        .map(|c| format!("<th>{}</th>", esc(c)))
+        .collect();
+    let body: String = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "<tr>{}</tr>",
+                r.iter()
+                    .map(|c| format!("<td>{}</td>", esc(c)))
+                    .collect::<String>()
+            )
+        })
+        .collect();
+    let html = format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>virga demo</title>\
+         <body style=\"font-family:sans-serif;max-width:900px;margin:2em auto\">\
+         <h1>virga demo</h1>\
+         <p>Every example function invoked once cold and {warm} times warm through the Lambda Invoke API \
+         of an embedded platform. Host: {cores} cores, {arch}, {build} build; instance limits {limits}; \
+         virga {version}.</p>\
+         <table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr>{head}</tr>{body}</table>\
+         <p>cold_init_ms: spawn to the runtime's first <code>invocation/next</code> (from the record); \
+         cold_total_ms and warm_*: client-side round trips; server_p50_ms: the instance's own duration.</p></body>",
+        cores = std::thread::available_parallelism().map_or(1, |n| n.get()),
+        arch = std::env::consts::ARCH,
+        build = if cfg!(debug_assertions) { "debug" } else { "release" },
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    std::fs::write(&path, html).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("report: {}", path.display());
+    Ok(())
 }
 
 fn fmt_opt(v: Option<f64>) -> String {

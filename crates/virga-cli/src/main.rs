@@ -187,6 +187,9 @@ enum Command {
         /// Warm invocations per function.
         #[arg(long, default_value_t = 20)]
         warm: usize,
+        /// Where the HTML report goes.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
     },
 }
 
@@ -530,20 +533,12 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             println!("deleted {function}");
         }
         Command::ScaleToZero { function } => {
-            let v = client
-                .get_json(&format!("/v1/functions/{function}"))
-                .await?;
-            if v.is_null() {
-                bail!("no function {function}");
-            }
-            let resp = reqwest::Client::new()
-                .delete(format!(
-                    "{}/v1/functions/{function}/instances",
-                    cli.endpoint.trim_end_matches('/')
-                ))
-                .send()
-                .await?
-                .json::<Value>()
+            let resp = client
+                .send_json(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/functions/{function}/instances"),
+                    Vec::new(),
+                )
                 .await?;
             println!("stopped {} idle instances of {function}", resp["stopped"]);
         }
@@ -768,9 +763,13 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             };
             cost::tune(&cli.endpoint, config, out).await?;
         }
-        Command::Demo { functions, warm } => {
+        Command::Demo {
+            functions,
+            warm,
+            out,
+        } => {
             init_tracing("warn");
-            demo::run(&functions, warm).await?;
+            demo::run(&functions, warm, &out).await?;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
