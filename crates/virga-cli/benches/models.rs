@@ -4,9 +4,9 @@
 //! instance -> model runtime) on the same input; plus the cold start of its
 //! function (spawn -> ready) against the load time.
 //!
-//! Models: a logistic regression trained on iris here, and the synthetic
-//! ResNet-50 / Inception-v2 / SqueezeNet when `virga models pull` has put
-//! them in models/. `VIRGA_BENCH_N` sets the warm calls per model (default 30).
+//! Models: a logistic regression trained on iris here, and EfficientNet-Lite0
+//! and the synthetic ResNet-50 / Inception-v2 / SqueezeNet when
+//! `virga models pull` has put them in models/. `VIRGA_BENCH_N` sets the warm calls per model (default 30).
 
 mod support;
 
