@@ -150,7 +150,7 @@ impl Events {
                     _ => false,
                 })
             })
-            .map(|(m, _)| m.name)
+            .map(|(m, _)| m.name.clone())
             .collect();
         if matching.is_empty() {
             return Ok(());

@@ -455,7 +455,7 @@ impl Events {
                     .iter()
                     .any(|t| matches!(t, TriggerSpec::Topic { topic: x } if x == topic))
             })
-            .map(|(m, _)| m.name)
+            .map(|(m, _)| m.name.clone())
             .collect();
         let events = subscribers
             .iter()

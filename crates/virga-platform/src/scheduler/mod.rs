@@ -161,7 +161,7 @@ pub struct InstanceInfo {
 
 /// A deployed revision of a function and its instances.
 struct Function {
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
     base_dir: PathBuf,
     version: u64,
     deployed_at: String,
@@ -242,12 +242,12 @@ impl Scheduler {
     }
 
     /// The deployed manifest of a function, with its version.
-    pub fn manifest(&self, name: &str) -> Option<(Manifest, u64)> {
+    pub fn manifest(&self, name: &str) -> Option<(Arc<Manifest>, u64)> {
         self.get(name).map(|f| (f.manifest.clone(), f.version))
     }
 
     /// Every deployed manifest, with its version.
-    pub fn manifests(&self) -> Vec<(Manifest, u64)> {
+    pub fn manifests(&self) -> Vec<(Arc<Manifest>, u64)> {
         self.functions
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -358,7 +358,7 @@ impl Scheduler {
                 "arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}",
                 manifest.name
             ),
-            manifest,
+            manifest: Arc::new(manifest),
             base_dir: base_dir.to_path_buf(),
             version,
             deployed_at,
@@ -516,7 +516,7 @@ impl Scheduler {
             busy,
             queued,
             limits_enforced: self.limits_enforced(),
-            manifest: m.clone(),
+            manifest: Manifest::clone(m),
             base_dir: f.base_dir.display().to_string(),
         }
     }
