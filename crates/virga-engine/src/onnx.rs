@@ -88,10 +88,12 @@ impl OnnxModel {
         let recipe = match task {
             Task::ImageClassification => {
                 let r = sidecar.preprocess.unwrap_or_default();
+                r.validate()
+                    .map_err(|m| EngineError::Format(sidecar_path.display().to_string(), m))?;
                 // One image per run, NCHW.
-                let c = r.crop as usize;
+                let (h, w) = r.size();
                 model = model
-                    .with_input_fact(0, f32::fact([1, 3, c, c]).into())
+                    .with_input_fact(0, f32::fact([1, 3, h, w]).into())
                     .map_err(err(path))?;
                 Some(r)
             }
@@ -215,12 +217,12 @@ impl Model for OnnxModel {
                 self.info.task
             )));
         };
-        let c = recipe.crop as usize;
+        let (h, w) = recipe.size();
         images
             .iter()
             .map(|bytes| {
                 let pixels = recipe.tensor(bytes)?;
-                let input = tract_ndarray::Array4::from_shape_vec((1, 3, c, c), pixels)
+                let input = tract_ndarray::Array4::from_shape_vec((1, 3, h, w), pixels)
                     .map_err(|e| EngineError::Input(e.to_string()))?
                     .into_tensor();
                 let scores = self.run(input, 1)?.pop().unwrap_or_default();
