@@ -62,7 +62,7 @@ impl Recipe {
         if crop == pad {
             return Err("preprocess needs either resize_shorter and crop (crop <= resize_shorter), or height and width".into());
         }
-        if self.std.iter().any(|s| *s == 0.0) {
+        if self.std.contains(&0.0) {
             return Err("preprocess std must not be 0".into());
         }
         Ok(())
