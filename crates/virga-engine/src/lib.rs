@@ -46,6 +46,7 @@ pub enum EngineError {
 #[serde(rename_all = "kebab-case")]
 pub enum Task {
     ImageClassification,
+    TextEmbedding,
     TabularClassification,
     TabularRegression,
     Clustering,
@@ -76,6 +77,14 @@ pub trait Model: Send {
     /// One prediction per row; rows must have `info().n_features` values.
     fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Value>, EngineError>;
 
+    /// One embedding per text (text-embedding models).
+    fn embed(&self, _texts: &[String]) -> Result<Vec<Vec<f32>>, EngineError> {
+        Err(EngineError::Input(format!(
+            "this is a {:?} model: it does not embed texts",
+            self.info().task
+        )))
+    }
+
     /// The `top_k` most likely labels of each encoded image, as
     /// `[{"label", "score"}, ...]` (image-classification models).
     fn classify_images(
@@ -94,7 +103,7 @@ impl Task {
     pub fn parse(s: &str) -> Result<Task, EngineError> {
         serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
             EngineError::Unknown(format!(
-                "unknown task {s:?}: use image-classification, tabular-classification, tabular-regression, clustering or decomposition"
+                "unknown task {s:?}: use image-classification, text-embedding, tabular-classification, tabular-regression, clustering or decomposition"
             ))
         })
     }

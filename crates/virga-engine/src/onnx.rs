@@ -30,6 +30,15 @@ pub struct Sidecar {
     /// The output is already probabilities (else logits, softmaxed here).
     #[serde(default)]
     pub probabilities: bool,
+    /// Text models: the tokenizer (`tokenizer.json` format), relative to the model.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// Text models: how token states become one vector (`mean` over real tokens).
+    #[serde(default)]
+    pub pooling: Option<String>,
+    /// Text models: L2-normalise the embedding.
+    #[serde(default)]
+    pub normalize: bool,
     #[serde(default)]
     pub feature_names: Vec<String>,
     #[serde(default)]
@@ -41,6 +50,13 @@ pub struct OnnxModel {
     info: ModelInfo,
     recipe: Option<crate::image::Recipe>,
     probabilities: bool,
+    text: Option<TextSetup>,
+}
+
+/// What a text-embedding model needs besides its graph.
+struct TextSetup {
+    tokenizer: tokenizers::Tokenizer,
+    normalize: bool,
 }
 
 fn err(path: &Path) -> impl Fn(TractError) -> EngineError + '_ {
@@ -97,11 +113,47 @@ impl OnnxModel {
                     .map_err(err(path))?;
                 Some(r)
             }
+            Task::TextEmbedding => {
+                // input_ids, attention_mask, position_ids: [batch, seq], any size.
+                let batch = model.symbols.sym("batch");
+                let seq = model.symbols.sym("seq");
+                for i in 0..3 {
+                    model = model
+                        .with_input_fact(i, i64::fact([batch.to_dim(), seq.to_dim()]).into())
+                        .map_err(err(path))?;
+                }
+                None
+            }
+            _ => None,
+        };
+        let text = match task {
+            Task::TextEmbedding => {
+                if sidecar.pooling.as_deref().is_some_and(|p| p != "mean") {
+                    return Err(EngineError::Format(
+                        sidecar_path.display().to_string(),
+                        "pooling: only \"mean\" is supported".into(),
+                    ));
+                }
+                let file = sidecar.tokenizer.as_deref().ok_or_else(|| {
+                    EngineError::Format(
+                        sidecar_path.display().to_string(),
+                        "a text-embedding model needs \"tokenizer\": \"<file>.tokenizer.json\""
+                            .into(),
+                    )
+                })?;
+                let p = path.parent().unwrap_or(Path::new(".")).join(file);
+                let tokenizer = tokenizers::Tokenizer::from_file(&p)
+                    .map_err(|e| EngineError::Read(p.display().to_string(), e.to_string()))?;
+                Some(TextSetup {
+                    tokenizer,
+                    normalize: sidecar.normalize,
+                })
+            }
             _ => None,
         };
         let typed = model.into_optimized().map_err(err(path))?;
         let input = typed.input_fact(0).map_err(err(path))?.clone();
-        let n_features = if recipe.is_some() {
+        let n_features = if recipe.is_some() || text.is_some() {
             0
         } else {
             input
@@ -138,6 +190,7 @@ impl OnnxModel {
             },
             recipe,
             probabilities: sidecar.probabilities,
+            text,
         })
     }
 
@@ -205,7 +258,76 @@ impl Model for OnnxModel {
                 Task::Decomposition => {
                     Value::from(s.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>())
                 }
-                Task::ImageClassification => Value::from(argmax(&s)),
+                Task::ImageClassification | Task::TextEmbedding => Value::from(argmax(&s)),
+            })
+            .collect())
+    }
+
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let Some(setup) = &self.text else {
+            return Err(EngineError::Input(format!(
+                "this is a {:?} model: it does not embed texts",
+                self.info.task
+            )));
+        };
+        let encodings = setup
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EngineError::Input(format!("cannot tokenize: {e}")))?;
+        let n = encodings.len();
+        let len = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        // Each batch is padded to its longest text, with the mask saying which tokens are real.
+        let mut ids = vec![0i64; n * len];
+        let mut mask = vec![0i64; n * len];
+        for (r, e) in encodings.iter().enumerate() {
+            for (c, (&id, &m)) in e.get_ids().iter().zip(e.get_attention_mask()).enumerate() {
+                ids[r * len + c] = i64::from(id);
+                mask[r * len + c] = i64::from(m);
+            }
+        }
+        let positions: Vec<i64> = (0..n).flat_map(|_| 0..len as i64).collect();
+        let tensor = |v: Vec<i64>| -> Result<TValue, EngineError> {
+            Ok(tract_ndarray::Array2::from_shape_vec((n, len), v)
+                .map_err(|e| EngineError::Input(e.to_string()))?
+                .into_tensor()
+                .into())
+        };
+        let out = self
+            .plan
+            .run(tvec!(
+                tensor(ids)?,
+                tensor(mask.clone())?,
+                tensor(positions)?
+            ))
+            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+        let states = out[0]
+            .to_array_view::<f32>()
+            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+        let dim = *states.shape().last().unwrap_or(&0);
+        let flat: Vec<f32> = states.iter().copied().collect();
+        Ok((0..n)
+            .map(|r| {
+                // Mean over the real tokens only.
+                let mut v = vec![0f32; dim];
+                let mut count = 0f32;
+                for c in 0..len {
+                    if mask[r * len + c] == 1 {
+                        count += 1.0;
+                        let row = &flat[(r * len + c) * dim..(r * len + c + 1) * dim];
+                        v.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+                    }
+                }
+                v.iter_mut().for_each(|a| *a /= count.max(1.0));
+                if setup.normalize {
+                    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                    v.iter_mut().for_each(|a| *a /= norm);
+                }
+                v
             })
             .collect())
     }

@@ -123,3 +123,32 @@ fn image_models_classify_after_the_sidecar_recipe() {
         .is_err());
     assert!(model.predict(&[vec![1.0]]).is_err() || model.info().n_features == 0);
 }
+
+#[test]
+fn text_models_tokenize_pad_pool_and_normalise() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("words.onnx");
+    virga_engine::fixtures::text_encoder(&path);
+    let model = load("tract", &path, Task::TextEmbedding).unwrap();
+    let texts: Vec<String> = ["cat", "dog", "truck", "Cat CAT", "cat zebra truck"]
+        .map(String::from)
+        .to_vec();
+    let e = model.embed(&texts).unwrap();
+    assert_eq!(e.len(), 5);
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!((dot(&e[0], &e[0]) - 1.0).abs() < 1e-5, "unit length");
+    assert!(dot(&e[0], &e[1]) > 0.9, "cat ~ dog");
+    assert!(dot(&e[0], &e[2]) < 0.1, "cat !~ truck");
+    for (a, b) in e[0].iter().zip(&e[3]) {
+        assert!(
+            (a - b).abs() < 1e-6,
+            "lowercased, and padding in a batch changes nothing"
+        );
+    }
+    // The same text alone and in a batch of longer texts gives the same vector.
+    let alone = model.embed(&["cat".to_string()]).unwrap();
+    for (a, b) in alone[0].iter().zip(&e[0]) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    assert!(model.classify_images(&[vec![1, 2, 3]], 1).is_err());
+}

@@ -35,7 +35,7 @@ pub enum Runtime {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// image-classification | tabular-classification | tabular-regression | clustering | decomposition
+    /// image-classification | text-embedding | tabular-classification | tabular-regression | clustering | decomposition
     pub task: String,
     /// classical (now); tract and ort arrive with the ONNX engines.
     #[serde(default = "defaults::engine")]
@@ -52,6 +52,7 @@ pub struct ModelSpec {
 
 pub const MODEL_TASKS: &[&str] = &[
     "image-classification",
+    "text-embedding",
     "tabular-classification",
     "tabular-regression",
     "clustering",

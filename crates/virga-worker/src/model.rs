@@ -3,7 +3,8 @@
 //!
 //! Request: `{"instances": [[f64, ...], ...]}` (a batch of rows), or for
 //! image classification `{"image": "<base64 JPEG/PNG>", "top_k": 5}` (or
-//! `"images": [...]` for a batch).
+//! `"images": [...]` for a batch), or for text embedding `{"inputs": ["...", ...]}`
+//! answered with `{"embeddings": [[...], ...]}`.
 //! Response: `{"predictions": [...], "model": {...}, "preprocess_ms",
 //! "inference_ms", "postprocess_ms"}`, plus `init_ms` on the first request of
 //! the instance. `{"metadata": true}` returns the model's description.
@@ -71,6 +72,47 @@ impl ModelHandler {
             max_batch: config.max_batch,
             init_ms: Some(ms(t)),
         })
+    }
+
+    /// Embeds `{"inputs": [...]}`.
+    fn texts(&mut self, event: &[u8]) -> Result<Vec<u8>, FunctionError> {
+        let bad = |m: String| FunctionError::new("InvalidInput", m);
+        let t = Instant::now();
+        let v: Value = serde_json::from_slice(event)
+            .map_err(|e| bad(format!("the request is not JSON: {e}")))?;
+        let texts: Vec<String> = v
+            .get("inputs")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("send {\"inputs\": [\"a text\", ...]}".into()))?
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("input {i} is not a string")))
+            })
+            .collect::<Result<_, _>>()?;
+        if texts.is_empty() || texts.len() > self.max_batch {
+            return Err(bad(format!("send 1 to {} texts", self.max_batch)));
+        }
+        let preprocess_ms = ms(t);
+        let t = Instant::now();
+        let embeddings = self.model.embed(&texts).map_err(|e| match e {
+            virga_engine::EngineError::Input(m) => FunctionError::new("InvalidInput", m),
+            other => FunctionError::new("InferenceError", other.to_string()),
+        })?;
+        let inference_ms = ms(t);
+        let mut out = json!({
+            "embeddings": embeddings,
+            "model": { "engine": self.model.info().engine, "dataset": self.model.info().dataset },
+            "preprocess_ms": preprocess_ms,
+            "inference_ms": inference_ms,
+            "postprocess_ms": 0.0,
+        });
+        if let Some(init) = self.init_ms.take() {
+            out["init_ms"] = json!(init);
+        }
+        serde_json::to_vec(&out).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
     }
 
     /// Classifies `{"image"}` or `{"images"}`; returns the predictions.
@@ -164,6 +206,9 @@ impl Handler for ModelHandler {
         {
             return serde_json::to_vec(&json!({ "model": self.model.info() }))
                 .map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()));
+        }
+        if self.model.info().task == virga_engine::Task::TextEmbedding {
+            return self.texts(event);
         }
         let (predictions, preprocess_ms, inference_ms) =
             if self.model.info().task == virga_engine::Task::ImageClassification {
