@@ -421,4 +421,20 @@ async fn text_embeddings_are_unit_vectors_that_keep_meaning() {
         assert!(body.contains(says), "{body}");
     }
     assert_eq!(s.invoke("words", r#"{"inputs": ["car"]}"#).await.0, 200);
+    // Over KServe V2: strings in a BYTES tensor, embeddings back.
+    let meta = s.get("/v2/models/words").await;
+    assert_eq!(meta["inputs"][0]["datatype"], "BYTES");
+    assert_eq!(meta["outputs"][0]["datatype"], "FP32");
+    let resp = s
+        .http
+        .post(s.url("/v2/models/words/infer"))
+        .json(&json!({"inputs": [{"name": "texts", "shape": [2], "datatype": "BYTES", "data": ["cat", "truck"]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["outputs"][0]["name"], "embeddings");
+    assert_eq!(v["outputs"][0]["shape"], json!([2, 4]));
+    assert_eq!(v["outputs"][0]["data"].as_array().unwrap().len(), 8);
 }

@@ -4,9 +4,9 @@
 //! instance -> model runtime) on the same input; plus the cold start of its
 //! function (spawn -> ready) against the load time.
 //!
-//! Models: a logistic regression trained on iris here, and EfficientNet-Lite0
-//! and the synthetic ResNet-50 / Inception-v2 / SqueezeNet when
-//! `virga models pull` has put them in models/. `VIRGA_BENCH_N` sets the warm calls per model (default 30).
+//! Models: a logistic regression trained on iris here, and EfficientNet-Lite0,
+//! the synthetic ResNet-50 / Inception-v2 / SqueezeNet and all-MiniLM-L6-v2
+//! (a batch of 8 sentences) when `virga models pull` has put them in models/. `VIRGA_BENCH_N` sets the warm calls per model (default 30).
 
 mod support;
 
@@ -75,6 +75,19 @@ fn main() {
             println!("({name}: not in models/, run `virga models pull` to include it)");
         }
     }
+    let minilm = root.join("models/all-minilm-l6-v2.onnx");
+    if minilm.exists() {
+        let texts: Vec<String> = (0..8)
+            .map(|i| format!("A man is eating food number {i} in the kitchen."))
+            .collect();
+        cases.push(Case {
+            name: "all-minilm-l6-v2 (x8)",
+            engine: "tract",
+            task: Task::TextEmbedding,
+            path: minilm,
+            payload: serde_json::json!({ "inputs": texts }),
+        });
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -96,7 +109,11 @@ fn main() {
         let direct: Vec<f64> = (0..n)
             .map(|_| {
                 let t = Instant::now();
-                if c.task == Task::ImageClassification {
+                if c.task == Task::TextEmbedding {
+                    let texts: Vec<String> =
+                        serde_json::from_value(c.payload["inputs"].clone()).unwrap();
+                    model.embed(&texts).unwrap();
+                } else if c.task == Task::ImageClassification {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(c.payload["image"].as_str().unwrap())
                         .unwrap();

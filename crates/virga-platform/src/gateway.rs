@@ -709,6 +709,7 @@ fn v2_output(model: &serde_json::Value) -> (&'static str, serde_json::Value) {
     let width = model["output_width"].as_u64().unwrap_or(1);
     match model["task"].as_str() {
         Some("image-classification") => ("BYTES", json!([-1, -1])),
+        Some("text-embedding") => ("FP32", json!([-1, -1])),
         Some("tabular-classification") => ("BYTES", json!([-1])),
         Some("clustering") => ("INT64", json!([-1])),
         Some("decomposition") => ("FP64", json!([-1, width])),
@@ -730,6 +731,8 @@ async fn v2_metadata(
         "platform": format!("virga-{}", model["engine"].as_str().unwrap_or("model")),
         "inputs": [if model["task"] == "image-classification" {
             json!({ "name": "images", "datatype": "BYTES", "shape": [-1] })
+        } else if model["task"] == "text-embedding" {
+            json!({ "name": "texts", "datatype": "BYTES", "shape": [-1] })
         } else {
             json!({ "name": "input-0", "datatype": "FP64", "shape": [-1, model["n_features"]] })
         }],
@@ -818,7 +821,16 @@ async fn v2_infer(
         ));
     };
     if input["datatype"] == "BYTES" {
-        return v2_infer_images(&state, &name, &f.version, &req, input).await;
+        let is_text = f
+            .manifest
+            .model
+            .as_ref()
+            .is_some_and(|m| m.task == "text-embedding");
+        return if is_text {
+            v2_infer_texts(&state, &name, &f.version, &req, input).await
+        } else {
+            v2_infer_images(&state, &name, &f.version, &req, input).await
+        };
     }
     let rows = v2_rows(input).map_err(|e| v2_error(StatusCode::BAD_REQUEST, e))?;
     let n = rows.len();
@@ -846,6 +858,42 @@ async fn v2_infer(
             "inference_ms": out["inference_ms"],
             "postprocess_ms": out["postprocess_ms"],
         },
+    });
+    if let Some(id) = req.get("id") {
+        resp["id"] = id.clone();
+    }
+    Ok(Json(resp).into_response())
+}
+
+/// V2 inference for text-embedding models: a BYTES input of strings gives
+/// `embeddings` (FP32, `[N, D]`).
+async fn v2_infer_texts(
+    state: &AppState,
+    name: &str,
+    version: &str,
+    req: &serde_json::Value,
+    input: &serde_json::Value,
+) -> Result<Response, V2Error> {
+    let texts = input["data"]
+        .as_array()
+        .filter(|a| !a.is_empty() && a.iter().all(|x| x.is_string()))
+        .ok_or_else(|| {
+            v2_error(
+                StatusCode::BAD_REQUEST,
+                "a BYTES input carries the texts as strings in \"data\"",
+            )
+        })?;
+    let out = v2_call(state, name, json!({ "inputs": texts })).await?;
+    let rows = out["embeddings"].as_array().cloned().unwrap_or_default();
+    let dim = rows.first().and_then(|r| r.as_array()).map_or(0, Vec::len);
+    let data: Vec<serde_json::Value> = rows
+        .into_iter()
+        .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+        .collect();
+    let mut resp = json!({
+        "model_name": name,
+        "model_version": version,
+        "outputs": [{ "name": "embeddings", "shape": [texts.len(), dim], "datatype": "FP32", "data": data }],
     });
     if let Some(id) = req.get("id") {
         resp["id"] = id.clone();
