@@ -58,6 +58,7 @@ fn main() {
         payload: serde_json::json!({"instances": table.rows[..100].to_vec()}),
     }];
     for name in [
+        "efficientnet-lite0",
         "squeezenet-synthetic",
         "inception-v2-synthetic",
         "resnet50-synthetic",
