@@ -56,6 +56,21 @@ fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<pb::AttributeProto>)
     }
 }
 
+/// Writes `graph` as an opset-13 ONNX model.
+fn save(path: &Path, graph: pb::GraphProto) {
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        producer_name: "virga-tests".into(),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    std::fs::write(path, model.encode_to_vec()).expect("writable fixture path");
+}
+
 /// Deterministic pseudo-random weights, from -1 (inclusive) to 1.
 pub fn weights(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
@@ -99,17 +114,7 @@ pub fn mlp(path: &Path) -> MlpParams {
         output: vec![value("y", &[None, Some(3)])],
         ..Default::default()
     };
-    let model = pb::ModelProto {
-        ir_version: 7,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        producer_name: "virga-tests".into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    std::fs::write(path, model.encode_to_vec()).unwrap();
+    save(path, graph);
     (w1, b1, w2, b2)
 }
 
@@ -143,17 +148,7 @@ pub fn colour_classifier(path: &Path, side: i64) {
         output: vec![value("z", &[Some(1), Some(3)])],
         ..Default::default()
     };
-    let model = pb::ModelProto {
-        ir_version: 7,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        producer_name: "virga-tests".into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    std::fs::write(path, model.encode_to_vec()).expect("writable fixture path");
+    save(path, graph);
     let sidecar = serde_json::json!({
         "task": "image-classification",
         "classes": ["red", "green", "blue"],
@@ -198,17 +193,7 @@ pub fn text_encoder(path: &Path) {
         output: vec![value("states", &[None, None, Some(4)])],
         ..Default::default()
     };
-    let model = pb::ModelProto {
-        ir_version: 7,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        producer_name: "virga-tests".into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    std::fs::write(path, model.encode_to_vec()).expect("writable fixture path");
+    save(path, graph);
     let vocab: serde_json::Map<String, serde_json::Value> = vocab
         .iter()
         .enumerate()

@@ -849,20 +849,50 @@ async fn v2_infer(
             other => vec![other],
         })
         .collect();
-    let mut resp = json!({
-        "model_name": name,
-        "model_version": f.version,
-        "outputs": [{ "name": "predictions", "shape": shape, "datatype": datatype, "data": data }],
-        "parameters": {
-            "preprocess_ms": out["preprocess_ms"],
-            "inference_ms": out["inference_ms"],
-            "postprocess_ms": out["postprocess_ms"],
-        },
-    });
+    Ok(v2_response(
+        &name,
+        &f.version,
+        &req,
+        json!({
+            "outputs": [{ "name": "predictions", "shape": shape, "datatype": datatype, "data": data }],
+            "parameters": {
+                "preprocess_ms": out["preprocess_ms"],
+                "inference_ms": out["inference_ms"],
+                "postprocess_ms": out["postprocess_ms"],
+            },
+        }),
+    ))
+}
+
+/// The strings of a BYTES input tensor, or the V2 error that says what it must carry.
+fn v2_strings<'a>(
+    input: &'a serde_json::Value,
+    what: &str,
+) -> Result<&'a Vec<serde_json::Value>, V2Error> {
+    input["data"]
+        .as_array()
+        .filter(|a| !a.is_empty() && a.iter().all(|x| x.is_string()))
+        .ok_or_else(|| {
+            v2_error(
+                StatusCode::BAD_REQUEST,
+                format!("a BYTES input carries {what} as strings in \"data\""),
+            )
+        })
+}
+
+/// A V2 inference response, echoing the request's `id`.
+fn v2_response(
+    name: &str,
+    version: &str,
+    req: &serde_json::Value,
+    mut body: serde_json::Value,
+) -> Response {
+    body["model_name"] = json!(name);
+    body["model_version"] = json!(version);
     if let Some(id) = req.get("id") {
-        resp["id"] = id.clone();
+        body["id"] = id.clone();
     }
-    Ok(Json(resp).into_response())
+    Json(body).into_response()
 }
 
 /// V2 inference for text-embedding models: a BYTES input of strings gives
@@ -874,15 +904,7 @@ async fn v2_infer_texts(
     req: &serde_json::Value,
     input: &serde_json::Value,
 ) -> Result<Response, V2Error> {
-    let texts = input["data"]
-        .as_array()
-        .filter(|a| !a.is_empty() && a.iter().all(|x| x.is_string()))
-        .ok_or_else(|| {
-            v2_error(
-                StatusCode::BAD_REQUEST,
-                "a BYTES input carries the texts as strings in \"data\"",
-            )
-        })?;
+    let texts = v2_strings(input, "the texts")?;
     let out = v2_call(state, name, json!({ "inputs": texts })).await?;
     let rows = out["embeddings"].as_array().cloned().unwrap_or_default();
     let dim = rows.first().and_then(|r| r.as_array()).map_or(0, Vec::len);
@@ -890,15 +912,12 @@ async fn v2_infer_texts(
         .into_iter()
         .flat_map(|r| r.as_array().cloned().unwrap_or_default())
         .collect();
-    let mut resp = json!({
-        "model_name": name,
-        "model_version": version,
-        "outputs": [{ "name": "embeddings", "shape": [texts.len(), dim], "datatype": "FP32", "data": data }],
-    });
-    if let Some(id) = req.get("id") {
-        resp["id"] = id.clone();
-    }
-    Ok(Json(resp).into_response())
+    Ok(v2_response(
+        name,
+        version,
+        req,
+        json!({ "outputs": [{ "name": "embeddings", "shape": [texts.len(), dim], "datatype": "FP32", "data": data }] }),
+    ))
 }
 
 /// V2 inference for image models: a BYTES input of base64 images gives
@@ -910,15 +929,7 @@ async fn v2_infer_images(
     req: &serde_json::Value,
     input: &serde_json::Value,
 ) -> Result<Response, V2Error> {
-    let images = input["data"]
-        .as_array()
-        .filter(|a| !a.is_empty() && a.iter().all(|x| x.is_string()))
-        .ok_or_else(|| {
-            v2_error(
-                StatusCode::BAD_REQUEST,
-                "a BYTES input carries base64-encoded images as strings in \"data\"",
-            )
-        })?;
+    let images = v2_strings(input, "base64-encoded images")?;
     let top_k = req["parameters"]["top_k"].as_u64().unwrap_or(5);
     let out = v2_call(state, name, json!({ "images": images, "top_k": top_k })).await?;
     let per_image = out["predictions"].as_array().cloned().unwrap_or_default();
@@ -934,18 +945,17 @@ async fn v2_infer_images(
             scores.push(entry["score"].clone());
         }
     }
-    let mut resp = json!({
-        "model_name": name,
-        "model_version": version,
-        "outputs": [
-            { "name": "labels", "shape": [n, k], "datatype": "BYTES", "data": labels },
-            { "name": "scores", "shape": [n, k], "datatype": "FP32", "data": scores },
-        ],
-    });
-    if let Some(id) = req.get("id") {
-        resp["id"] = id.clone();
-    }
-    Ok(Json(resp).into_response())
+    Ok(v2_response(
+        name,
+        version,
+        req,
+        json!({
+            "outputs": [
+                { "name": "labels", "shape": [n, k], "datatype": "BYTES", "data": labels },
+                { "name": "scores", "shape": [n, k], "datatype": "FP32", "data": scores },
+            ],
+        }),
+    ))
 }
 
 async fn live() -> Json<serde_json::Value> {
