@@ -108,7 +108,7 @@ impl InvokeRequest {
     }
 }
 
-/// What came back, with its record and Lambda-style log.
+/// What came back, with its Lambda-style log (the record goes to the meter).
 #[derive(Debug)]
 pub struct Invocation {
     pub request_id: String,
@@ -117,7 +117,6 @@ pub struct Invocation {
     pub function_error: Option<String>,
     /// START, the function's output, END and REPORT.
     pub log: String,
-    pub record: InvocationRecord,
 }
 
 /// A deployed function's public description.
@@ -930,13 +929,12 @@ impl Scheduler {
             log.push('\n');
         }
         let request_id = record.request_id.clone();
-        self.meter.observe(record.clone());
+        self.meter.observe(record);
         Invocation {
             request_id,
             body,
             function_error,
             log,
-            record,
         }
     }
 
