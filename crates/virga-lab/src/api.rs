@@ -76,6 +76,13 @@ impl Api {
             .map_err(|e| LabError::Protocol(url, e.to_string()))
     }
 
+    pub async fn delete(&self, path: &str) -> Result<(), LabError> {
+        let url = format!("{}{path}", self.base);
+        self.check(&url, self.http.delete(&url).send().await)
+            .await?;
+        Ok(())
+    }
+
     /// Deploys manifest text whose relative paths are relative to `base_dir`.
     pub async fn deploy(
         &self,

@@ -2,10 +2,23 @@
 //! user uses (the Lambda Invoke API and `/v1/`), reads the platform's records
 //! back for the server-side split, and reports.
 //!
+//! Flow of `virga bench`: [`preset`] (parse and check everything first) ->
+//! [`run`] (deploy, run each scenario with the generators of [`load`], join
+//! samples with records, summarise with [`stats`]) -> [`report`] (JSON, CSV,
+//! Markdown, HTML with [`plot`] charts).
+//!
 //! Invariant: the lab never links the platform; it speaks HTTP and `virga-spec` only.
 
 pub mod api;
 pub mod chart;
+pub mod load;
+pub mod payload;
+pub mod plot;
+pub mod preset;
+pub mod report;
+pub mod run;
+pub mod stats;
+pub mod trace;
 pub mod tune;
 
 pub use api::{Api, LabError};

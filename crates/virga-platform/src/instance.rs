@@ -31,6 +31,8 @@ pub struct Job {
     pub deadline_ms: u64,
     pub function_arn: String,
     pub trace_id: String,
+    /// With batching: how many events the payload's `{"batch": [...]}` holds.
+    pub batch_size: Option<usize>,
     pub reply: oneshot::Sender<Reply>,
 }
 

@@ -98,6 +98,10 @@ mod tests {
             received_at: String::new(),
             finished_at: String::new(),
             split: Default::default(),
+            mode: Default::default(),
+            batch_size: 1,
+            vcpu: None,
+            task_started_at: None,
         };
         assert_eq!(
             report_line(&r),

@@ -4,6 +4,11 @@
 //! Routes (`/2018-06-01/runtime/...`): `invocation/next` (long poll),
 //! `invocation/{id}/response`, `invocation/{id}/error`, `init/error`.
 //! Anything malformed gets a 4xx and never reaches the scheduler.
+//!
+//! Several `invocation/next` polls may be outstanding at once (a service
+//! instance told `AWS_LAMBDA_MAX_CONCURRENCY=n` polls from n threads): each
+//! takes the next job in turn, and replies are matched by request id. A
+//! batch carries `Virga-Batch-Size: n` beside the Lambda headers.
 
 use std::sync::Arc;
 
@@ -81,6 +86,9 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     put("lambda-runtime-deadline-ms", &job.deadline_ms.to_string());
     put("lambda-runtime-invoked-function-arn", &job.function_arn);
     put("lambda-runtime-trace-id", &job.trace_id);
+    if let Some(n) = job.batch_size {
+        put("virga-batch-size", &n.to_string());
+    }
     put("content-type", "application/json");
     (StatusCode::OK, headers, job.payload).into_response()
 }

@@ -85,7 +85,11 @@ CREATE TABLE IF NOT EXISTS invocations (
     finished_at TEXT NOT NULL,
     preprocess_ms REAL,
     inference_ms REAL,
-    postprocess_ms REAL
+    postprocess_ms REAL,
+    mode TEXT,
+    batch_size INTEGER,
+    vcpu REAL,
+    task_started_at TEXT
 );
 CREATE INDEX IF NOT EXISTS invocations_function ON invocations(function, id);
 ";
@@ -169,7 +173,8 @@ impl Store {
             "SELECT request_id, function, version, instance_id, trigger, cold, status, error_type,
                     queue_ms, init_ms, duration_ms, billed_ms, memory_mb, max_memory_mb,
                     limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
-                    preprocess_ms, inference_ms, postprocess_ms
+                    preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu,
+                    task_started_at
              FROM invocations WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR status = ?2)
              ORDER BY id DESC",
         );
@@ -206,6 +211,13 @@ impl Store {
                             inference_ms: row.get(20)?,
                             postprocess_ms: row.get(21)?,
                         },
+                        mode: row
+                            .get::<_, Option<String>>(22)?
+                            .and_then(|m| virga_spec::Mode::parse(&m))
+                            .unwrap_or_default(),
+                        batch_size: row.get::<_, Option<u32>>(23)?.unwrap_or(1),
+                        vcpu: row.get(24)?,
+                        task_started_at: row.get(25)?,
                     })
                 },
             )
@@ -270,9 +282,17 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let columns: Vec<String> = stmt
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    for col in ["preprocess_ms", "inference_ms", "postprocess_ms"] {
+    for (col, ty) in [
+        ("preprocess_ms", "REAL"),
+        ("inference_ms", "REAL"),
+        ("postprocess_ms", "REAL"),
+        ("mode", "TEXT"),
+        ("batch_size", "INTEGER"),
+        ("vcpu", "REAL"),
+        ("task_started_at", "TEXT"),
+    ] {
         if !columns.iter().any(|c| c == col) {
-            conn.execute_batch(&format!("ALTER TABLE invocations ADD COLUMN {col} REAL"))?;
+            conn.execute_batch(&format!("ALTER TABLE invocations ADD COLUMN {col} {ty}"))?;
         }
     }
     Ok(())
@@ -315,8 +335,8 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
             "INSERT INTO invocations (request_id, function, version, instance_id, trigger, cold,
                 status, error_type, queue_ms, init_ms, duration_ms, billed_ms, memory_mb,
                 max_memory_mb, limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
-                preprocess_ms, inference_ms, postprocess_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu, task_started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
         )?;
         for m in batch {
             let Msg::Record(r) = m else { continue };
@@ -343,6 +363,10 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                 r.split.preprocess_ms,
                 r.split.inference_ms,
                 r.split.postprocess_ms,
+                r.mode.as_str(),
+                r.batch_size,
+                r.vcpu,
+                r.task_started_at,
             ])?;
         }
     }
@@ -375,6 +399,10 @@ mod tests {
             received_at: "2026-01-01T00:00:00Z".into(),
             finished_at: "2026-01-01T00:00:01Z".into(),
             split: Default::default(),
+            mode: Default::default(),
+            batch_size: 1,
+            vcpu: None,
+            task_started_at: None,
         }
     }
 

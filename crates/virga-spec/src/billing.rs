@@ -20,9 +20,28 @@ pub fn billed_ms(duration_ms: f64, init_ms: Option<f64>) -> u64 {
     total.ceil() as u64
 }
 
+/// Fargate's minimum billed task time, in seconds.
+pub const TASK_MINIMUM_SECONDS: u64 = 60;
+
+/// A task's billed time (`job` mode, and each `service` task over its
+/// lifetime): per second, rounded up, with a one-minute minimum, in ms.
+pub fn task_billed_ms(duration_ms: f64, init_ms: Option<f64>) -> u64 {
+    let total = duration_ms.max(0.0) + init_ms.unwrap_or(0.0).max(0.0);
+    let seconds = (total / 1000.0).ceil() as u64;
+    seconds.max(TASK_MINIMUM_SECONDS) * 1000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_bill_whole_seconds_with_a_one_minute_minimum() {
+        assert_eq!(task_billed_ms(0.0, None), 60_000);
+        assert_eq!(task_billed_ms(5_000.0, Some(900.0)), 60_000);
+        assert_eq!(task_billed_ms(60_000.5, None), 61_000);
+        assert_eq!(task_billed_ms(90_000.0, Some(1_000.0)), 91_000);
+    }
 
     #[test]
     fn vcpu_follows_lambda_ratio_and_host_cap() {

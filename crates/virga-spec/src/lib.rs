@@ -12,8 +12,9 @@ pub mod pricing;
 pub mod record;
 pub mod schedule;
 
-pub use billing::{billed_ms, vcpu_for_memory, LAMBDA_MB_PER_VCPU};
+pub use billing::{billed_ms, task_billed_ms, vcpu_for_memory, LAMBDA_MB_PER_VCPU};
 pub use manifest::{
-    BucketEvent, Destination, Manifest, ManifestError, ModelSpec, Runtime, TriggerSpec,
+    BatchingSpec, BucketEvent, Destination, Manifest, ManifestError, Mode, ModelSpec, Runtime,
+    ScalingSpec, TriggerSpec,
 };
 pub use record::{InvocationRecord, Status, Trigger, WorkerSplit};

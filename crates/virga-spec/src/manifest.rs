@@ -12,7 +12,18 @@
 //! min_instances = 0                    # provisioned instances, started at deploy, never reaped
 //! max_queue = 100                      # sync requests waiting for an instance before 429
 //! env = { KEY = "value" }
+//! mode = "function"                    # function | service | job (see below)
 //! ```
+//!
+//! Modes: `function` is Lambda-like (one request per instance at a time).
+//! `service` is Fargate-like: long-running tasks with an explicit `cpu`
+//! (0.25, 0.5, 1, 2 or 4 vCPU), each serving up to `instance_concurrency`
+//! requests at once, autoscaled between `min_instances` and `max_instances`
+//! by the `[scaling]` policy. `job` starts one fresh task per event, which
+//! exits after it (ECS run-task). A function or service may declare
+//! `[batching]` (`max_batch_size`, `max_delay_ms`): waiting requests then ride
+//! together in one `{"batch": [...]}` invocation. A `command` runtime must opt
+//! in with `batch_payload = true`, since it has to understand that payload.
 //!
 //! Unknown fields are refused, and every error names the file, the line and the field.
 
@@ -31,13 +42,90 @@ pub enum Runtime {
     Model,
 }
 
+/// How instances of a function are run and billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Lambda-like: one request per instance at a time, per-ms billing.
+    #[default]
+    Function,
+    /// Fargate-like: long-running tasks serving several requests at once,
+    /// autoscaled on load, billed per second of task time.
+    Service,
+    /// Run-task: one fresh task per event, which exits after it; per-second
+    /// billing with a one-minute minimum.
+    Job,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Function => "function",
+            Mode::Service => "service",
+            Mode::Job => "job",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        Some(match s {
+            "function" => Mode::Function,
+            "service" => Mode::Service,
+            "job" => Mode::Job,
+            _ => return None,
+        })
+    }
+}
+
+/// Fargate's task CPU sizes (vCPU): the values `cpu` accepts.
+pub const TASK_CPUS: &[f64] = &[0.25, 0.5, 1.0, 2.0, 4.0];
+
+/// `[scaling]`: the autoscaler of a service (Knative KPA-like).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingSpec {
+    /// Fraction of `instance_concurrency` the autoscaler aims to keep busy per task.
+    #[serde(default = "defaults::target_utilization")]
+    pub target_utilization: f64,
+    /// Load is averaged over this window before scaling.
+    #[serde(default = "defaults::stable_window_ms")]
+    pub stable_window_ms: u64,
+    /// A task is stopped only after fewer tasks were wanted for this long.
+    #[serde(default = "defaults::scale_down_delay_ms")]
+    pub scale_down_delay_ms: u64,
+}
+
+impl Default for ScalingSpec {
+    fn default() -> Self {
+        ScalingSpec {
+            target_utilization: defaults::target_utilization(),
+            stable_window_ms: defaults::stable_window_ms(),
+            scale_down_delay_ms: defaults::scale_down_delay_ms(),
+        }
+    }
+}
+
+/// `[batching]`: gather waiting requests into one invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingSpec {
+    /// Most requests in one invocation.
+    pub max_batch_size: u32,
+    /// Longest a request waits for others to join its batch.
+    #[serde(default = "defaults::max_delay_ms")]
+    pub max_delay_ms: u64,
+    /// A `command` runtime declares that it understands `{"batch": [...]}`.
+    #[serde(default)]
+    pub batch_payload: bool,
+}
+
 /// The `[model]` of a `runtime = "model"` function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// image-classification | text-embedding | tabular-classification | tabular-regression | clustering | decomposition
     pub task: String,
-    /// classical (now); tract and ort arrive with the ONNX engines.
+    /// classical | tract | ort (ONNX: tract is pure Rust; ort is onnxruntime, in a
+    /// build with `--features ort` and its library from `virga models pull --engine ort`).
     #[serde(default = "defaults::engine")]
     pub engine: String,
     /// The model file, relative to the manifest's directory.
@@ -107,6 +195,24 @@ pub struct Manifest {
     /// The model of a `runtime = "model"` function.
     #[serde(default)]
     pub model: Option<ModelSpec>,
+    /// `function` (default), `service` or `job`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Service and job: the task's vCPU (0.25, 0.5, 1, 2 or 4); the CPU quota follows it.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Service: requests one task serves at once (`AWS_LAMBDA_MAX_CONCURRENCY`).
+    #[serde(default = "defaults::instance_concurrency")]
+    pub instance_concurrency: u32,
+    /// Service: most tasks the autoscaler may run.
+    #[serde(default)]
+    pub max_instances: Option<u32>,
+    /// Service: the autoscaler's policy.
+    #[serde(default)]
+    pub scaling: Option<ScalingSpec>,
+    /// Function or service: adaptive batching of waiting requests.
+    #[serde(default)]
+    pub batching: Option<BatchingSpec>,
 }
 
 /// An event source (`[[triggers]]` in the manifest).
@@ -231,7 +337,29 @@ mod defaults {
     pub fn max_batch() -> u32 {
         1000
     }
+    pub fn instance_concurrency() -> u32 {
+        1
+    }
+    pub fn target_utilization() -> f64 {
+        0.7
+    }
+    pub fn stable_window_ms() -> u64 {
+        60_000
+    }
+    pub fn scale_down_delay_ms() -> u64 {
+        30_000
+    }
+    pub fn max_delay_ms() -> u64 {
+        5
+    }
 }
+
+/// Default `max_instances` of a service.
+pub const DEFAULT_MAX_INSTANCES: u32 = 10;
+/// Most requests one service task may take at once.
+pub const MAX_INSTANCE_CONCURRENCY: u32 = 256;
+/// Largest `[batching] max_batch_size`.
+pub const MAX_BATCH_SIZE: u32 = 1024;
 
 pub const MIN_MEMORY_MB: u32 = 128;
 pub const MAX_MEMORY_MB: u32 = 10_240;
@@ -404,6 +532,7 @@ impl Manifest {
                 }
             }
         }
+        self.validate_mode()?;
         for t in &self.triggers {
             t.validate().map_err(|m| ("triggers", m))?;
         }
@@ -420,6 +549,160 @@ impl Manifest {
             ));
         }
         Ok(())
+    }
+}
+
+impl Manifest {
+    /// The rules of `mode`, `cpu`, `instance_concurrency`, `max_instances`,
+    /// `[scaling]` and `[batching]`.
+    fn validate_mode(&self) -> Result<(), (&'static str, String)> {
+        let mode = self.mode.as_str();
+        match (self.mode, self.cpu) {
+            (Mode::Function, Some(_)) => {
+                return Err((
+                    "cpu",
+                    "mode \"function\" gets memory_mb / 1769 vCPU: remove `cpu`, or use mode = \"service\" or \"job\"".into(),
+                ))
+            }
+            (Mode::Service | Mode::Job, None) => {
+                return Err((
+                    "mode",
+                    format!("mode \"{mode}\" needs an explicit cpu: one of 0.25, 0.5, 1, 2, 4"),
+                ))
+            }
+            (Mode::Service | Mode::Job, Some(c)) if !TASK_CPUS.contains(&c) => {
+                return Err((
+                    "cpu",
+                    format!("{c} is not a task size: use one of 0.25, 0.5, 1, 2, 4 (vCPU)"),
+                ))
+            }
+            _ => {}
+        }
+        if self.mode != Mode::Service {
+            if self.instance_concurrency != 1 {
+                return Err((
+                    "instance_concurrency",
+                    format!("mode \"{mode}\" runs one request per instance: instance_concurrency needs mode = \"service\""),
+                ));
+            }
+            if self.max_instances.is_some() {
+                return Err((
+                    "max_instances",
+                    format!("mode \"{mode}\" is capped by max_concurrency: max_instances needs mode = \"service\""),
+                ));
+            }
+            if self.scaling.is_some() {
+                return Err(("scaling", "[scaling] needs mode = \"service\"".into()));
+            }
+        }
+        if self.mode == Mode::Service {
+            if !(1..=MAX_INSTANCE_CONCURRENCY).contains(&self.instance_concurrency) {
+                return Err((
+                    "instance_concurrency",
+                    format!(
+                        "{} is out of range: use 1..={MAX_INSTANCE_CONCURRENCY}",
+                        self.instance_concurrency
+                    ),
+                ));
+            }
+            let max = self.max_instances();
+            if max == 0 {
+                return Err(("max_instances", "must be at least 1".into()));
+            }
+            if self.min_instances > max {
+                return Err((
+                    "min_instances",
+                    format!("{} tasks exceed max_instances = {max}", self.min_instances),
+                ));
+            }
+            if let Some(s) = &self.scaling {
+                if !(s.target_utilization > 0.0 && s.target_utilization <= 1.0) {
+                    return Err((
+                        "target_utilization",
+                        format!(
+                            "{} is out of range: use a fraction in (0, 1]",
+                            s.target_utilization
+                        ),
+                    ));
+                }
+                if !(100..=3_600_000).contains(&s.stable_window_ms) {
+                    return Err((
+                        "stable_window_ms",
+                        format!("{} is out of range: use 100..=3600000", s.stable_window_ms),
+                    ));
+                }
+                if s.scale_down_delay_ms > 3_600_000 {
+                    return Err((
+                        "scale_down_delay_ms",
+                        format!("{} is out of range: use 0..=3600000", s.scale_down_delay_ms),
+                    ));
+                }
+            }
+        }
+        if self.mode == Mode::Job && self.min_instances != 0 {
+            return Err((
+                "min_instances",
+                "mode \"job\" starts a fresh task per event: min_instances must be 0".into(),
+            ));
+        }
+        if let Some(b) = &self.batching {
+            if self.mode == Mode::Job {
+                return Err((
+                    "batching",
+                    "mode \"job\" runs one event per task: remove [batching]".into(),
+                ));
+            }
+            if !(1..=MAX_BATCH_SIZE).contains(&b.max_batch_size) {
+                return Err((
+                    "max_batch_size",
+                    format!(
+                        "{} is out of range: use 1..={MAX_BATCH_SIZE}",
+                        b.max_batch_size
+                    ),
+                ));
+            }
+            if b.max_delay_ms > 10_000 {
+                return Err((
+                    "max_delay_ms",
+                    format!("{} is out of range: use 0..=10000", b.max_delay_ms),
+                ));
+            }
+            if self.runtime == Runtime::Command && !b.batch_payload {
+                return Err((
+                    "batching",
+                    "a command runtime receives batches as {\"batch\": [event, ...]} and must answer {\"batch\": [response, ...]}: set batch_payload = true to declare that it does".into(),
+                ));
+            }
+            if self.runtime == Runtime::Model && b.batch_payload {
+                return Err((
+                    "batch_payload",
+                    "the model runtime always understands batches: remove batch_payload".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Service: the most tasks at once.
+    pub fn max_instances(&self) -> u32 {
+        self.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES)
+    }
+
+    /// The CPU share of one instance: `cpu` in service and job mode, else
+    /// Lambda's `memory_mb / 1769`; capped by the host either way.
+    pub fn vcpu(&self, host_cores: usize) -> f64 {
+        match (self.mode, self.cpu) {
+            (Mode::Service | Mode::Job, Some(c)) => c.min(host_cores.max(1) as f64),
+            _ => crate::billing::vcpu_for_memory(self.memory_mb, host_cores),
+        }
+    }
+
+    /// Requests one instance takes at once (1 outside service mode).
+    pub fn concurrency_per_instance(&self) -> usize {
+        match self.mode {
+            Mode::Service => self.instance_concurrency.max(1) as usize,
+            _ => 1,
+        }
     }
 }
 
@@ -513,13 +796,15 @@ fn key_on_line(text: &str, line: usize) -> Option<&str> {
     (!key.is_empty() && !key.contains(char::is_whitespace)).then_some(key)
 }
 
-/// The line on which `field` is assigned, or 1 when it is absent (a default was used).
+/// The line on which `field` is assigned (or its `[field]` table opens), or 1
+/// when it is absent (a default was used).
 fn field_line(text: &str, field: &str) -> usize {
     text.lines()
         .position(|l| {
-            l.trim_start()
-                .strip_prefix(field)
+            let l = l.trim_start();
+            l.strip_prefix(field)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
+                || l.trim_end() == format!("[{field}]")
         })
         .map_or(1, |i| i + 1)
 }
@@ -695,6 +980,85 @@ input = '{"warm": true}'
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn modes_parse_with_their_settings() {
+        let m = Manifest::parse(ECHO, "t.toml").unwrap();
+        assert_eq!(m.mode, Mode::Function);
+        assert_eq!(m.concurrency_per_instance(), 1);
+        assert!((m.vcpu(8) - 512.0 / 1769.0).abs() < 1e-9);
+        let svc = "name = \"s\"\ncommand = [\"x\"]\nmode = \"service\"\ncpu = 2\nmemory_mb = 4096\ninstance_concurrency = 4\nmin_instances = 1\nmax_instances = 3\n[scaling]\ntarget_utilization = 0.5\n[batching]\nmax_batch_size = 8\nbatch_payload = true\n";
+        let m = Manifest::parse(svc, "t.toml").unwrap();
+        assert_eq!(m.mode, Mode::Service);
+        assert_eq!(m.vcpu(8), 2.0);
+        assert_eq!(m.vcpu(1), 1.0);
+        assert_eq!(m.concurrency_per_instance(), 4);
+        assert_eq!(m.max_instances(), 3);
+        let s = m.scaling.as_ref().unwrap();
+        assert_eq!((s.target_utilization, s.stable_window_ms), (0.5, 60_000));
+        assert_eq!(m.batching.as_ref().unwrap().max_delay_ms, 5);
+        let job = "name = \"j\"\ncommand = [\"x\"]\nmode = \"job\"\ncpu = 0.25\n";
+        assert_eq!(Manifest::parse(job, "t.toml").unwrap().mode, Mode::Job);
+        for m in [Mode::Function, Mode::Service, Mode::Job] {
+            assert_eq!(Mode::parse(m.as_str()), Some(m));
+        }
+    }
+
+    #[test]
+    fn mode_rules_name_their_field_and_line() {
+        let base = "name = \"a\"\ncommand = [\"x\"]\n";
+        for (bad, field, line) in [
+            ("cpu = 1\n", "cpu", 3),
+            ("mode = \"service\"\n", "mode", 3),
+            ("mode = \"service\"\ncpu = 3\n", "cpu", 4),
+            ("instance_concurrency = 4\n", "instance_concurrency", 3),
+            ("max_instances = 2\n", "max_instances", 3),
+            (
+                "mode = \"job\"\ncpu = 1\nmin_instances = 1\n",
+                "min_instances",
+                5,
+            ),
+            (
+                "mode = \"service\"\ncpu = 1\nmax_instances = 1\nmin_instances = 2\n",
+                "min_instances",
+                6,
+            ),
+            (
+                "mode = \"service\"\ncpu = 1\n[scaling]\ntarget_utilization = 1.5\n",
+                "target_utilization",
+                6,
+            ),
+            ("[scaling]\n", "scaling", 3),
+            ("[batching]\nmax_batch_size = 8\n", "batching", 3),
+            (
+                "[batching]\nmax_batch_size = 0\nbatch_payload = true\n",
+                "max_batch_size",
+                4,
+            ),
+            (
+                "mode = \"job\"\ncpu = 1\n[batching]\nmax_batch_size = 2\nbatch_payload = true\n",
+                "batching",
+                5,
+            ),
+        ] {
+            let text = format!("{base}{bad}");
+            match Manifest::parse(&text, "t.toml") {
+                Err(ManifestError::Invalid {
+                    field: f, line: l, ..
+                }) => {
+                    assert_eq!((f, l), (field, line), "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let unknown =
+            format!("{base}[batching]\nmax_batch_size = 2\nbatch_payload = true\nmax_wait = 1\n");
+        let err = Manifest::parse(&unknown, "t.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.toml:") && err.contains("max_wait"),
+            "{err}"
+        );
     }
 
     #[test]

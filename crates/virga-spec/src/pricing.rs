@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::Mode;
 use crate::record::{InvocationRecord, Status};
 
 /// AWS's month for monthly prices: 730 hours.
@@ -530,13 +531,15 @@ pub fn price_records(
         let gb_s: f64 = ran
             .iter()
             .map(|r| {
+                // Requests that rode in one batch share its invocation.
                 profile.lambda_billed_ms(r.duration_ms, r.init_ms, &r.received_at) as f64 / 1000.0
                     * f64::from(r.memory_mb)
                     / 1024.0
+                    / f64::from(r.batch_size.max(1))
             })
             .sum();
         bill.note(format!(
-            "per invocation: ceil(duration [+ init when billed]) ms x memory / 1024 -> {gb_s:.4} GB-s over {n} invocations; throttled ones are not billed"
+            "per invocation: ceil(duration [+ init when billed]) ms x memory / 1024 (shared by the requests of a batch) -> {gb_s:.4} GB-s over {n} invocations; throttled ones are not billed"
         ));
         add_tiered(&mut bill, l, gb_s);
         bill.add(
@@ -560,12 +563,16 @@ pub fn price_records(
         }
     }
     if let Some(f) = &profile.fargate {
-        let (cpu, mem) = fargate_size(
-            crate::billing::vcpu_for_memory(memory_mb, usize::MAX),
-            memory_mb,
-        );
-        // Each instance is priced as one task living from its first request
-        // (minus its init) to the end of its last.
+        // Service and job records carry their task's explicit vCPU.
+        let vcpu = ran
+            .iter()
+            .find(|r| r.mode != Mode::Function)
+            .and_then(|r| r.vcpu)
+            .unwrap_or_else(|| crate::billing::vcpu_for_memory(memory_mb, usize::MAX));
+        let (cpu, mem) = fargate_size(vcpu, memory_mb);
+        // Each instance is priced as one task living from its spawn (service
+        // and job records say when) or its first request (minus its init) to
+        // the end of its last.
         let mut lifetimes: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
         for r in &ran {
             let (Some(id), Some(start), Some(end)) = (
@@ -575,7 +582,10 @@ pub fn price_records(
             ) else {
                 continue;
             };
-            let start = start - r.init_ms.unwrap_or(0.0) / 1000.0;
+            let start = match r.task_started_at.as_deref().and_then(epoch_s) {
+                Some(spawned) => spawned,
+                None => start - r.init_ms.unwrap_or(0.0) / 1000.0,
+            };
             let e = lifetimes.entry(id).or_insert((start, end));
             e.0 = e.0.min(start);
             e.1 = e.1.max(end);
@@ -893,7 +903,55 @@ mod tests {
             received_at: start.into(),
             finished_at: end.into(),
             split: Default::default(),
+            mode: Mode::Function,
+            batch_size: 1,
+            vcpu: None,
+            task_started_at: None,
         }
+    }
+
+    #[test]
+    fn batched_requests_share_their_invocation_and_services_bill_task_time() {
+        let lambda = Profile::built_in("lambda-x86").unwrap();
+        let fargate = Profile::built_in("fargate-x86").unwrap();
+        let one = rec(
+            "a",
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:01Z",
+            1000.0,
+            None,
+            Status::Success,
+        );
+        let mut batched = vec![one.clone(), one.clone(), one.clone(), one.clone()];
+        for r in &mut batched {
+            r.batch_size = 4;
+        }
+        let single = price_records(&lambda, "f", std::slice::from_ref(&one), None);
+        let four = price_records(&lambda, "f", &batched, None);
+        let compute = |c: &RecordedCost| c.bill.lines[0].quantity;
+        assert!(close(compute(&four), compute(&single), 1e-12));
+
+        // A service task of 2 vCPU alive for 120 s from its spawn.
+        let mut a = rec(
+            "t",
+            "2026-01-01T00:01:00Z",
+            "2026-01-01T00:02:00Z",
+            10.0,
+            None,
+            Status::Success,
+        );
+        a.mode = Mode::Service;
+        a.vcpu = Some(2.0);
+        a.task_started_at = Some("2026-01-01T00:00:00Z".into());
+        let c = price_records(&fargate, "f", &[a], None);
+        let vcpu_h = c
+            .bill
+            .lines
+            .iter()
+            .find(|l| l.item == "vCPU")
+            .unwrap()
+            .quantity;
+        assert!(close(vcpu_h, 2.0 * 120.0 / 3600.0, 1e-9), "{vcpu_h}");
     }
 
     #[test]

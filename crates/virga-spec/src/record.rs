@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::manifest::Mode;
+
 /// How an invocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,6 +111,24 @@ pub struct InvocationRecord {
     /// The instance's own timing split (model functions report it).
     #[serde(flatten)]
     pub split: WorkerSplit,
+    /// The function's mode when it ran (`function`, `service`, `job`).
+    #[serde(default)]
+    pub mode: Mode,
+    /// How many requests rode in the invocation that carried this one (1
+    /// without batching; 0 when throttled before reaching an instance).
+    #[serde(default = "one")]
+    pub batch_size: u32,
+    /// The instance's CPU share (vCPU).
+    #[serde(default)]
+    pub vcpu: Option<f64>,
+    /// Service and job: when the task serving this request was spawned
+    /// (RFC 3339), so task time can be billed per second from its start.
+    #[serde(default)]
+    pub task_started_at: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// What a model runtime reports of its own work for one invocation, so
@@ -165,6 +185,10 @@ mod tests {
             received_at: "2026-01-01T00:00:00Z".into(),
             finished_at: "2026-01-01T00:00:00Z".into(),
             split: WorkerSplit::default(),
+            mode: Mode::Service,
+            batch_size: 4,
+            vcpu: Some(2.0),
+            task_started_at: Some("2026-01-01T00:00:00Z".into()),
         };
         let v = serde_json::to_value(&r).unwrap();
         for field in [
@@ -190,11 +214,23 @@ mod tests {
             "preprocess_ms",
             "inference_ms",
             "postprocess_ms",
+            "mode",
+            "batch_size",
+            "vcpu",
+            "task_started_at",
         ] {
             assert!(v.get(field).is_some(), "missing {field}");
         }
         assert_eq!(v["status"], "timeout");
         assert_eq!(v["trigger"], "http");
+        assert_eq!(v["mode"], "service");
+        // Records written before these fields existed still read back.
+        let mut old = v.as_object().unwrap().clone();
+        for k in ["mode", "batch_size", "vcpu", "task_started_at"] {
+            old.remove(k);
+        }
+        let back: InvocationRecord = serde_json::from_value(old.into()).unwrap();
+        assert_eq!((back.mode, back.batch_size), (Mode::Function, 1));
         for s in [
             Status::Success,
             Status::Error,

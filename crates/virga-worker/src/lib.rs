@@ -4,7 +4,11 @@
 //! initialise the handler once, then loop on `invocation/next`, posting each
 //! result to `invocation/{id}/response` or `invocation/{id}/error`. It works
 //! against virga's platform and against AWS Lambda alike. Blocking, no async
-//! runtime: an instance serves one invocation at a time.
+//! runtime: each polling thread serves one invocation at a time.
+//!
+//! When `AWS_LAMBDA_MAX_CONCURRENCY=n` is set (a virga service, or a Lambda
+//! Managed Instance), [`run`] builds n handlers and polls `invocation/next`
+//! from n threads, so the instance serves up to n invocations at once.
 
 pub mod model;
 
@@ -19,6 +23,9 @@ pub struct Context {
     pub deadline_ms: u64,
     pub invoked_function_arn: String,
     pub trace_id: String,
+    /// With batching: how many events the `{"batch": [...]}` payload holds
+    /// (the `Virga-Batch-Size` header).
+    pub batch_size: Option<usize>,
 }
 
 /// An error the handler reports for one invocation; the instance stays up.
@@ -94,11 +101,15 @@ impl RuntimeClient {
     pub fn new(api: &str) -> Self {
         RuntimeClient {
             base: format!("http://{api}/2018-06-01/runtime"),
-            // `next` is a long poll: no read timeout; connects are local and quick.
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(5))
-                .build(),
+            agent: Self::agent(),
         }
+    }
+
+    fn agent() -> ureq::Agent {
+        // `next` is a long poll: no read timeout; connects are local and quick.
+        ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .build()
     }
 
     fn err(&self, e: impl std::fmt::Display) -> WorkerError {
@@ -118,6 +129,7 @@ impl RuntimeClient {
             deadline_ms: header("Lambda-Runtime-Deadline-Ms").parse().unwrap_or(0),
             invoked_function_arn: header("Lambda-Runtime-Invoked-Function-Arn"),
             trace_id: header("Lambda-Runtime-Trace-Id"),
+            batch_size: resp.header("Virga-Batch-Size").and_then(|v| v.parse().ok()),
         };
         if ctx.request_id.is_empty() {
             return Err(self.err("invocation/next returned no Lambda-Runtime-Aws-Request-Id"));
@@ -167,25 +179,90 @@ fn drain(resp: ureq::Response) {
     let _ = std::io::copy(&mut resp.into_reader(), &mut std::io::sink());
 }
 
-/// Runs the Runtime API loop: `init` builds the handler once (its error is
-/// reported through `init/error`), then every event goes to the handler.
-/// Returns only when the Runtime API fails.
+/// How many invocations this instance may serve at once: the
+/// `AWS_LAMBDA_MAX_CONCURRENCY` it was given, else 1.
+pub fn max_concurrency() -> usize {
+    std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// Runs the Runtime API loop: `init` builds a handler (its error is reported
+/// through `init/error`), then every event goes to a handler. With
+/// `AWS_LAMBDA_MAX_CONCURRENCY=n`, `init` runs n times in parallel and n
+/// threads poll at once, each with its own handler (handlers need not be
+/// shareable, only sendable). Returns only when the Runtime API fails.
 pub fn run<H, F>(init: F) -> Result<(), WorkerError>
 where
-    H: Handler,
-    F: FnOnce() -> Result<H, FunctionError>,
+    H: Handler + Send,
+    F: Fn() -> Result<H, FunctionError> + Sync,
 {
+    let n = max_concurrency();
     let client = RuntimeClient::from_env()?;
-    let mut handler = match init() {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = client.init_error(&e);
-            return Err(WorkerError::Init(format!(
-                "{}: {}",
-                e.error_type, e.message
-            )));
-        }
+    let built: Vec<Result<H, FunctionError>> = if n == 1 {
+        vec![init()]
+    } else {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..n).map(|_| s.spawn(&init)).collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        Err(FunctionError::new(
+                            "Runtime.InitError",
+                            "initialisation panicked",
+                        ))
+                    })
+                })
+                .collect()
+        })
     };
+    let mut handlers = Vec::with_capacity(n);
+    for h in built {
+        match h {
+            Ok(h) => handlers.push(h),
+            Err(e) => {
+                let _ = client.init_error(&e);
+                return Err(WorkerError::Init(format!(
+                    "{}: {}",
+                    e.error_type, e.message
+                )));
+            }
+        }
+    }
+    if n == 1 {
+        let handler = handlers.pop().expect("one handler");
+        return serve(&client, handler);
+    }
+    let base = client.base.clone();
+    std::thread::scope(|s| {
+        let threads: Vec<_> = handlers
+            .into_iter()
+            .map(|h| {
+                let client = RuntimeClient {
+                    base: base.clone(),
+                    agent: RuntimeClient::agent(),
+                };
+                s.spawn(move || serve(&client, h))
+            })
+            .collect();
+        // The first thread to stop (the Runtime API failed) ends the loop.
+        let mut result = Ok(());
+        for t in threads {
+            if let Ok(Err(e)) = t.join() {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    })
+}
+
+/// One polling loop: next, handle, reply, forever.
+fn serve<H: Handler>(client: &RuntimeClient, mut handler: H) -> Result<(), WorkerError> {
     loop {
         let (event, ctx) = client.next()?;
         match handler.handle(&event, &ctx) {

@@ -9,6 +9,21 @@
 //! "inference_ms", "postprocess_ms"}`, plus `init_ms` on the first request of
 //! the instance. `{"metadata": true}` returns the model's description.
 //! Bad input is a function error (`InvalidInput`); the instance stays warm.
+//!
+//! Batches (the platform's adaptive batching): `{"batch": [request, ...]}` is
+//! answered with `{"batch": [response, ...], "errors": [...]}` in order;
+//! `errors` is present when a member failed and holds `null` or that
+//! member's `{"errorType", "errorMessage"}`. Compatible members (rows;
+//! images with the same `top_k`; texts) are merged into one engine call, in
+//! chunks of `max_batch`; each response carries `batch_size` and the timing
+//! of the batch it rode in. Anything else (`metadata`) is answered alone.
+//!
+//! Threads: an engine `Model` is `Send` but not `Sync` (some engines keep
+//! per-call scratch state), so a model cannot be shared by reference between
+//! threads. Under `AWS_LAMBDA_MAX_CONCURRENCY=n` each polling thread loads
+//! its own copy (n copies in memory, loaded in parallel at init) rather than
+//! sharing one behind a mutex, which would serialise inference and leave
+//! the service's extra vCPUs idle.
 
 use std::time::Instant;
 
@@ -24,6 +39,8 @@ pub struct ModelConfig {
     pub task: String,
     pub path: String,
     pub max_batch: usize,
+    /// Intra-op threads (`VIRGA_MODEL_THREADS`), for engines with a thread pool.
+    pub threads: usize,
 }
 
 impl ModelConfig {
@@ -42,6 +59,10 @@ impl ModelConfig {
             max_batch: var("VIRGA_MODEL_MAX_BATCH")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1000),
+            threads: var("VIRGA_MODEL_THREADS")
+                .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(1),
         })
     }
 }
@@ -65,8 +86,16 @@ impl ModelHandler {
             FunctionError::new("Runtime.ModelLoadError", e.to_string())
         };
         let task = virga_engine::Task::parse(&config.task).map_err(load_error)?;
-        let model = virga_engine::load(&config.engine, std::path::Path::new(&config.path), task)
-            .map_err(load_error)?;
+        let options = virga_engine::LoadOptions {
+            threads: config.threads,
+        };
+        let model = virga_engine::load_with(
+            &config.engine,
+            std::path::Path::new(&config.path),
+            task,
+            &options,
+        )
+        .map_err(load_error)?;
         Ok(ModelHandler {
             model,
             max_batch: config.max_batch,
@@ -197,8 +226,259 @@ impl ModelHandler {
     }
 }
 
+/// Batch members (by index) of one mergeable group.
+type Members = Vec<(usize, Unit)>;
+
+/// One batch member, parsed and ready to merge.
+enum Unit {
+    Rows(Vec<Vec<f64>>),
+    Images {
+        bytes: Vec<Vec<u8>>,
+        single: bool,
+        top_k: usize,
+    },
+    Texts(Vec<String>),
+}
+
+fn engine_error(e: virga_engine::EngineError) -> FunctionError {
+    match e {
+        virga_engine::EngineError::Input(m) => FunctionError::new("InvalidInput", m),
+        other => FunctionError::new("InferenceError", other.to_string()),
+    }
+}
+
+impl ModelHandler {
+    /// Parses one batch member into a unit of work.
+    fn unit(&self, v: &Value) -> Result<Unit, FunctionError> {
+        use base64::Engine as _;
+        let bad = |m: String| FunctionError::new("InvalidInput", m);
+        match self.model.info().task {
+            virga_engine::Task::TextEmbedding => {
+                let texts: Vec<String> = v
+                    .get("inputs")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| bad("send {\"inputs\": [\"a text\", ...]}".into()))?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| bad(format!("input {i} is not a string")))
+                    })
+                    .collect::<Result<_, _>>()?;
+                if texts.is_empty() || texts.len() > self.max_batch {
+                    return Err(bad(format!("send 1 to {} texts", self.max_batch)));
+                }
+                Ok(Unit::Texts(texts))
+            }
+            virga_engine::Task::ImageClassification => {
+                let (encoded, single): (Vec<&str>, bool) = match (v.get("image"), v.get("images")) {
+                    (Some(Value::String(s)), _) => (vec![s.as_str()], true),
+                    (_, Some(Value::Array(a))) => (
+                        a.iter()
+                            .map(|x| {
+                                x.as_str()
+                                    .ok_or_else(|| bad("images must be base64 strings".into()))
+                            })
+                            .collect::<Result<_, _>>()?,
+                        false,
+                    ),
+                    _ => {
+                        return Err(bad(
+                            "send {\"image\": \"<base64 JPEG or PNG>\", \"top_k\": 5}".into(),
+                        ))
+                    }
+                };
+                if encoded.is_empty() || encoded.len() > self.max_batch {
+                    return Err(bad(format!("send 1 to {} images", self.max_batch)));
+                }
+                let top_k = v
+                    .get("top_k")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(5)
+                    .clamp(1, 1000) as usize;
+                let bytes = encoded
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(s.trim())
+                            .map_err(|e| bad(format!("image {i} is not base64: {e}")))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Unit::Images {
+                    bytes,
+                    single,
+                    top_k,
+                })
+            }
+            _ => {
+                let rows = self.rows(v.to_string().as_bytes())?;
+                check_rows(&rows, self.model.info().n_features, self.max_batch)
+                    .map_err(|e| bad(e.to_string()))?;
+                Ok(Unit::Rows(rows))
+            }
+        }
+    }
+
+    /// Answers `{"batch": [...]}`: merges compatible members into engine
+    /// calls of at most `max_batch` inputs and splits the results back.
+    fn handle_batch(&mut self, items: &[Value], ctx: &Context) -> Result<Vec<u8>, FunctionError> {
+        let n = items.len();
+        let t = Instant::now();
+        let mut results: Vec<Option<Result<Value, FunctionError>>> = (0..n).map(|_| None).collect();
+        let mut units: Vec<(usize, Unit)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if item.get("metadata") == Some(&Value::Bool(true)) {
+                let alone = self.handle(item.to_string().as_bytes(), ctx).and_then(|b| {
+                    serde_json::from_slice(&b)
+                        .map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
+                });
+                results[i] = Some(alone);
+                continue;
+            }
+            match self.unit(item) {
+                Ok(u) => units.push((i, u)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let preprocess_ms = ms(t);
+        let t = Instant::now();
+        // Groups of mergeable members: by kind, and by top_k for images.
+        let mut groups: Vec<(Option<usize>, Members)> = Vec::new();
+        for (i, u) in units {
+            let key = match &u {
+                Unit::Images { top_k, .. } => Some(*top_k),
+                _ => None,
+            };
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, g)) => g.push((i, u)),
+                None => groups.push((key, vec![(i, u)])),
+            }
+        }
+        let chunk = self.max_batch.max(1);
+        for (_, group) in groups {
+            let sizes: Vec<usize> = group
+                .iter()
+                .map(|(_, u)| match u {
+                    Unit::Rows(r) => r.len(),
+                    Unit::Images { bytes, .. } => bytes.len(),
+                    Unit::Texts(t) => t.len(),
+                })
+                .collect();
+            let outputs: Result<Vec<Value>, FunctionError> = match &group[0].1 {
+                Unit::Rows(_) => {
+                    let rows: Vec<Vec<f64>> = group
+                        .iter()
+                        .flat_map(|(_, u)| match u {
+                            Unit::Rows(r) => r.clone(),
+                            _ => Vec::new(),
+                        })
+                        .collect();
+                    rows.chunks(chunk)
+                        .map(|c| {
+                            self.model
+                                .predict(c)
+                                .map_err(|e| FunctionError::new("InferenceError", e.to_string()))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|v| v.into_iter().flatten().collect())
+                }
+                Unit::Images { top_k, .. } => {
+                    let top_k = *top_k;
+                    let all: Vec<Vec<u8>> = group
+                        .iter()
+                        .flat_map(|(_, u)| match u {
+                            Unit::Images { bytes, .. } => bytes.clone(),
+                            _ => Vec::new(),
+                        })
+                        .collect();
+                    all.chunks(chunk)
+                        .map(|c| self.model.classify_images(c, top_k).map_err(engine_error))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|v| v.into_iter().flatten().collect())
+                }
+                Unit::Texts(_) => {
+                    let all: Vec<String> = group
+                        .iter()
+                        .flat_map(|(_, u)| match u {
+                            Unit::Texts(t) => t.clone(),
+                            _ => Vec::new(),
+                        })
+                        .collect();
+                    all.chunks(chunk)
+                        .map(|c| self.model.embed(c).map_err(engine_error))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|v| v.into_iter().flatten().map(|e| json!(e)).collect())
+                }
+            };
+            match outputs {
+                Ok(mut outs) => {
+                    for ((i, u), k) in group.into_iter().zip(sizes) {
+                        let mine: Vec<Value> = outs.drain(..k.min(outs.len())).collect();
+                        let body = match u {
+                            Unit::Texts(_) => json!({ "embeddings": mine }),
+                            Unit::Images { single: true, .. } => {
+                                json!({ "predictions": mine.into_iter().next().unwrap_or(Value::Null) })
+                            }
+                            _ => json!({ "predictions": mine }),
+                        };
+                        results[i] = Some(Ok(body));
+                    }
+                }
+                Err(e) => {
+                    for (i, _) in group {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        let inference_ms = ms(t);
+        let info = self.model.info();
+        let model =
+            json!({ "engine": info.engine, "algorithm": info.algorithm, "dataset": info.dataset });
+        let init_ms = self.init_ms.take();
+        let mut responses = Vec::with_capacity(n);
+        let mut errors = Vec::with_capacity(n);
+        for r in results {
+            match r.unwrap_or_else(|| Err(FunctionError::new("Runtime.Unknown", "unanswered"))) {
+                Ok(mut body) => {
+                    if body.get("model").is_none() && body.get("embeddings").is_none() {
+                        body["model"] = model.clone();
+                    }
+                    body["batch_size"] = json!(n);
+                    body["preprocess_ms"] = json!(preprocess_ms);
+                    body["inference_ms"] = json!(inference_ms);
+                    body["postprocess_ms"] = json!(0.0);
+                    if let Some(init) = init_ms {
+                        body["init_ms"] = json!(init);
+                    }
+                    responses.push(body);
+                    errors.push(Value::Null);
+                }
+                Err(e) => {
+                    responses.push(Value::Null);
+                    errors.push(json!({ "errorType": e.error_type, "errorMessage": e.message }));
+                }
+            }
+        }
+        let mut out = json!({ "batch": responses });
+        if errors.iter().any(|e| !e.is_null()) {
+            out["errors"] = Value::from(errors);
+        }
+        serde_json::to_vec(&out).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
+    }
+}
+
 impl Handler for ModelHandler {
-    fn handle(&mut self, event: &[u8], _ctx: &Context) -> Result<Vec<u8>, FunctionError> {
+    fn handle(&mut self, event: &[u8], ctx: &Context) -> Result<Vec<u8>, FunctionError> {
+        if ctx.batch_size.is_some() {
+            if let Ok(v) = serde_json::from_slice::<Value>(event) {
+                if let Some(items) = v.get("batch").and_then(Value::as_array) {
+                    return self.handle_batch(items, ctx);
+                }
+            }
+        }
         if serde_json::from_slice::<Value>(event)
             .ok()
             .and_then(|v| v.get("metadata").cloned())

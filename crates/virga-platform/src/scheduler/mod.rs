@@ -4,7 +4,10 @@
 //! Decisions are made by the pure [`pool::Pool`]; this module carries them
 //! out with real instances. It knows nothing of HTTP.
 
+pub mod autoscale;
+pub mod batch;
 pub mod pool;
+pub mod service;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,11 +17,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
 use virga_spec::{
-    billed_ms, vcpu_for_memory, InvocationRecord, Manifest, ManifestError, Runtime, Status, Trigger,
+    billed_ms, task_billed_ms, InvocationRecord, Manifest, ManifestError, Mode, Runtime, Status,
+    Trigger,
 };
 
 use crate::instance::{Instance, Job, LaunchSpec, Phase, Reply, RunResult};
@@ -26,7 +30,10 @@ use crate::logs::LogRing;
 use crate::meter::{report_line, Meter};
 use crate::sandbox::{resolve_program, Cgroups, Limits, SandboxError, SpawnSpec};
 use crate::store::{StoreError, StoredFunction};
+use autoscale::{AutoscaleConfig, Autoscaler};
+use batch::BatchPolicy;
 use pool::{Acquire, Grant, Pool, PoolLimits};
+use service::ServicePool;
 
 /// Lambda's limit on the init phase.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,8 +133,12 @@ pub struct FunctionInfo {
     pub version: String,
     pub deployed_at: String,
     pub runtime: String,
+    /// `function`, `service` or `job`.
+    pub mode: String,
     pub memory_mb: u32,
     pub vcpu: f64,
+    /// Requests one instance serves at once.
+    pub instance_concurrency: usize,
     pub timeout_ms: u64,
     pub max_concurrency: u32,
     pub keep_alive_ms: u64,
@@ -165,7 +176,12 @@ struct Function {
     version: u64,
     deployed_at: String,
     spawn: SpawnSpec,
+    /// Instances of a `function` or `job` (one request each).
     pool: Mutex<Pool<Arc<Instance>>>,
+    /// Tasks of a `service` (several requests each).
+    service: Mutex<ServicePool<Arc<Instance>>>,
+    /// The queue of the batch dispatcher, with `[batching]`.
+    batcher: Mutex<Option<mpsc::Sender<Member>>>,
     instances: Mutex<HashMap<String, Arc<Instance>>>,
     wake: Notify,
     retired: AtomicBool,
@@ -181,14 +197,44 @@ impl Function {
     fn retire(&self) {
         self.retired.store(true, Ordering::SeqCst);
         let idle = lock(&self.pool).drain();
-        for i in idle {
+        let idle_tasks = lock(&self.service).drain();
+        for i in idle.into_iter().chain(idle_tasks) {
             i.kill();
         }
+        // The dispatcher stops once its queue is empty and closed.
+        drop(lock(&self.batcher).take());
         self.wake.notify_one();
     }
 
-    /// Returns a healthy instance to the pool, or lets a dead one go.
+    fn mode(&self) -> Mode {
+        self.manifest.mode
+    }
+
+    /// Asks the pool of this function's mode for an instance.
+    fn acquire(&self) -> Acquire<Arc<Instance>> {
+        match self.mode() {
+            Mode::Service => lock(&self.service).acquire(),
+            Mode::Function | Mode::Job => lock(&self.pool).acquire(),
+        }
+    }
+
+    /// Returns a healthy instance to the pool, or lets a dead one go. A job's
+    /// task always goes: it handled its one event.
     fn give_back(&self, inst: Arc<Instance>, healthy: bool) {
+        let healthy = healthy && self.mode() != Mode::Job;
+        if self.mode() == Mode::Service {
+            let same = |i: &Arc<Instance>| Arc::ptr_eq(i, &inst);
+            let mut pool = lock(&self.service);
+            if healthy && !inst.is_dead() {
+                if let Some(stop) = pool.release(same, Instant::now()) {
+                    stop.kill();
+                }
+            } else {
+                inst.kill();
+                pool.remove(same);
+            }
+            return;
+        }
         let mut pool = lock(&self.pool);
         if healthy && !inst.is_dead() && !self.retired.load(Ordering::SeqCst) {
             pool.release(inst, Instant::now());
@@ -198,6 +244,13 @@ impl Function {
         }
         drop(pool);
         self.wake.notify_one();
+    }
+
+    /// A freshly started instance joins its pool, busy with its starter.
+    fn started(&self, inst: &Arc<Instance>) {
+        if self.mode() == Mode::Service {
+            lock(&self.service).add(inst.clone(), Instant::now(), true);
+        }
     }
 }
 
@@ -333,7 +386,7 @@ impl Scheduler {
             .clone();
         let limits = Limits {
             memory_mb: manifest.memory_mb,
-            vcpu: vcpu_for_memory(manifest.memory_mb, self.config.host_cores),
+            vcpu: manifest.vcpu(self.config.host_cores),
         };
         let spawn = SpawnSpec {
             name: String::new(),
@@ -342,6 +395,21 @@ impl Scheduler {
             cwd: base_dir.to_path_buf(),
             env: self.instance_env(&manifest, version, base_dir),
             limits,
+        };
+        let service = ServicePool::new(
+            manifest.concurrency_per_instance(),
+            manifest.min_instances as usize,
+            manifest.max_instances() as usize,
+            manifest.max_queue as usize,
+        );
+        let batching = manifest.batching.clone();
+        let (batch_tx, batch_rx) = match &batching {
+            Some(b) => {
+                let (tx, rx) =
+                    mpsc::channel((manifest.max_queue as usize + b.max_batch_size as usize).max(1));
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
         };
         let pool_limits = PoolLimits {
             max_instances: match manifest.max_concurrency {
@@ -363,6 +431,8 @@ impl Scheduler {
             deployed_at,
             spawn,
             pool: Mutex::new(Pool::new(pool_limits)),
+            service: Mutex::new(service),
+            batcher: Mutex::new(batch_tx),
             instances: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             retired: AtomicBool::new(false),
@@ -377,7 +447,21 @@ impl Scheduler {
             old.retire();
         }
         tracing::info!(function = %function.manifest.name, version, "deployed");
-        tokio::spawn(self.clone().keep_alive(function.clone()));
+        match function.mode() {
+            Mode::Service => {
+                tokio::spawn(self.clone().autoscale(function.clone()));
+            }
+            Mode::Function | Mode::Job => {
+                tokio::spawn(self.clone().keep_alive(function.clone()));
+            }
+        }
+        if let (Some(b), Some(rx)) = (batching, batch_rx) {
+            let policy = BatchPolicy::new(
+                b.max_batch_size as usize,
+                Duration::from_millis(b.max_delay_ms),
+            );
+            tokio::spawn(self.clone().dispatch_batches(function.clone(), rx, policy));
+        }
         self.changed();
         Ok(self.info(&function))
     }
@@ -449,6 +533,13 @@ impl Scheduler {
     /// Stops the idle instances of a function now (scale to zero); returns how many.
     pub fn stop_idle(&self, name: &str) -> Option<usize> {
         let f = self.get(name)?;
+        if f.mode() == Mode::Service {
+            let idle = lock(&f.service).stop_idle_above_minimum();
+            for i in &idle {
+                i.kill();
+            }
+            return Some(idle.len());
+        }
         let idle = {
             let mut pool = lock(&f.pool);
             let keep = pool.limits().min_instances;
@@ -491,7 +582,11 @@ impl Scheduler {
     }
 
     fn info(&self, f: &Function) -> FunctionInfo {
-        let (idle, busy, queued) = {
+        let (idle, busy, queued) = if f.mode() == Mode::Service {
+            let mut pool = lock(&f.service);
+            let busy = pool.busy() + pool.starting();
+            (pool.running() - pool.busy(), busy, pool.queued())
+        } else {
             let mut pool = lock(&f.pool);
             (pool.idle_count(), pool.active_count(), pool.queued())
         };
@@ -504,8 +599,10 @@ impl Scheduler {
                 Runtime::Command => "command".into(),
                 Runtime::Model => "model".into(),
             },
+            mode: m.mode.as_str().into(),
             memory_mb: m.memory_mb,
             vcpu: f.spawn.limits.vcpu,
+            instance_concurrency: m.concurrency_per_instance(),
             timeout_ms: m.timeout_ms,
             max_concurrency: m.max_concurrency,
             keep_alive_ms: m.keep_alive_ms,
@@ -522,7 +619,13 @@ impl Scheduler {
 
     pub fn instances(&self, name: &str) -> Option<Vec<InstanceInfo>> {
         let f = self.get(name)?;
-        let idle: Vec<String> = lock(&f.pool).idle().map(|(i, _)| i.id.clone()).collect();
+        let mut idle: Vec<String> = lock(&f.pool).idle().map(|(i, _)| i.id.clone()).collect();
+        idle.extend(
+            lock(&f.service)
+                .tasks()
+                .filter(|(_, is_idle)| *is_idle)
+                .map(|(i, _)| i.id.clone()),
+        );
         let mut out: Vec<InstanceInfo> = lock(&f.instances)
             .values()
             .map(|i| {
@@ -594,8 +697,16 @@ impl Scheduler {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
+        if m.mode == Mode::Service {
+            // As Lambda Managed Instances tell a runtime how many requests
+            // it may take at once.
+            env.push((
+                "AWS_LAMBDA_MAX_CONCURRENCY".into(),
+                m.concurrency_per_instance().to_string(),
+            ));
+        }
         if let Some(model) = &m.model {
-            let vcpu = vcpu_for_memory(m.memory_mb, self.config.host_cores);
+            let vcpu = m.vcpu(self.config.host_cores);
             env.extend(
                 [
                     (
@@ -664,6 +775,12 @@ impl Scheduler {
         tokio::spawn(async move {
             watch_i.dead().await;
             lock(&watch_f.instances).remove(&watch_i.id);
+            if lock(&watch_f.service)
+                .remove(|i| Arc::ptr_eq(i, &watch_i))
+                .is_some()
+            {
+                tracing::info!(instance = %watch_i.id, "task exited");
+            }
             if lock(&watch_f.pool)
                 .remove_idle(|i| Arc::ptr_eq(i, &watch_i))
                 .is_some()
@@ -723,8 +840,13 @@ impl Scheduler {
     ) -> Result<Invocation, InvokeError> {
         let received_at = now_rfc3339();
         let t0 = Instant::now();
-        let acquired = lock(&f.pool).acquire();
-        let grant = match acquired {
+        let batcher = lock(&f.batcher).clone();
+        if let Some(batcher) = batcher {
+            return self
+                .invoke_batched(&f, batcher, req, request_id, received_at, t0)
+                .await;
+        }
+        let grant = match f.acquire() {
             Acquire::Warm(i) => Grant::Warm(i),
             Acquire::Spawn => Grant::Spawn,
             Acquire::Wait(rx) => match rx.await {
@@ -732,21 +854,7 @@ impl Scheduler {
                 Err(_) => return Err(InvokeError::Withdrawn(f.manifest.name.clone())),
             },
             Acquire::Throttle => {
-                let (instances, queued) = {
-                    let mut p = lock(&f.pool);
-                    (p.idle_count() + p.active_count(), p.queued())
-                };
-                let mut rec = self.blank_record(&f, &req, &request_id, received_at);
-                rec.status = Status::Throttled;
-                rec.error_type = Some("TooManyRequestsException".into());
-                rec.queue_ms = req.waited_ms + ms(t0.elapsed());
-                tracing::Span::current().record("status", "throttled");
-                self.meter.observe(rec);
-                return Err(InvokeError::Throttled {
-                    function: f.manifest.name.clone(),
-                    instances,
-                    queued,
-                });
+                return Err(self.throttle(&f, &req, &request_id, received_at, t0));
             }
         };
         let queue_ms = req.waited_ms + ms(t0.elapsed());
@@ -756,43 +864,140 @@ impl Scheduler {
             "START RequestId: {request_id} Version: {}",
             f.version
         ));
+        let run = self
+            .execute(&f, grant, &request_id, req.payload, None)
+            .await;
+        tracing::Span::current().record("cold", run.init_ms.is_some());
+        run.fill(&mut record);
+        Ok(self.conclude(&f, record, run.outcome, run.output))
+    }
 
+    /// Records a throttled request and says why.
+    fn throttle(
+        &self,
+        f: &Function,
+        req: &InvokeRequest,
+        request_id: &str,
+        received_at: String,
+        t0: Instant,
+    ) -> InvokeError {
+        let (instances, queued) = if f.mode() == Mode::Service {
+            let mut p = lock(&f.service);
+            (p.running() + p.starting(), p.queued())
+        } else {
+            let mut p = lock(&f.pool);
+            (p.idle_count() + p.active_count(), p.queued())
+        };
+        let mut rec = self.blank_record(f, req, request_id, received_at);
+        rec.status = Status::Throttled;
+        rec.error_type = Some("TooManyRequestsException".into());
+        rec.queue_ms = req.waited_ms + ms(t0.elapsed());
+        rec.batch_size = 0;
+        tracing::Span::current().record("status", "throttled");
+        self.meter.observe(rec);
+        InvokeError::Throttled {
+            function: f.manifest.name.clone(),
+            instances,
+            queued,
+        }
+    }
+
+    /// Turns an outcome into the caller's answer and its record.
+    fn conclude(
+        &self,
+        f: &Function,
+        mut record: InvocationRecord,
+        outcome: Result<Bytes, Failure>,
+        output: Vec<String>,
+    ) -> Invocation {
+        match outcome {
+            Ok(body) => {
+                if f.manifest.runtime == Runtime::Model {
+                    record.split = virga_spec::WorkerSplit::from_response(&body);
+                }
+                record.status = Status::Success;
+                record.response_bytes = body.len() as u64;
+                record.billed_ms = bill(&record);
+                self.finish(f, record, body, None, output)
+            }
+            Err(failure) => self.finish_failure(f, record, failure, output),
+        }
+    }
+
+    /// Runs one invocation (a single event or a batch) on the granted
+    /// instance, starting one first when the grant says so.
+    async fn execute(
+        self: &Arc<Self>,
+        f: &Arc<Function>,
+        grant: Grant<Arc<Instance>>,
+        request_id: &str,
+        payload: Bytes,
+        batch: Option<usize>,
+    ) -> Executed {
+        let mut run = Executed {
+            init_ms: None,
+            instance_id: None,
+            task_started_at: None,
+            duration_ms: 0.0,
+            max_memory_mb: None,
+            limits_enforced: self.limits_enforced(),
+            mode: f.mode(),
+            vcpu: f.spawn.limits.vcpu,
+            batch_size: batch.unwrap_or(1) as u32,
+            output: Vec::new(),
+            outcome: Ok(Bytes::new()),
+        };
         let (inst, init_ms) = match grant {
             Grant::Warm(i) => (i, None),
-            Grant::Spawn => match self.start_instance(&f, "on-demand").await {
-                Ok((i, init)) => (i, Some(init)),
+            Grant::Spawn => match self.start_instance(f, "on-demand").await {
+                Ok((i, init)) => {
+                    f.started(&i);
+                    (i, Some(init))
+                }
                 Err(failure) => {
                     f.give_back_slot();
-                    record.cold = true;
-                    record.init_ms = failure.init_ms;
-                    return Ok(self.finish_failure(&f, record, failure, Vec::new()));
+                    run.init_ms = failure.init_ms;
+                    run.outcome = Err(failure);
+                    return run;
                 }
             },
         };
-        record.cold = init_ms.is_some();
-        record.init_ms = init_ms;
-        record.instance_id = Some(inst.id.clone());
-        tracing::Span::current().record("cold", record.cold);
+        run.init_ms = init_ms;
+        run.instance_id = Some(inst.id.clone());
+        if f.mode() != Mode::Function {
+            run.task_started_at = Some(
+                inst.started
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            );
+        }
         inst.invocations.fetch_add(1, Ordering::Relaxed);
 
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
         let timeout = Duration::from_millis(f.manifest.timeout_ms);
         let deadline_ms = chrono::Utc::now().timestamp_millis() as u64 + f.manifest.timeout_ms;
         let job = Job {
-            request_id: request_id.clone(),
-            payload: req.payload,
+            request_id: request_id.to_string(),
+            payload,
             deadline_ms,
             function_arn: f.arn.clone(),
-            trace_id: trace_id(&request_id),
+            trace_id: trace_id(request_id),
+            batch_size: batch,
             reply: reply_tx,
         };
-        inst.begin_capture();
+        // Output of an instance serving several requests at once cannot be
+        // told apart: only one-at-a-time instances capture a log tail.
+        let capture = f.manifest.concurrency_per_instance() == 1;
+        if capture {
+            inst.begin_capture();
+        }
         let started = Instant::now();
         let result = inst.run(job, reply_rx, timeout).await;
-        record.duration_ms = ms(started.elapsed());
-        let output = inst.end_capture().await;
-        record.max_memory_mb = inst.peak_memory_mb();
-        record.limits_enforced = inst.limits_enforced;
+        run.duration_ms = ms(started.elapsed());
+        if capture {
+            run.output = inst.end_capture().await;
+        }
+        run.max_memory_mb = inst.peak_memory_mb();
+        run.limits_enforced = inst.limits_enforced;
 
         let (healthy, outcome) = match result {
             RunResult::Reply(Reply::Response(body)) => (true, Ok(body)),
@@ -825,17 +1030,123 @@ impl Scheduler {
             ),
         };
         f.give_back(inst, healthy);
-        match outcome {
-            Ok(body) => {
-                if f.manifest.runtime == Runtime::Model {
-                    record.split = virga_spec::WorkerSplit::from_response(&body);
-                }
-                record.status = Status::Success;
-                record.response_bytes = body.len() as u64;
-                record.billed_ms = billed_ms(record.duration_ms, record.init_ms);
-                Ok(self.finish(&f, record, body, None, output))
+        run.outcome = outcome;
+        run
+    }
+
+    /// A request of a function with `[batching]`: joins the dispatcher's queue
+    /// and waits for its own result.
+    async fn invoke_batched(
+        self: &Arc<Self>,
+        f: &Arc<Function>,
+        batcher: mpsc::Sender<Member>,
+        req: InvokeRequest,
+        request_id: String,
+        received_at: String,
+        t0: Instant,
+    ) -> Result<Invocation, InvokeError> {
+        let (reply, answer) = oneshot::channel();
+        let member = Member {
+            req,
+            request_id,
+            received_at,
+            arrived: t0,
+            reply,
+        };
+        match batcher.try_send(member) {
+            Ok(()) => answer
+                .await
+                .map_err(|_| InvokeError::Withdrawn(f.manifest.name.clone()))?,
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                Err(self.throttle(f, &m.req, &m.request_id, m.received_at, t0))
             }
-            Err(failure) => Ok(self.finish_failure(&f, record, failure, output)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(InvokeError::Withdrawn(f.manifest.name.clone()))
+            }
+        }
+    }
+
+    /// The batch dispatcher of one function: takes the first waiting request,
+    /// waits for a slot, gathers a batch as the policy allows and runs it.
+    async fn dispatch_batches(
+        self: Arc<Self>,
+        f: Arc<Function>,
+        mut rx: mpsc::Receiver<Member>,
+        mut policy: BatchPolicy,
+    ) {
+        while let Some(first) = rx.recv().await {
+            policy.observe(first.arrived);
+            let grant = match f.acquire() {
+                Acquire::Warm(i) => Grant::Warm(i),
+                Acquire::Spawn => Grant::Spawn,
+                // Requests pile up in `rx` meanwhile: the batch grows.
+                Acquire::Wait(wait) => match wait.await {
+                    Ok(g) => g,
+                    // Withdrawn (redeploy): the member's caller is told so.
+                    Err(_) => continue,
+                },
+                Acquire::Throttle => {
+                    let e = self.throttle(
+                        &f,
+                        &first.req,
+                        &first.request_id,
+                        first.received_at.clone(),
+                        first.arrived,
+                    );
+                    let _ = first.reply.send(Err(e));
+                    continue;
+                }
+            };
+            let members = batch::gather(&mut rx, first, &mut policy, |m| m.arrived).await;
+            tokio::spawn(self.clone().run_batch(f.clone(), grant, members));
+        }
+    }
+
+    /// Runs the members of one batch as one invocation; each gets its own
+    /// answer and record.
+    async fn run_batch(
+        self: Arc<Self>,
+        f: Arc<Function>,
+        grant: Grant<Arc<Instance>>,
+        members: Vec<Member>,
+    ) {
+        let n = members.len();
+        let dispatched = Instant::now();
+        // A batch of one is delivered as a plain event.
+        let (invocation_id, payload, batch) = if n == 1 {
+            (
+                members[0].request_id.clone(),
+                members[0].req.payload.clone(),
+                None,
+            )
+        } else {
+            let payloads: Vec<&[u8]> = members.iter().map(|m| &m.req.payload[..]).collect();
+            (
+                uuid::Uuid::new_v4().to_string(),
+                batch_payload(&payloads),
+                Some(n),
+            )
+        };
+        for m in &members {
+            f.logs.push(format!(
+                "START RequestId: {} Version: {}",
+                m.request_id, f.version
+            ));
+        }
+        let run = self
+            .execute(&f, grant, &invocation_id, payload, batch)
+            .await;
+        let outcomes: Vec<Result<Bytes, Failure>> = match (&run.outcome, batch) {
+            (Ok(body), Some(n)) => split_batch_response(body, n),
+            (Ok(body), None) => vec![Ok(body.clone())],
+            (Err(failure), _) => (0..n).map(|_| Err(failure.clone())).collect(),
+        };
+        for (m, outcome) in members.into_iter().zip(outcomes) {
+            let mut record = self.blank_record(&f, &m.req, &m.request_id, m.received_at.clone());
+            record.queue_ms = m.req.waited_ms + ms(dispatched.saturating_duration_since(m.arrived));
+            run.fill(&mut record);
+            let answer = self.conclude(&f, record, outcome, run.output.clone());
+            let _ = m.reply.send(Ok(answer));
         }
     }
 
@@ -867,6 +1178,10 @@ impl Scheduler {
             received_at: received_at.clone(),
             finished_at: received_at,
             split: Default::default(),
+            mode: f.mode(),
+            batch_size: 1,
+            vcpu: Some(f.spawn.limits.vcpu),
+            task_started_at: None,
         }
     }
 
@@ -879,7 +1194,7 @@ impl Scheduler {
     ) -> Invocation {
         record.status = failure.status;
         record.error_type = Some(failure.error_type.clone());
-        record.billed_ms = billed_ms(record.duration_ms, record.init_ms);
+        record.billed_ms = bill(&record);
         let body = failure.body.unwrap_or_else(|| {
             let doc = serde_json::json!({
                 "errorType": failure.error_type,
@@ -975,9 +1290,91 @@ impl Scheduler {
     }
 }
 
+impl Scheduler {
+    /// Scales a service's tasks until it is retired: samples its load every
+    /// tick, asks the autoscaler for a task count and applies it.
+    async fn autoscale(self: Arc<Self>, f: Arc<Function>) {
+        let m = &f.manifest;
+        let scaling = m.scaling.clone().unwrap_or_default();
+        let mut scaler = Autoscaler::new(AutoscaleConfig {
+            per_instance: m.concurrency_per_instance(),
+            target_utilization: scaling.target_utilization,
+            stable_window: Duration::from_millis(scaling.stable_window_ms),
+            scale_down_delay: Duration::from_millis(scaling.scale_down_delay_ms),
+            min: m.min_instances as usize,
+            max: m.max_instances() as usize,
+        });
+        let tick = scaler.config().tick();
+        autoscale_loop(
+            &f.service,
+            &mut scaler,
+            tick,
+            || f.retired.load(Ordering::SeqCst),
+            |stop| {
+                for i in stop {
+                    tracing::info!(instance = %i.id, "scaling down: stopping idle task");
+                    i.kill();
+                }
+            },
+            |n| {
+                for _ in 0..n {
+                    let me = self.clone();
+                    let f = f.clone();
+                    tokio::spawn(async move {
+                        match me.start_instance(&f, "provisioned-concurrency").await {
+                            Ok((inst, _)) => lock(&f.service).add(inst, Instant::now(), false),
+                            Err(failure) => {
+                                tracing::warn!(function = %f.manifest.name, error = %failure.message, "task failed to start");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                lock(&f.service).start_failed();
+                            }
+                        }
+                    });
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// The autoscaling timer of one service pool, generic so it runs on a paused
+/// clock in tests.
+pub(crate) async fn autoscale_loop<I: Clone>(
+    pool: &Mutex<ServicePool<I>>,
+    scaler: &mut Autoscaler,
+    tick: Duration,
+    retired: impl Fn() -> bool,
+    mut stop: impl FnMut(Vec<I>),
+    mut start: impl FnMut(usize),
+) {
+    loop {
+        if retired() {
+            return;
+        }
+        let step = {
+            let mut p = lock(pool);
+            let now = Instant::now();
+            scaler.observe(now, p.concurrency() as f64);
+            let want = scaler.decide(now, p.running() + p.starting());
+            p.scale(want)
+        };
+        if !step.stop.is_empty() {
+            stop(step.stop);
+        }
+        if step.start > 0 {
+            start(step.start);
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
 impl Function {
     /// Frees the slot of an instance that never started.
     fn give_back_slot(&self) {
+        if self.mode() == Mode::Service {
+            lock(&self.service).start_failed();
+            return;
+        }
         lock(&self.pool).discard();
         self.wake.notify_one();
     }
@@ -1036,8 +1433,127 @@ fn trace_id(request_id: &str) -> String {
     )
 }
 
+/// A request waiting for the batch dispatcher.
+struct Member {
+    req: InvokeRequest,
+    request_id: String,
+    received_at: String,
+    arrived: Instant,
+    reply: oneshot::Sender<Result<Invocation, InvokeError>>,
+}
+
+/// What running one invocation on an instance gave, before records.
+struct Executed {
+    init_ms: Option<f64>,
+    instance_id: Option<String>,
+    task_started_at: Option<String>,
+    duration_ms: f64,
+    max_memory_mb: Option<u32>,
+    limits_enforced: bool,
+    mode: Mode,
+    vcpu: f64,
+    batch_size: u32,
+    output: Vec<String>,
+    outcome: Result<Bytes, Failure>,
+}
+
+impl Executed {
+    /// Copies what every record of this invocation shares.
+    fn fill(&self, r: &mut InvocationRecord) {
+        r.cold = self.init_ms.is_some();
+        r.init_ms = self.init_ms;
+        r.instance_id = self.instance_id.clone();
+        r.task_started_at = self.task_started_at.clone();
+        r.duration_ms = self.duration_ms;
+        r.max_memory_mb = self.max_memory_mb.or(r.max_memory_mb);
+        r.limits_enforced = self.limits_enforced;
+        r.mode = self.mode;
+        r.vcpu = Some(self.vcpu);
+        r.batch_size = self.batch_size;
+    }
+}
+
+/// A record's billed time: Lambda's per-ms rule for functions (the requests
+/// of a batch share their invocation's), per second with a one-minute
+/// minimum for a job's task, and nothing per request for a service, whose
+/// tasks are billed per second of task time (`virga cost`, Fargate profiles).
+fn bill(r: &InvocationRecord) -> u64 {
+    match r.mode {
+        Mode::Function => {
+            billed_ms(r.duration_ms, r.init_ms).div_ceil(u64::from(r.batch_size.max(1)))
+        }
+        Mode::Job => task_billed_ms(r.duration_ms, r.init_ms),
+        Mode::Service => 0,
+    }
+}
+
+/// The payload of a batch: `{"batch": [event, ...]}`, each event as sent
+/// (an empty one as `null`).
+fn batch_payload(events: &[&[u8]]) -> Bytes {
+    let mut out = Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 12);
+    out.extend_from_slice(b"{\"batch\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if e.iter().all(u8::is_ascii_whitespace) {
+            out.extend_from_slice(b"null");
+        } else {
+            out.extend_from_slice(e);
+        }
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+/// Splits a runtime's answer to a batch of `n`: `{"batch": [response, ...]}`
+/// in order, with an optional `"errors"` list (index-aligned, `null` for
+/// success, else `{"errorType", "errorMessage"}`) for members that failed.
+fn split_batch_response(body: &[u8], n: usize) -> Vec<Result<Bytes, Failure>> {
+    let invalid = |why: String| -> Vec<Result<Bytes, Failure>> {
+        (0..n)
+            .map(|_| {
+                Err(Failure::new(
+                    Status::Error,
+                    "Runtime.InvalidBatchResponse",
+                    format!("the runtime's answer to a batch of {n} is not {{\"batch\": [response, ...]}} with {n} responses: {why}"),
+                ))
+            })
+            .collect()
+    };
+    let v: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return invalid(format!("not JSON ({e})")),
+    };
+    let Some(items) = v.get("batch").and_then(|b| b.as_array()) else {
+        return invalid("no \"batch\" list".into());
+    };
+    if items.len() != n {
+        return invalid(format!("{} responses", items.len()));
+    }
+    let errors = v.get("errors").and_then(|e| e.as_array());
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match errors.and_then(|e| e.get(i)) {
+            Some(err) if !err.is_null() => {
+                let error_type = err
+                    .get("errorType")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("Unhandled")
+                    .to_string();
+                Err(Failure {
+                    body: Some(Bytes::from(err.to_string())),
+                    ..Failure::new(Status::Error, &error_type, String::new())
+                })
+            }
+            _ => Ok(Bytes::from(item.to_string())),
+        })
+        .collect()
+}
+
 /// A failed invocation, before it becomes a record.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Failure {
     status: Status,
     error_type: String,
@@ -1142,6 +1658,122 @@ mod tests {
         wake.notify_one();
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert_eq!(lock(&p).idle_count(), 2);
+        task.abort();
+    }
+
+    #[test]
+    fn batches_are_wrapped_and_answers_split_per_member() {
+        let p = batch_payload(&[b"{\"a\":1}", b"", b"[2]"]);
+        assert_eq!(&p[..], br#"{"batch":[{"a":1},null,[2]]}"#);
+        let out = split_batch_response(
+            br#"{"batch":[{"x":1},null,3],"errors":[null,{"errorType":"Bad","errorMessage":"no"},null]}"#,
+            3,
+        );
+        assert_eq!(&out[0].as_ref().unwrap()[..], br#"{"x":1}"#);
+        let e = out[1].as_ref().unwrap_err();
+        assert_eq!(e.error_type, "Bad");
+        assert_eq!(&out[2].as_ref().unwrap()[..], b"3");
+        for bad in [&b"nope"[..], br#"{"batch":[1]}"#, br#"{"other":[1,2,3]}"#] {
+            let out = split_batch_response(bad, 3);
+            assert_eq!(out.len(), 3);
+            assert!(out
+                .iter()
+                .all(|o| o.as_ref().unwrap_err().error_type == "Runtime.InvalidBatchResponse"));
+        }
+    }
+
+    #[test]
+    fn billing_follows_the_mode() {
+        let mut r = InvocationRecord {
+            request_id: "r".into(),
+            function: "f".into(),
+            version: "1".into(),
+            instance_id: None,
+            trigger: Trigger::Http,
+            cold: true,
+            status: Status::Success,
+            error_type: None,
+            queue_ms: 0.0,
+            init_ms: Some(100.0),
+            duration_ms: 300.0,
+            billed_ms: 0,
+            memory_mb: 128,
+            max_memory_mb: None,
+            limits_enforced: false,
+            payload_bytes: 0,
+            response_bytes: 0,
+            received_at: String::new(),
+            finished_at: String::new(),
+            split: Default::default(),
+            mode: Mode::Function,
+            batch_size: 4,
+            vcpu: None,
+            task_started_at: None,
+        };
+        assert_eq!(bill(&r), 100, "a batch of 4 shares 400 ms");
+        r.mode = Mode::Job;
+        assert_eq!(bill(&r), 60_000);
+        r.mode = Mode::Service;
+        assert_eq!(bill(&r), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn autoscale_loop_starts_tasks_under_load_and_stops_them_after_the_delay() {
+        let pool = Arc::new(Mutex::new(ServicePool::<u32>::new(2, 0, 4, 100)));
+        let mut scaler = Autoscaler::new(AutoscaleConfig {
+            per_instance: 2,
+            target_utilization: 1.0,
+            stable_window: Duration::from_secs(10),
+            scale_down_delay: Duration::from_secs(5),
+            min: 0,
+            max: 4,
+        });
+        let tick = scaler.config().tick();
+        // Six requests wait: three tasks' worth.
+        let waiters: Vec<_> = (0..6).map(|_| lock(&pool).acquire()).collect();
+        let started = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let stopped = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let task = {
+            let (pool, started, stopped) = (pool.clone(), started.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let next = std::sync::atomic::AtomicU32::new(100);
+                autoscale_loop(
+                    &pool,
+                    &mut scaler,
+                    tick,
+                    || false,
+                    |v| lock(&stopped).extend(v),
+                    |n| {
+                        for _ in 0..n {
+                            let id = next.fetch_add(1, Ordering::SeqCst);
+                            lock(&started).push(id);
+                            lock(&pool).add(id, Instant::now(), false);
+                        }
+                    },
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // One task came from the first request (Spawn); the loop added two.
+        assert!(matches!(waiters[0], Acquire::Spawn));
+        assert_eq!(lock(&started).len(), 2, "{:?}", lock(&started));
+        // The waiters were served, then everyone finishes.
+        drop(waiters);
+        let ids: Vec<u32> = lock(&pool).tasks().map(|(i, _)| *i).collect();
+        for id in ids {
+            for _ in 0..2 {
+                lock(&pool).release(|&i| i == id, Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(lock(&stopped).is_empty(), "not before the scale-down delay");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            lock(&stopped).len(),
+            2,
+            "down to zero: both idle tasks stop"
+        );
         task.abort();
     }
 

@@ -1,0 +1,508 @@
+//! Load generators. Each simulated user owns one keep-alive HTTP/1.1
+//! connection (as `wrk` does), so the client adds no pool contention of its
+//! own. Closed loop: a user sends its next request when the previous one
+//! returns. Open loop: requests have intended start times, and latency is
+//! counted from the intended time (wrk2's correction for coordinated
+//! omission), so a stalled server cannot hide its queue.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use crate::LabError;
+
+/// One request as the client saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Start, in ms since the scenario's start (intended start in open loop).
+    pub t_ms: f64,
+    /// Client-side latency in ms (open loop: from the intended start).
+    pub client_ms: f64,
+    /// Latency from the actual send (equals `client_ms` in closed loop).
+    pub service_ms: f64,
+    pub status: u16,
+    /// `X-Amz-Function-Error`, or the transport error.
+    pub error: Option<String>,
+    pub request_id: Option<String>,
+    /// Users active when it was sent (ramps, closed loops).
+    pub users: u32,
+}
+
+impl Sample {
+    pub fn ok(&self) -> bool {
+        self.status == 200 && self.error.is_none()
+    }
+}
+
+/// Where requests go: `host:port` of a Lambda-compatible endpoint.
+#[derive(Debug, Clone)]
+pub struct Target {
+    authority: String,
+    base_path: String,
+}
+
+impl Target {
+    pub fn parse(endpoint: &str) -> Result<Target, LabError> {
+        let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
+            LabError::Config(format!(
+                "endpoint {endpoint:?}: only http:// endpoints are supported (e.g. http://127.0.0.1:9000)"
+            ))
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(LabError::Config(format!(
+                "endpoint {endpoint:?} has no host"
+            )));
+        }
+        Ok(Target {
+            authority: authority.to_string(),
+            base_path: path.to_string(),
+        })
+    }
+
+    fn invoke_path(&self, function: &str) -> String {
+        format!(
+            "{}/2015-03-31/functions/{function}/invocations",
+            self.base_path
+        )
+    }
+}
+
+/// The request a scenario repeats.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub function: String,
+    pub body: Bytes,
+}
+
+/// A stop flag shared with the Ctrl-C handler: generators finish the
+/// request in flight and return what they measured.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// Sleeps `d` unless stopped first; returns false when stopped.
+    pub async fn sleep(&self, d: Duration) -> bool {
+        // tokio's clock, so paused-clock tests can drive it.
+        let end = tokio::time::Instant::now() + d;
+        loop {
+            if self.stopped() {
+                return false;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= end {
+                return true;
+            }
+            tokio::time::sleep((end - now).min(Duration::from_millis(50))).await;
+        }
+    }
+}
+
+/// One keep-alive connection; reconnects after transport errors.
+pub struct Conn {
+    target: Target,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+/// What one exchange returned.
+pub struct Reply {
+    pub status: u16,
+    pub function_error: Option<String>,
+    pub request_id: Option<String>,
+    pub body: Bytes,
+}
+
+impl Conn {
+    pub fn new(target: &Target) -> Conn {
+        Conn {
+            target: target.clone(),
+            sender: None,
+        }
+    }
+
+    async fn connect(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, String> {
+        if self.sender.as_ref().is_some_and(|s| s.is_closed()) {
+            self.sender = None;
+        }
+        if self.sender.is_none() {
+            let stream = TcpStream::connect(&self.target.authority)
+                .await
+                .map_err(|e| format!("connect {}: {e}", self.target.authority))?;
+            let _ = stream.set_nodelay(true);
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.sender = Some(sender);
+        }
+        Ok(self.sender.as_mut().expect("just connected"))
+    }
+
+    /// POSTs `body` to `path`.
+    pub async fn post(&mut self, path: &str, body: Bytes) -> Result<Reply, String> {
+        let authority = self.target.authority.clone();
+        let sender = self.connect().await?;
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let req = hyper::Request::post(path)
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let result = async {
+            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let header = |n: &str| {
+                resp.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let status = resp.status().as_u16();
+            let function_error = header("x-amz-function-error");
+            let request_id = header("x-amzn-requestid");
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok(Reply {
+                status,
+                function_error,
+                request_id,
+                body,
+            })
+        }
+        .await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    /// Invokes `job` once, timing it from `intended` (or now).
+    pub async fn invoke(&mut self, job: &Job, t0: Instant, intended: Option<Instant>) -> Sample {
+        let sent = Instant::now();
+        let start = intended.unwrap_or(sent);
+        let path = self.target.invoke_path(&job.function);
+        let r = self.post(&path, job.body.clone()).await;
+        let done = Instant::now();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (status, error, request_id) = match r {
+            Ok(r) => {
+                let error = r
+                    .function_error
+                    .clone()
+                    .or_else(|| (r.status != 200).then(|| error_message(r.status, &r.body)));
+                (r.status, error, r.request_id)
+            }
+            Err(e) => (0, Some(e), None),
+        };
+        Sample {
+            t_ms: ms(start.saturating_duration_since(t0)),
+            client_ms: ms(done.saturating_duration_since(start)),
+            service_ms: ms(done - sent),
+            status,
+            error,
+            request_id,
+            users: 0,
+        }
+    }
+}
+
+fn error_message(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let msg = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .or_else(|| v.get("Message"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    format!("HTTP {status}: {msg}")
+}
+
+/// Waits for every user's samples; returns them in start order.
+pub async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>) -> Vec<Sample> {
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(v) = t.await {
+            all.extend(v);
+        }
+    }
+    all.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+    all
+}
+
+/// Sequential requests on one connection, `n` of them, calling `before`
+/// ahead of each (e.g. to force a cold start).
+pub async fn sequential(target: &Target, job: &Job, n: u32, stop: &Stop) -> Vec<Sample> {
+    let mut conn = Conn::new(target);
+    let t0 = Instant::now();
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        if stop.stopped() {
+            break;
+        }
+        let mut s = conn.invoke(job, t0, None).await;
+        s.users = 1;
+        out.push(s);
+    }
+    out
+}
+
+/// `users` closed-loop users for `duration` (after `warmup`, whose requests
+/// are not kept).
+pub async fn closed_loop(
+    target: &Target,
+    job: &Job,
+    users: u32,
+    warmup: Duration,
+    duration: Duration,
+    stop: &Stop,
+    on_done: impl Fn() + Send + Sync + 'static,
+) -> Vec<Sample> {
+    let on_done = Arc::new(on_done);
+    let t0 = Instant::now();
+    let measure_from = t0 + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..users {
+        let (target, job, stop, on_done) =
+            (target.clone(), job.clone(), stop.clone(), on_done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(&target);
+            let mut out = Vec::new();
+            while Instant::now() < end && !stop.stopped() {
+                let mut s = conn.invoke(&job, measure_from, None).await;
+                if Instant::now() > measure_from + Duration::from_micros(1) && s.t_ms > 0.0 {
+                    s.users = users;
+                    out.push(s);
+                    on_done();
+                } else if s.status == 0 {
+                    // Cannot connect: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            out
+        }));
+    }
+    gather(tasks).await
+}
+
+/// Arrival offsets for an open loop: `rate` per second for `duration`.
+pub fn arrivals(rate: f64, duration: Duration, poisson: bool, seed: u64) -> Vec<Duration> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let end = duration.as_secs_f64();
+    if !poisson {
+        // Multiplied, not summed: no drift over long runs.
+        let n = (end * rate).ceil() as u64;
+        return (0..n)
+            .map(|i| i as f64 / rate)
+            .filter(|t| *t < end)
+            .map(Duration::from_secs_f64)
+            .collect();
+    }
+    let mut out = Vec::new();
+    let mut t = 0.0;
+    loop {
+        // Exponential inter-arrival times.
+        t += -(1.0 - rng.random::<f64>()).ln() / rate;
+        if t >= end {
+            break;
+        }
+        out.push(Duration::from_secs_f64(t));
+    }
+    out
+}
+
+/// Sends one request at each offset of `schedule` from `connections`
+/// connections; a request whose time has come waits for a free connection
+/// and that wait counts in its latency.
+pub async fn open_loop(
+    target: &Target,
+    job: &Job,
+    schedule: Vec<Duration>,
+    connections: u32,
+    stop: &Stop,
+    on_done: impl Fn() + Send + Sync + 'static,
+) -> Vec<Sample> {
+    let on_done = Arc::new(on_done);
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let queue = Arc::new(std::sync::Mutex::new(
+        schedule.into_iter().rev().collect::<Vec<_>>(),
+    ));
+    let mut tasks = Vec::new();
+    for _ in 0..connections.max(1) {
+        let (target, job, stop, queue, on_done) = (
+            target.clone(),
+            job.clone(),
+            stop.clone(),
+            queue.clone(),
+            on_done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(&target);
+            let mut out = Vec::new();
+            loop {
+                let next = queue.lock().expect("queue lock").pop();
+                let Some(offset) = next else { break };
+                let intended = t0 + offset;
+                let now = Instant::now();
+                if intended > now && !stop.sleep(intended - now).await {
+                    break;
+                }
+                if stop.stopped() {
+                    break;
+                }
+                let s = conn.invoke(&job, t0, Some(intended)).await;
+                out.push(s);
+                on_done();
+            }
+            out
+        }));
+    }
+    gather(tasks).await
+}
+
+/// Users over time: the target user count moves linearly through `stages`
+/// (`(users, ramp, hold)`); each user sends, waits `think`, sends again.
+pub async fn ramp(
+    target: &Target,
+    job: &Job,
+    stages: &[(u32, Duration, Duration)],
+    think: Duration,
+    stop: &Stop,
+    on_done: impl Fn() + Send + Sync + 'static,
+) -> Vec<Sample> {
+    let on_done = Arc::new(on_done);
+    let max_users = stages.iter().map(|s| s.0).max().unwrap_or(0);
+    let active = Arc::new(AtomicU32::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..max_users {
+        let (target, job, stop, active, finished, on_done) = (
+            target.clone(),
+            job.clone(),
+            stop.clone(),
+            active.clone(),
+            finished.clone(),
+            on_done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(&target);
+            let mut out = Vec::new();
+            while !finished.load(Ordering::SeqCst) && !stop.stopped() {
+                let users = active.load(Ordering::SeqCst);
+                if i >= users {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                let mut s = conn.invoke(&job, t0, None).await;
+                s.users = users;
+                out.push(s);
+                on_done();
+                if !think.is_zero() {
+                    tokio::time::sleep(think).await;
+                }
+            }
+            out
+        }));
+    }
+    // The controller: interpolate the user count every 50 ms.
+    let mut from = 0u32;
+    'stages: for &(to, ramp, hold) in stages {
+        let start = Instant::now();
+        loop {
+            let el = start.elapsed();
+            if el >= ramp {
+                break;
+            }
+            let f = el.as_secs_f64() / ramp.as_secs_f64();
+            let u = f64::from(from) + (f64::from(to) - f64::from(from)) * f;
+            active.store(u.round() as u32, Ordering::SeqCst);
+            if !stop.sleep(Duration::from_millis(50)).await {
+                break 'stages;
+            }
+        }
+        active.store(to, Ordering::SeqCst);
+        if !stop.sleep(hold).await {
+            break;
+        }
+        from = to;
+    }
+    finished.store(true, Ordering::SeqCst);
+    gather(tasks).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let t = Target::parse("http://127.0.0.1:9000/").unwrap();
+        assert_eq!(t.authority, "127.0.0.1:9000");
+        assert_eq!(t.invoke_path("f"), "/2015-03-31/functions/f/invocations");
+        let t = Target::parse("http://h:1/prefix").unwrap();
+        assert_eq!(
+            t.invoke_path("f"),
+            "/prefix/2015-03-31/functions/f/invocations"
+        );
+        assert!(Target::parse("https://h").is_err());
+        assert!(Target::parse("http://").is_err());
+    }
+
+    #[test]
+    fn constant_arrivals_are_evenly_spaced() {
+        let a = arrivals(10.0, Duration::from_secs(1), false, 1);
+        assert_eq!(a.len(), 10);
+        assert_eq!(a[0], Duration::ZERO);
+        assert!((a[1].as_secs_f64() - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn poisson_arrivals_have_the_rate_on_average() {
+        let a = arrivals(200.0, Duration::from_secs(50), true, 7);
+        let n = a.len() as f64;
+        // 10,000 expected; Poisson sd = 100.
+        assert!((n - 10_000.0).abs() < 500.0, "{n}");
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(a, arrivals(200.0, Duration::from_secs(50), true, 7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_interrupts_sleep() {
+        let s = Stop::new();
+        let s2 = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            s2.stop();
+        });
+        assert!(!s.sleep(Duration::from_secs(3600)).await);
+    }
+}

@@ -1,0 +1,216 @@
+//! Charts for the report: SVG strings drawn with `plotters` (text left to the
+//! browser's fonts, so nothing is loaded from disk or network).
+
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+
+/// A named series of (x, y) points.
+pub struct Line {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A point of a scatter chart; `hot` points (cold starts) are drawn in red.
+pub struct Dot {
+    pub x: f64,
+    pub y: f64,
+    pub hot: bool,
+}
+
+const W: u32 = 760;
+const H: u32 = 380;
+
+fn colour(i: usize) -> RGBColor {
+    // Colour-blind-friendly (Okabe-Ito).
+    const C: [RGBColor; 7] = [
+        RGBColor(0, 114, 178),
+        RGBColor(230, 159, 0),
+        RGBColor(0, 158, 115),
+        RGBColor(204, 121, 167),
+        RGBColor(86, 180, 233),
+        RGBColor(213, 94, 0),
+        RGBColor(120, 120, 120),
+    ];
+    C[i % C.len()]
+}
+
+fn range(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    if from_zero {
+        lo = lo.min(0.0);
+    }
+    if hi - lo < 1e-9 {
+        hi = lo + 1.0;
+    }
+    (lo, hi + (hi - lo) * 0.05)
+}
+
+type Chart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The frame every chart shares: title, axes, grid; `draw` adds the data.
+fn frame(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    draw: impl FnOnce(&mut Chart<'_>),
+) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y0..y1);
+        let Ok(mut chart) = chart else {
+            return String::new();
+        };
+        let _ = chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw();
+        draw(&mut chart);
+        let _ = root.present();
+    }
+    svg
+}
+
+/// Lines over a numeric x axis.
+pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Line]) -> String {
+    let (x0, x1) = range(
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
+        false,
+    );
+    let (y0, y1) = range(
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+        true,
+    );
+    frame(title, x_desc, y_desc, (x0, x1), (y0, y1), |chart| {
+        for (i, s) in series.iter().enumerate() {
+            let c = colour(i);
+            let drawn =
+                chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)));
+            if let Ok(d) = drawn {
+                d.label(s.name.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            }
+            if s.points.len() <= 40 {
+                let _ = chart.draw_series(
+                    s.points
+                        .iter()
+                        .map(|&(x, y)| Circle::new((x, y), 3, c.filled())),
+                );
+            }
+        }
+        if series.len() > 1 || series.first().is_some_and(|s| !s.name.is_empty()) {
+            let _ = chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(180, 180, 180))
+                .draw();
+        }
+    })
+}
+
+/// A scatter of latency over time, cold starts in red.
+pub fn timeline(title: &str, x_desc: &str, y_desc: &str, dots: &[Dot]) -> String {
+    let (x0, x1) = range(dots.iter().map(|d| d.x), true);
+    let (y0, y1) = range(dots.iter().map(|d| d.y), true);
+    frame(title, x_desc, y_desc, (x0, x1), (y0, y1), |chart| {
+        let warm = colour(0);
+        let cold = RGBColor(213, 40, 40);
+        if let Ok(d) = chart.draw_series(
+            dots.iter()
+                .filter(|d| !d.hot)
+                .map(|d| Circle::new((d.x, d.y), 2, warm.mix(0.7).filled())),
+        ) {
+            d.label("warm")
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, warm.filled()));
+        }
+        if let Ok(d) = chart.draw_series(
+            dots.iter()
+                .filter(|d| d.hot)
+                .map(|d| Circle::new((d.x, d.y), 4, cold.filled())),
+        ) {
+            d.label("cold start")
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, cold.filled()));
+        }
+        let _ = chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .draw();
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_svg_with_their_labels() {
+        let svg = lines(
+            "Latency CDF",
+            "ms",
+            "fraction",
+            &[
+                Line {
+                    name: "a & b".into(),
+                    points: vec![(1.0, 0.1), (2.0, 0.5), (3.0, 1.0)],
+                },
+                Line {
+                    name: "c".into(),
+                    points: vec![(1.5, 0.2), (4.0, 1.0)],
+                },
+            ],
+        );
+        assert!(svg.starts_with("<svg"), "{}", &svg[..60.min(svg.len())]);
+        assert!(svg.contains("Latency CDF") && svg.contains("a &amp; b"));
+        assert!(svg.contains("<polyline") || svg.contains("<path"));
+        let t = timeline(
+            "t",
+            "s",
+            "ms",
+            &[
+                Dot {
+                    x: 0.0,
+                    y: 5.0,
+                    hot: true,
+                },
+                Dot {
+                    x: 1.0,
+                    y: 1.0,
+                    hot: false,
+                },
+            ],
+        );
+        assert!(t.contains("cold start") && t.contains("<circle"));
+    }
+
+    #[test]
+    fn empty_and_flat_series_do_not_panic() {
+        assert!(lines("e", "x", "y", &[]).starts_with("<svg"));
+        let flat = Line {
+            name: String::new(),
+            points: vec![(1.0, 2.0)],
+        };
+        assert!(lines("f", "x", "y", &[flat]).starts_with("<svg"));
+        assert!(timeline("t", "x", "y", &[]).starts_with("<svg"));
+    }
+}

@@ -1,0 +1,576 @@
+//! What a run leaves behind in `results/<timestamp>-<preset>/`:
+//! `results.json` (everything), `invocations.csv` (one row per request),
+//! `summary.md` (the tables) and `report.html` (one self-contained page with
+//! inline SVG charts, readable offline and printable).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::plot::{self, Dot, Line};
+use crate::run::{RunResult, ScenarioResult};
+use crate::stats;
+use crate::LabError;
+
+/// A plain-text table with aligned columns, for the terminal.
+pub fn text_table(columns: &[String], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(x) = w.get_mut(i) {
+                *x = (*x).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = w
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(c.chars().count());
+            if i > 0 {
+                s.push_str("  ");
+            }
+            // Text left, numbers right: tables read like the studies'.
+            if c.parse::<f64>().is_ok()
+                || c.ends_with('x') && c[..c.len() - 1].parse::<f64>().is_ok()
+            {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(columns);
+    out.push_str(&line(&w.iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>()));
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn md_table(columns: &[String], rows: &[Vec<String>]) -> String {
+    let cell = |s: &String| s.replace('|', "\\|");
+    let mut out = format!(
+        "| {} |\n",
+        columns.iter().map(cell).collect::<Vec<_>>().join(" | ")
+    );
+    out.push_str(&format!("|{}\n", "---|".repeat(columns.len())));
+    for r in rows {
+        out.push_str(&format!(
+            "| {} |\n",
+            r.iter().map(cell).collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The directory name of a run: `<UTC timestamp>-<preset>`.
+pub fn run_dir(out: &Path, r: &RunResult) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    out.join(format!("{stamp}-{}", r.preset))
+}
+
+/// Writes every output of `r` into `dir`.
+pub fn write_all(dir: &Path, r: &RunResult) -> Result<(), LabError> {
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |e| LabError::Io(p, e)
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let p = dir.join("results.json");
+    let json = serde_json::to_vec_pretty(r).expect("results serialise");
+    std::fs::write(&p, json).map_err(io(&p))?;
+    let p = dir.join("invocations.csv");
+    std::fs::write(&p, invocations_csv(r)).map_err(io(&p))?;
+    let p = dir.join("summary.md");
+    std::fs::write(&p, summary_md(r)).map_err(io(&p))?;
+    let p = dir.join("report.html");
+    std::fs::write(&p, html(r)).map_err(io(&p))?;
+    Ok(())
+}
+
+pub fn invocations_csv(r: &RunResult) -> String {
+    let mut out = String::from(
+        "scenario,group,function,t_ms,client_ms,service_ms,status,error,request_id,users,cold,queue_ms,init_ms,duration_ms,billed_ms,max_memory_mb,preprocess_ms,inference_ms,postprocess_ms\n",
+    );
+    let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+    for (i, s) in r.scenarios.iter().enumerate() {
+        for g in &s.groups {
+            for m in &g.samples {
+                let x = &m.sample;
+                let sv = m.server.as_ref();
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    csv_cell(&format!("{}:{}", i + 1, s.kind)),
+                    csv_cell(&g.label),
+                    csv_cell(&g.function),
+                    x.t_ms,
+                    x.client_ms,
+                    x.service_ms,
+                    x.status,
+                    csv_cell(x.error.as_deref().unwrap_or("")),
+                    x.request_id.as_deref().unwrap_or(""),
+                    x.users,
+                    sv.map_or(String::new(), |s| s.cold.to_string()),
+                    o(sv.map(|s| s.queue_ms)),
+                    o(sv.and_then(|s| s.init_ms)),
+                    o(sv.map(|s| s.duration_ms)),
+                    sv.map_or(String::new(), |s| s.billed_ms.to_string()),
+                    sv.and_then(|s| s.max_memory_mb)
+                        .map_or(String::new(), |v| v.to_string()),
+                    o(sv.and_then(|s| s.preprocess_ms)),
+                    o(sv.and_then(|s| s.inference_ms)),
+                    o(sv.and_then(|s| s.postprocess_ms)),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn header_lines(r: &RunResult) -> Vec<String> {
+    let mut v = vec![
+        format!("host: {}", r.host.line()),
+        format!(
+            "endpoint: {}{}",
+            r.endpoint,
+            if r.embedded {
+                " (embedded platform)"
+            } else {
+                ""
+            }
+        ),
+        format!("run: {} .. {}", r.started_at, r.finished_at),
+    ];
+    if let Some(s) = &r.reproduces {
+        v.push(format!("reproduces: {s}"));
+    }
+    if r.quick {
+        v.push(
+            "QUICK smoke run (--quick): shrunk repetitions and durations; not for conclusions"
+                .into(),
+        );
+    }
+    if r.interrupted {
+        v.push("INTERRUPTED: stopped early; what is here was measured".into());
+    }
+    v.push(format!(
+        "prices: {} (dated profiles; `virga cost --explain` shows the arithmetic)",
+        r.pricing_profiles.join(", ")
+    ));
+    v
+}
+
+pub fn summary_md(r: &RunResult) -> String {
+    let mut out = format!(
+        "# virga bench: {}\n\n{}\n\n",
+        r.preset,
+        r.description.trim()
+    );
+    for l in header_lines(r) {
+        let _ = writeln!(out, "- {l}");
+    }
+    for (i, s) in r.scenarios.iter().enumerate() {
+        let _ = write!(out, "\n## {}. {} ({})\n\n", i + 1, s.title, s.kind);
+        out.push_str(&md_table(&s.columns, &s.rows));
+        for n in &s.notes {
+            let _ = writeln!(out, "\n_{n}_");
+        }
+    }
+    out
+}
+
+/// The charts of one scenario, as SVG strings with captions.
+pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let cdf_of = |pick: &dyn Fn(&crate::run::Measured) -> Option<f64>| -> Vec<Line> {
+        s.groups
+            .iter()
+            .filter_map(|g| {
+                let v: Vec<f64> = g
+                    .samples
+                    .iter()
+                    .filter(|m| m.sample.ok())
+                    .filter_map(pick)
+                    .collect();
+                (!v.is_empty()).then(|| Line {
+                    name: g.label.clone(),
+                    points: stats::cdf(&v, 200),
+                })
+            })
+            .collect()
+    };
+    let timeline = |title: &str, x_desc: &str| {
+        let dots: Vec<Dot> = s
+            .groups
+            .iter()
+            .flat_map(|g| g.samples.iter())
+            .filter(|m| m.sample.ok())
+            .map(|m| Dot {
+                x: m.sample.t_ms / 1000.0,
+                y: m.sample.client_ms,
+                hot: m.server.as_ref().is_some_and(|s| s.cold),
+            })
+            .collect();
+        plot::timeline(title, x_desc, "latency (ms)", &dots)
+    };
+    match s.kind.as_str() {
+        "cold-start" | "warm-latency" | "compare" => {
+            let lines = cdf_of(&|m| Some(m.sample.client_ms));
+            out.push((
+                "Latency CDF per configuration (client side)".into(),
+                plot::lines(
+                    "Latency CDF",
+                    "latency (ms)",
+                    "fraction of requests",
+                    &lines,
+                ),
+            ));
+        }
+        "throughput" => {
+            let mut by_fn: Vec<Line> = Vec::new();
+            let mut p99: Vec<Line> = Vec::new();
+            for g in &s.groups {
+                let (Some(u), Some(rps)) = (g.config_f64("users"), g.stats.throughput_rps) else {
+                    continue;
+                };
+                let find = |v: &mut Vec<Line>, name: &str| -> usize {
+                    match v.iter().position(|l| l.name == name) {
+                        Some(i) => i,
+                        None => {
+                            v.push(Line {
+                                name: name.into(),
+                                points: Vec::new(),
+                            });
+                            v.len() - 1
+                        }
+                    }
+                };
+                let i = find(&mut by_fn, &g.function);
+                by_fn[i].points.push((u, rps));
+                if let Some(c) = &g.stats.client {
+                    let i = find(&mut p99, &format!("{} p50", g.function));
+                    p99[i].points.push((u, c.p50));
+                    let i = find(&mut p99, &format!("{} p99", g.function));
+                    p99[i].points.push((u, c.p99));
+                }
+            }
+            out.push((
+                "Throughput against concurrent users".into(),
+                plot::lines(
+                    "Throughput vs users",
+                    "concurrent users",
+                    "successful requests/s",
+                    &by_fn,
+                ),
+            ));
+            out.push((
+                "Latency percentiles against concurrent users".into(),
+                plot::lines("Latency vs users", "concurrent users", "latency (ms)", &p99),
+            ));
+            let lines = cdf_of(&|m| Some(m.sample.client_ms));
+            out.push((
+                "Latency CDF per user count".into(),
+                plot::lines(
+                    "Latency CDF",
+                    "latency (ms)",
+                    "fraction of requests",
+                    &lines,
+                ),
+            ));
+        }
+        "ramp" | "trace" => {
+            let t = |f: &dyn Fn(&crate::run::Bucket) -> Option<f64>, name: &str| Line {
+                name: name.into(),
+                points: s
+                    .series
+                    .iter()
+                    .filter_map(|b| f(b).map(|v| (b.t_s, v)))
+                    .collect(),
+            };
+            let mut load = vec![t(&|b| Some(b.hits_per_s), "hits/s")];
+            if s.kind == "ramp" {
+                load.push(t(&|b| Some(f64::from(b.users)), "users"));
+            } else {
+                load.push(t(&|b| b.planned.map(f64::from), "planned per interval"));
+                load.push(t(&|b| Some(b.requests as f64), "sent per interval"));
+            }
+            out.push((
+                "Load over time".into(),
+                plot::lines("Load over time", "time (s)", "", &load),
+            ));
+            out.push((
+                "Mean and max latency over time".into(),
+                plot::lines(
+                    "Latency over time",
+                    "time (s)",
+                    "latency (ms)",
+                    &[t(&|b| b.mean_ms, "mean"), t(&|b| b.max_ms, "max")],
+                ),
+            ));
+            out.push((
+                "Every request: cold starts in red".into(),
+                timeline("Cold and warm requests", "time (s)"),
+            ));
+        }
+        "keep-alive" => {
+            let dots: Vec<Dot> = s
+                .groups
+                .iter()
+                .filter_map(|g| {
+                    let m = g.samples.first()?;
+                    Some(Dot {
+                        x: g.config_f64("gap_units")?,
+                        y: m.sample.client_ms,
+                        hot: m.server.as_ref().is_some_and(|s| s.cold),
+                    })
+                })
+                .collect();
+            out.push((
+                "Latency after each idle gap: cold starts in red".into(),
+                plot::timeline(
+                    "Latency after idle gaps",
+                    "idle gap (time units)",
+                    "latency (ms)",
+                    &dots,
+                ),
+            ));
+        }
+        "sweep" => {
+            let mut dur: Vec<Line> = Vec::new();
+            let mut cost: Vec<Line> = Vec::new();
+            let x_key = if s.groups.iter().any(|g| g.config.contains_key("memory_mb")) {
+                "memory_mb"
+            } else if s.groups.iter().any(|g| g.config.contains_key("batch_size")) {
+                "batch_size"
+            } else {
+                "max_concurrency"
+            };
+            for g in &s.groups {
+                let Some(x) = g.config_f64(x_key) else {
+                    continue;
+                };
+                let others: Vec<String> = ["max_concurrency", "batch_size", "memory_mb"]
+                    .iter()
+                    .filter(|k| **k != x_key)
+                    .filter_map(|k| g.config.get(*k).map(|v| format!("{k}={v}")))
+                    .filter(|_| true)
+                    .collect();
+                let name = format!(
+                    "{} {}",
+                    g.function.split("-m").next().unwrap_or(&g.function),
+                    others.join(" ")
+                );
+                let name = name.trim().to_string();
+                if let Some(d) = &g.stats.server_duration {
+                    push(&mut dur, &name, (x, d.p50));
+                }
+                if let Some((_, c)) = g.stats.cost_per_1000.iter().next() {
+                    push(&mut cost, &name, (x, *c));
+                }
+            }
+            out.push((
+                format!("Processing time (instance duration, p50) against {x_key}"),
+                plot::lines(
+                    "Duration vs configuration",
+                    x_key,
+                    "duration p50 (ms)",
+                    &dur,
+                ),
+            ));
+            out.push((
+                format!("Cost per 1000 requests against {x_key} (first pricing profile)"),
+                plot::lines(
+                    "Cost vs configuration",
+                    x_key,
+                    "USD per 1000 requests",
+                    &cost,
+                ),
+            ));
+        }
+        "open-loop" => {
+            let mut lines = cdf_of(&|m| Some(m.sample.client_ms));
+            for l in &mut lines {
+                l.name = format!("{} (corrected)", l.name);
+            }
+            let mut raw = cdf_of(&|m| Some(m.sample.service_ms));
+            for l in &mut raw {
+                l.name = format!("{} (uncorrected)", l.name);
+            }
+            lines.extend(raw);
+            out.push((
+                "Latency CDF, corrected for coordinated omission and not".into(),
+                plot::lines(
+                    "Open-loop latency CDF",
+                    "latency (ms)",
+                    "fraction of requests",
+                    &lines,
+                ),
+            ));
+        }
+        _ => {}
+    }
+    out.retain(|(_, svg)| !svg.is_empty());
+    out
+}
+
+fn push(v: &mut Vec<Line>, name: &str, p: (f64, f64)) {
+    match v.iter_mut().find(|l| l.name == name) {
+        Some(l) => l.points.push(p),
+        None => v.push(Line {
+            name: name.into(),
+            points: vec![p],
+        }),
+    }
+}
+
+fn html_table(columns: &[String], rows: &[Vec<String>]) -> String {
+    let mut out = String::from("<table><thead><tr>");
+    for c in columns {
+        let _ = write!(out, "<th>{}</th>", esc(c));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for r in rows {
+        out.push_str("<tr>");
+        for c in r {
+            let num = c.parse::<f64>().is_ok();
+            let _ = write!(
+                out,
+                "<td{}>{}</td>",
+                if num { " class=n" } else { "" },
+                esc(c)
+            );
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}\
+h1{margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}\
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em}\
+th{background:#f3f5f8;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+.meta{color:#555;font-size:.92em}.note{color:#555;font-style:italic}.warn{color:#a00;font-weight:bold}\
+figure{margin:1em 0;break-inside:avoid}figcaption{color:#555;font-size:.9em}svg{max-width:100%;height:auto}\
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}\
+@media print{body{max-width:none;margin:0}h2{break-after:avoid}a{color:inherit}}";
+
+/// Counts the charts that actually have a size once laid out: the report
+/// test reads the result back from the rendered DOM.
+const CHECK: &str = "<script>window.addEventListener('load',function(){var s=document.querySelectorAll('figure svg'),ok=0;\
+for(var i=0;i<s.length;i++){var b=s[i].getBBox();if(b.width>0&&b.height>0)ok++;}\
+document.body.setAttribute('data-charts',String(s.length));document.body.setAttribute('data-charts-rendered',String(ok));});</script>";
+
+pub fn html(r: &RunResult) -> String {
+    let mut out = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>virga bench: {name}</title><style>{CSS}</style></head><body>\
+         <h1>virga bench: {name}</h1><p>{desc}</p><ul class=meta>",
+        name = esc(&r.preset),
+        desc = esc(r.description.trim()),
+    );
+    for l in header_lines(r) {
+        let class = if l.starts_with("QUICK") || l.starts_with("INTERRUPTED") {
+            " class=warn"
+        } else {
+            ""
+        };
+        let _ = write!(out, "<li{class}>{}</li>", esc(&l));
+    }
+    out.push_str("</ul><nav><ol>");
+    for (i, s) in r.scenarios.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<li><a href=\"#s{}\">{} ({})</a></li>",
+            i + 1,
+            esc(&s.title),
+            esc(&s.kind)
+        );
+    }
+    out.push_str("</ol></nav>");
+    for (i, s) in r.scenarios.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<h2 id=\"s{}\">{}. {} <small>({})</small></h2>",
+            i + 1,
+            i + 1,
+            esc(&s.title),
+            esc(&s.kind)
+        );
+        out.push_str(&html_table(&s.columns, &s.rows));
+        for n in &s.notes {
+            let _ = write!(out, "<p class=note>{}</p>", esc(n));
+        }
+        for (caption, svg) in charts(s) {
+            let _ = write!(
+                out,
+                "<figure>{svg}<figcaption>{}</figcaption></figure>",
+                esc(&caption)
+            );
+        }
+    }
+    out.push_str("<h2>Functions as deployed</h2>");
+    for f in &r.functions {
+        let _ = write!(
+            out,
+            "<details><summary>{}</summary><pre>{}</pre></details>",
+            esc(&f.name),
+            esc(&f.manifest)
+        );
+    }
+    let _ = write!(
+        out,
+        "<p class=meta>Latency is client-side unless marked server (the platform's records). Percentiles from HdrHistogram (3 significant digits); ci95 is the 95% confidence half-width of the mean (Student's t). Raw data: results.json, invocations.csv.</p>{CHECK}</body></html>"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_tables_align() {
+        let t = text_table(
+            &["function".into(), "p50 ms".into()],
+            &[
+                vec!["iris".into(), "1.25".into()],
+                vec!["effnet".into(), "120.50".into()],
+            ],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "function  p50 ms");
+        assert_eq!(lines[2], "iris        1.25");
+        assert_eq!(lines[3], "effnet    120.50");
+    }
+
+    #[test]
+    fn csv_and_html_escape() {
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"x\""), "\"say \"\"x\"\"\"");
+        assert_eq!(esc("<a&b>"), "&lt;a&amp;b&gt;");
+        assert!(md_table(&["a|b".into()], &[]).contains("a\\|b"));
+    }
+}
