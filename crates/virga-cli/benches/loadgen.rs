@@ -2,7 +2,8 @@
 //! axum "hello" server, in one run (`cargo bench -p virga-cli --bench loadgen`).
 //!
 //! - closed loop, 64 users / 64 connections, 5 s, 3 interleaved rounds:
-//!   virga-lab req/s vs `wrk -t2 -c64` req/s (goal: >= 90%);
+//!   virga-lab req/s vs `wrk -t2 -c64` req/s (goal: >= 90%), both sending
+//!   the same request (an Invoke API POST with a 2-byte JSON body);
 //! - open loop at a fixed rate below saturation: virga-lab's p99 (counted
 //!   from intended start times) vs `wrk` paced by a Lua `delay()` to the same
 //!   rate (Debian's wrk has no `-R`; at a rate the server sustains, the
@@ -89,6 +90,13 @@ fn main() {
     };
     let url = format!("http://{addr}/2015-03-31/functions/hello/invocations");
     let have_wrk = Command::new("wrk").arg("--version").output().is_ok();
+    // wrk sends what the lab sends.
+    let post = std::env::temp_dir().join(format!("virga-post-{}.lua", std::process::id()));
+    std::fs::write(
+        &post,
+        "wrk.method = \"POST\"\nwrk.body = \"{}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )
+    .unwrap();
     println!("{}", host_line());
     println!("closed loop: {USERS} users, {SECONDS} s, {ROUNDS} interleaved rounds");
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -109,6 +117,8 @@ fn main() {
                 "-t2".into(),
                 format!("-c{USERS}"),
                 format!("-d{SECONDS}s"),
+                "-s".into(),
+                post.display().to_string(),
                 url.clone(),
             ])
             .as_deref()
@@ -126,6 +136,7 @@ fn main() {
     }
     let ours_m = median(ours);
     if theirs.is_empty() {
+        let _ = std::fs::remove_file(&post);
         println!("virga-lab median {ours_m:.0} req/s (wrk not found: apt-get install wrk)");
         return;
     }
@@ -160,7 +171,7 @@ fn main() {
     std::fs::write(
         &script,
         format!(
-            "wrk.method = \"POST\"\nwrk.body = \"{{}}\"\nfunction delay() return {} end\n",
+            "wrk.method = \"POST\"\nwrk.body = \"{{}}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nfunction delay() return {} end\n",
             (f64::from(conns) * 1000.0 / rate).round() as u64
         ),
     )
@@ -175,6 +186,7 @@ fn main() {
         url,
     ]);
     let _ = std::fs::remove_file(&script);
+    let _ = std::fs::remove_file(&post);
     let theirs_p99 = out.as_deref().and_then(wrk_p99);
     let achieved = out.as_deref().and_then(wrk_rps);
     println!(

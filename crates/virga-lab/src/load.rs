@@ -342,6 +342,10 @@ pub fn arrivals(rate: f64, duration: Duration, poisson: bool, seed: u64) -> Vec<
 /// Sends one request at each offset of `schedule` from `connections`
 /// connections; a request whose time has come waits for a free connection
 /// and that wait counts in its latency.
+///
+/// A pacer thread releases each arrival at its time with the OS's
+/// microsecond sleep (tokio's timer rounds to the millisecond, which would
+/// count up to a millisecond of the client's own lateness as latency).
 pub async fn open_loop(
     target: &Target,
     job: &Job,
@@ -352,40 +356,57 @@ pub async fn open_loop(
 ) -> Vec<Sample> {
     let on_done = Arc::new(on_done);
     let t0 = Instant::now() + Duration::from_millis(20);
-    let queue = Arc::new(std::sync::Mutex::new(
-        schedule.into_iter().rev().collect::<Vec<_>>(),
-    ));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let pacer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for offset in schedule {
+                let intended = t0 + offset;
+                loop {
+                    if stop.stopped() {
+                        return;
+                    }
+                    let now = Instant::now();
+                    if now >= intended {
+                        break;
+                    }
+                    std::thread::sleep((intended - now).min(Duration::from_millis(50)));
+                }
+                if tx.send(intended).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut tasks = Vec::new();
     for _ in 0..connections.max(1) {
-        let (target, job, stop, queue, on_done) = (
+        let (target, job, stop, rx, on_done) = (
             target.clone(),
             job.clone(),
             stop.clone(),
-            queue.clone(),
+            rx.clone(),
             on_done.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(&target);
             let mut out = Vec::new();
             loop {
-                let next = queue.lock().expect("queue lock").pop();
-                let Some(offset) = next else { break };
-                let intended = t0 + offset;
-                let now = Instant::now();
-                if intended > now && !stop.sleep(intended - now).await {
-                    break;
-                }
+                // A tokio mutex: the next free connection takes the next arrival.
+                let next = rx.lock().await.recv().await;
+                let Some(intended) = next else { break };
                 if stop.stopped() {
                     break;
                 }
-                let s = conn.invoke(&job, t0, Some(intended)).await;
-                out.push(s);
+                out.push(conn.invoke(&job, t0, Some(intended)).await);
                 on_done();
             }
             out
         }));
     }
-    gather(tasks).await
+    let all = gather(tasks).await;
+    let _ = pacer.join();
+    all
 }
 
 /// Users over time: the target user count moves linearly through `stages`
