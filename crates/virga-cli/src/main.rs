@@ -189,7 +189,7 @@ enum Command {
     Bench {
         /// The preset, e.g. experiments/quickstart.toml.
         preset: PathBuf,
-        /// Where results/<timestamp>-<preset>/ goes.
+        /// Where `<timestamp>-<preset>/` goes.
         #[arg(long, default_value = "results")]
         out: PathBuf,
         /// Shrink every scenario to a smoke run of a few seconds.

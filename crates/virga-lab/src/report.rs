@@ -247,6 +247,25 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                     &lines,
                 ),
             ));
+            if s.kind == "cold-start" {
+                // Request by request, in the order they ran.
+                let dots: Vec<Dot> = s
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.samples.iter())
+                    .filter(|m| m.sample.ok())
+                    .enumerate()
+                    .map(|(i, m)| Dot {
+                        x: i as f64 + 1.0,
+                        y: m.sample.client_ms,
+                        hot: m.server.as_ref().is_some_and(|s| s.cold),
+                    })
+                    .collect();
+                out.push((
+                    "Every request in order: cold starts in red".into(),
+                    plot::timeline("Cold and warm requests", "request", "latency (ms)", &dots),
+                ));
+            }
         }
         "throughput" => {
             let mut by_fn: Vec<Line> = Vec::new();
