@@ -272,22 +272,7 @@ async fn onnx_models_run_with_tract_through_both_apis() {
     .unwrap();
     let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let rows: Vec<Vec<f64>> = (0..5)
-        .map(|r| {
-            virga_engine::fixtures::weights(4, 7 + r)
-                .into_iter()
-                .map(|v| f64::from(v) * 3.0)
-                .collect()
-        })
-        .collect();
-    let expected: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let p = virga_engine::fixtures::reference(r, &params);
-            let best = (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b });
-            json!(["a", "b", "c"][best])
-        })
-        .collect();
+    let (rows, expected) = mlp_rows(&params);
     let (status, headers, body) = s
         .invoke("mlp", &json!({"instances": rows}).to_string())
         .await;
@@ -498,22 +483,7 @@ async fn onnx_models_run_with_ort_through_the_platform() {
     .unwrap();
     let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let rows: Vec<Vec<f64>> = (0..5)
-        .map(|r| {
-            virga_engine::fixtures::weights(4, 7 + r)
-                .into_iter()
-                .map(|v| f64::from(v) * 3.0)
-                .collect()
-        })
-        .collect();
-    let expected: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let p = virga_engine::fixtures::reference(r, &params);
-            let best = (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b });
-            json!(["a", "b", "c"][best])
-        })
-        .collect();
+    let (rows, expected) = mlp_rows(&params);
     let (status, headers, body) = s
         .invoke("mlp", &json!({"instances": rows}).to_string())
         .await;
@@ -544,4 +514,26 @@ async fn ort_functions_in_a_build_without_ort_say_how_to_get_it() {
     let (_, headers, body) = s.invoke("mlp", r#"{"instances": [[1, 2, 3, 4]]}"#).await;
     assert!(headers.get("x-amz-function-error").is_some(), "{body}");
     assert!(body.contains("--features ort"), "{body}");
+}
+
+/// Five seeded rows for the MLP fixture and the labels its plain-Rust
+/// reference gives them.
+fn mlp_rows(params: &virga_engine::fixtures::MlpParams) -> (Vec<Vec<f64>>, Vec<Value>) {
+    let rows: Vec<Vec<f64>> = (0..5)
+        .map(|r| {
+            virga_engine::fixtures::weights(4, 7 + r)
+                .into_iter()
+                .map(|v| f64::from(v) * 3.0)
+                .collect()
+        })
+        .collect();
+    let expected = rows
+        .iter()
+        .map(|r| {
+            let p = virga_engine::fixtures::reference(r, params);
+            let best = (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+            json!(["a", "b", "c"][best])
+        })
+        .collect();
+    (rows, expected)
 }

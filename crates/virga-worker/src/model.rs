@@ -144,11 +144,11 @@ impl ModelHandler {
         serde_json::to_vec(&out).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
     }
 
-    /// Classifies `{"image"}` or `{"images"}`; returns the predictions.
-    fn images(&self, v: &Value) -> Result<(Value, f64, f64), FunctionError> {
+    /// Reads `{"image": b64, "top_k": k}` or `{"images": [b64, ...]}`:
+    /// (decoded images, whether it was a single image, top_k).
+    fn image_request(&self, v: &Value) -> Result<(Vec<Vec<u8>>, bool, usize), FunctionError> {
         use base64::Engine as _;
         let bad = |m: String| FunctionError::new("InvalidInput", m);
-        let t = Instant::now();
         let (encoded, single): (Vec<&str>, bool) = match (v.get("image"), v.get("images")) {
             (Some(Value::String(s)), _) => (vec![s.as_str()], true),
             (_, Some(Value::Array(a))) => (
@@ -183,6 +183,13 @@ impl ModelHandler {
                     .map_err(|e| bad(format!("image {i} is not base64: {e}")))
             })
             .collect::<Result<_, _>>()?;
+        Ok((bytes, single, top_k))
+    }
+
+    /// Classifies `{"image"}` or `{"images"}`; returns the predictions.
+    fn images(&self, v: &Value) -> Result<(Value, f64, f64), FunctionError> {
+        let t = Instant::now();
+        let (bytes, single, top_k) = self.image_request(v)?;
         let preprocess_ms = ms(t);
         let t = Instant::now();
         let mut out = self
@@ -250,7 +257,6 @@ fn engine_error(e: virga_engine::EngineError) -> FunctionError {
 impl ModelHandler {
     /// Parses one batch member into a unit of work.
     fn unit(&self, v: &Value) -> Result<Unit, FunctionError> {
-        use base64::Engine as _;
         let bad = |m: String| FunctionError::new("InvalidInput", m);
         match self.model.info().task {
             virga_engine::Task::TextEmbedding => {
@@ -272,40 +278,7 @@ impl ModelHandler {
                 Ok(Unit::Texts(texts))
             }
             virga_engine::Task::ImageClassification => {
-                let (encoded, single): (Vec<&str>, bool) = match (v.get("image"), v.get("images")) {
-                    (Some(Value::String(s)), _) => (vec![s.as_str()], true),
-                    (_, Some(Value::Array(a))) => (
-                        a.iter()
-                            .map(|x| {
-                                x.as_str()
-                                    .ok_or_else(|| bad("images must be base64 strings".into()))
-                            })
-                            .collect::<Result<_, _>>()?,
-                        false,
-                    ),
-                    _ => {
-                        return Err(bad(
-                            "send {\"image\": \"<base64 JPEG or PNG>\", \"top_k\": 5}".into(),
-                        ))
-                    }
-                };
-                if encoded.is_empty() || encoded.len() > self.max_batch {
-                    return Err(bad(format!("send 1 to {} images", self.max_batch)));
-                }
-                let top_k = v
-                    .get("top_k")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(5)
-                    .clamp(1, 1000) as usize;
-                let bytes = encoded
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        base64::engine::general_purpose::STANDARD
-                            .decode(s.trim())
-                            .map_err(|e| bad(format!("image {i} is not base64: {e}")))
-                    })
-                    .collect::<Result<_, _>>()?;
+                let (bytes, single, top_k) = self.image_request(v)?;
                 Ok(Unit::Images {
                     bytes,
                     single,
