@@ -61,6 +61,7 @@ fn frame(
     y_desc: &str,
     (x0, x1): (f64, f64),
     (y0, y1): (f64, f64),
+    log_x: bool,
     draw: impl FnOnce(&mut Chart<'_>),
 ) -> String {
     let mut svg = String::new();
@@ -76,10 +77,28 @@ fn frame(
         let Ok(mut chart) = chart else {
             return String::new();
         };
+        // A log axis is drawn as log10 values with their powers as labels.
+        let power = |v: &f64| {
+            let x = 10f64.powf(*v);
+            if x >= 100.0 {
+                format!("{x:.0}")
+            } else if x >= 1.0 {
+                format!("{x:.1}")
+            } else {
+                format!("{x:.3}")
+            }
+        };
+        let plain = |v: &f64| format!("{v}");
+        let x_desc = if log_x {
+            format!("{x_desc} (log scale)")
+        } else {
+            x_desc.to_string()
+        };
         let _ = chart
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_label_formatter(if log_x { &power } else { &plain })
             .light_line_style(RGBColor(235, 235, 235))
             .draw();
         draw(&mut chart);
@@ -88,8 +107,26 @@ fn frame(
     svg
 }
 
-/// Lines over a numeric x axis.
+/// Lines over a numeric x axis; logarithmic when the x values are positive
+/// and span more than 20x (latency CDFs mixing fast and slow functions,
+/// memory sizes from 128 MB to 10 GB).
 pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Line]) -> String {
+    let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (lo, hi) = xs().fold((f64::INFINITY, 0f64), |(l, h), x| (l.min(x), h.max(x)));
+    let log_x = lo > 0.0 && hi / lo > 20.0;
+    let logged: Vec<Line>;
+    let series = if log_x {
+        logged = series
+            .iter()
+            .map(|s| Line {
+                name: s.name.clone(),
+                points: s.points.iter().map(|&(x, y)| (x.log10(), y)).collect(),
+            })
+            .collect();
+        &logged[..]
+    } else {
+        series
+    };
     let (x0, x1) = range(
         series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
         false,
@@ -98,7 +135,7 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Line]) -> String
         series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
         true,
     );
-    frame(title, x_desc, y_desc, (x0, x1), (y0, y1), |chart| {
+    frame(title, x_desc, y_desc, (x0, x1), (y0, y1), log_x, |chart| {
         for (i, s) in series.iter().enumerate() {
             let c = colour(i);
             let drawn =
@@ -131,7 +168,7 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Line]) -> String
 pub fn timeline(title: &str, x_desc: &str, y_desc: &str, dots: &[Dot]) -> String {
     let (x0, x1) = range(dots.iter().map(|d| d.x), true);
     let (y0, y1) = range(dots.iter().map(|d| d.y), true);
-    frame(title, x_desc, y_desc, (x0, x1), (y0, y1), |chart| {
+    frame(title, x_desc, y_desc, (x0, x1), (y0, y1), false, |chart| {
         let warm = colour(0);
         let cold = RGBColor(213, 40, 40);
         if let Ok(d) = chart.draw_series(
@@ -201,6 +238,21 @@ mod tests {
             ],
         );
         assert!(t.contains("cold start") && t.contains("<circle"));
+    }
+
+    #[test]
+    fn wide_x_ranges_get_a_log_axis() {
+        let wide = Line {
+            name: "cdf".into(),
+            points: vec![(0.3, 0.1), (2.0, 0.5), (300.0, 1.0)],
+        };
+        let svg = lines("w", "latency (ms)", "fraction", &[wide]);
+        assert!(svg.contains("(log scale)"), "no log axis");
+        let narrow = Line {
+            name: "t".into(),
+            points: vec![(1.0, 10.0), (16.0, 20.0)],
+        };
+        assert!(!lines("n", "users", "req/s", &[narrow]).contains("log scale"));
     }
 
     #[test]
