@@ -548,6 +548,24 @@ impl Lab<'_> {
         }
     }
 
+    /// "f: USD per 1000 requests: profile $x, ..." for tables without cost columns.
+    fn cost_note(&self, g: &Group) -> Option<String> {
+        if g.stats.cost_per_1000.is_empty() {
+            return None;
+        }
+        let costs: Vec<String> = g
+            .stats
+            .cost_per_1000
+            .iter()
+            .map(|(p, c)| format!("{p} ${c:.6}"))
+            .collect();
+        Some(format!(
+            "{}: USD per 1000 requests (from its records): {}",
+            g.function,
+            costs.join(", ")
+        ))
+    }
+
     fn cost_columns(&self) -> Vec<String> {
         self.profiles
             .iter()
@@ -1058,6 +1076,9 @@ impl Lab<'_> {
                 ]);
             }
             r.series.extend(series);
+            if let Some(note) = self.cost_note(&g) {
+                r.notes.push(note);
+            }
             r.groups.push(g);
         }
         let shape: Vec<String> = stages
@@ -1211,6 +1232,9 @@ impl Lab<'_> {
                 ]);
             }
             r.series.extend(series);
+            if let Some(note) = self.cost_note(&g) {
+                r.notes.push(note);
+            }
             r.groups.push(g);
         }
         r.notes.push(format!(
