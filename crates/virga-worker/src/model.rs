@@ -294,6 +294,57 @@ impl ModelHandler {
         }
     }
 
+    /// One engine call (chunked by `max_batch`) over mergeable members;
+    /// the outputs of all members, in order.
+    fn infer(&self, members: &[&Unit], chunk: usize) -> Result<Vec<Value>, FunctionError> {
+        match members[0] {
+            Unit::Rows(_) => {
+                let rows: Vec<Vec<f64>> = members
+                    .iter()
+                    .flat_map(|u| match u {
+                        Unit::Rows(r) => r.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                rows.chunks(chunk)
+                    .map(|c| {
+                        self.model
+                            .predict(c)
+                            .map_err(|e| FunctionError::new("InferenceError", e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|v| v.into_iter().flatten().collect())
+            }
+            Unit::Images { top_k, .. } => {
+                let top_k = *top_k;
+                let all: Vec<Vec<u8>> = members
+                    .iter()
+                    .flat_map(|u| match u {
+                        Unit::Images { bytes, .. } => bytes.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                all.chunks(chunk)
+                    .map(|c| self.model.classify_images(c, top_k).map_err(engine_error))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|v| v.into_iter().flatten().collect())
+            }
+            Unit::Texts(_) => {
+                let all: Vec<String> = members
+                    .iter()
+                    .flat_map(|u| match u {
+                        Unit::Texts(t) => t.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                all.chunks(chunk)
+                    .map(|c| self.model.embed(c).map_err(engine_error))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|v| v.into_iter().flatten().map(|e| json!(e)).collect())
+            }
+        }
+    }
+
     /// Answers `{"batch": [...]}`: merges compatible members into engine
     /// calls of at most `max_batch` inputs and splits the results back.
     fn handle_batch(&mut self, items: &[Value], ctx: &Context) -> Result<Vec<u8>, FunctionError> {
@@ -339,64 +390,24 @@ impl ModelHandler {
                     Unit::Texts(t) => t.len(),
                 })
                 .collect();
-            let outputs: Result<Vec<Value>, FunctionError> = match &group[0].1 {
-                Unit::Rows(_) => {
-                    let rows: Vec<Vec<f64>> = group
-                        .iter()
-                        .flat_map(|(_, u)| match u {
-                            Unit::Rows(r) => r.clone(),
-                            _ => Vec::new(),
-                        })
-                        .collect();
-                    rows.chunks(chunk)
-                        .map(|c| {
-                            self.model
-                                .predict(c)
-                                .map_err(|e| FunctionError::new("InferenceError", e.to_string()))
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                        .map(|v| v.into_iter().flatten().collect())
+            let members: Vec<&Unit> = group.iter().map(|(_, u)| u).collect();
+            let outputs = self.infer(&members, chunk);
+            // One bad member (a corrupt image) must not fail the others:
+            // on a failed merged call, each member runs alone.
+            if outputs.is_err() && group.len() > 1 {
+                for ((i, u), k) in group.into_iter().zip(sizes) {
+                    results[i] = Some(
+                        self.infer(&[&u], chunk)
+                            .map(|outs| respond(&u, outs.into_iter().take(k).collect())),
+                    );
                 }
-                Unit::Images { top_k, .. } => {
-                    let top_k = *top_k;
-                    let all: Vec<Vec<u8>> = group
-                        .iter()
-                        .flat_map(|(_, u)| match u {
-                            Unit::Images { bytes, .. } => bytes.clone(),
-                            _ => Vec::new(),
-                        })
-                        .collect();
-                    all.chunks(chunk)
-                        .map(|c| self.model.classify_images(c, top_k).map_err(engine_error))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map(|v| v.into_iter().flatten().collect())
-                }
-                Unit::Texts(_) => {
-                    let all: Vec<String> = group
-                        .iter()
-                        .flat_map(|(_, u)| match u {
-                            Unit::Texts(t) => t.clone(),
-                            _ => Vec::new(),
-                        })
-                        .collect();
-                    all.chunks(chunk)
-                        .map(|c| self.model.embed(c).map_err(engine_error))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map(|v| v.into_iter().flatten().map(|e| json!(e)).collect())
-                }
-            };
+                continue;
+            }
             match outputs {
                 Ok(mut outs) => {
                     for ((i, u), k) in group.into_iter().zip(sizes) {
                         let mine: Vec<Value> = outs.drain(..k.min(outs.len())).collect();
-                        let body = match u {
-                            Unit::Texts(_) => json!({ "embeddings": mine }),
-                            Unit::Images { single: true, .. } => {
-                                json!({ "predictions": mine.into_iter().next().unwrap_or(Value::Null) })
-                            }
-                            _ => json!({ "predictions": mine }),
-                        };
-                        results[i] = Some(Ok(body));
+                        results[i] = Some(Ok(respond(&u, mine)));
                     }
                 }
                 Err(e) => {
@@ -440,6 +451,17 @@ impl ModelHandler {
             out["errors"] = Value::from(errors);
         }
         serde_json::to_vec(&out).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
+    }
+}
+
+/// A member's response body from its share of the outputs.
+fn respond(u: &Unit, mine: Vec<Value>) -> Value {
+    match u {
+        Unit::Texts(_) => json!({ "embeddings": mine }),
+        Unit::Images { single: true, .. } => {
+            json!({ "predictions": mine.into_iter().next().unwrap_or(Value::Null) })
+        }
+        _ => json!({ "predictions": mine }),
     }
 }
 
@@ -495,5 +517,105 @@ impl Handler for ModelHandler {
         }
         out["postprocess_ms"] = json!(ms(t));
         serde_json::to_vec(&out).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler(dir: &std::path::Path, file: &str, task: &str) -> ModelHandler {
+        ModelHandler::load(&ModelConfig {
+            engine: "tract".into(),
+            task: task.into(),
+            path: dir.join(file).display().to_string(),
+            max_batch: 8,
+            threads: 1,
+        })
+        .unwrap()
+    }
+
+    fn ctx(batch: Option<usize>) -> Context {
+        Context {
+            request_id: "r".into(),
+            deadline_ms: u64::MAX,
+            invoked_function_arn: "arn".into(),
+            trace_id: String::new(),
+            batch_size: batch,
+        }
+    }
+
+    fn call(h: &mut ModelHandler, event: &Value, batch: Option<usize>) -> Value {
+        let out = h.handle(event.to_string().as_bytes(), &ctx(batch)).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    fn png(rgb: [u8; 3]) -> String {
+        use base64::Engine as _;
+        let img = image::RgbImage::from_pixel(8, 8, image::Rgb(rgb));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(out.into_inner())
+    }
+
+    #[test]
+    fn a_batch_of_images_answers_each_member_and_a_corrupt_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        virga_engine::fixtures::colour_classifier(&dir.path().join("c.onnx"), 8);
+        let mut h = handler(dir.path(), "c.onnx", "image-classification");
+        let batch = json!({"batch": [
+            {"image": png([250, 10, 10]), "top_k": 1},
+            {"image": png([10, 10, 250]), "top_k": 1},
+            {"image": "bm90IGFuIGltYWdl", "top_k": 1},
+            {"image": png([10, 250, 10]), "top_k": 2},
+        ]});
+        let v = call(&mut h, &batch, Some(4));
+        let label = |i: usize| v["batch"][i]["predictions"][0]["label"].clone();
+        assert_eq!(label(0), "red", "{v}");
+        assert_eq!(label(1), "blue");
+        assert_eq!(label(3), "green");
+        assert_eq!(v["batch"][3]["predictions"].as_array().unwrap().len(), 2);
+        assert!(v["batch"][2].is_null());
+        assert_eq!(v["errors"][2]["errorType"], "InvalidInput", "{v}");
+        assert!(v["errors"][0].is_null() && v["errors"][1].is_null());
+        assert_eq!(v["batch"][0]["batch_size"], 4);
+    }
+
+    #[test]
+    fn batched_rows_and_texts_equal_the_unbatched_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        virga_engine::fixtures::mlp(&dir.path().join("m.onnx"));
+        let mut h = handler(dir.path(), "m.onnx", "tabular-classification");
+        let a = json!({"instances": [[0.1, 0.2, 0.3, 0.4]]});
+        let b = json!({"instances": [[3.0, -1.0, 0.5, 2.0], [-2.0, 1.0, 1.0, 0.0]]});
+        let v = call(
+            &mut h,
+            &json!({"batch": [a, b, {"instances": [[1.0]]}]}),
+            Some(3),
+        );
+        assert_eq!(
+            v["batch"][0]["predictions"],
+            call(&mut h, &a, None)["predictions"]
+        );
+        assert_eq!(
+            v["batch"][1]["predictions"],
+            call(&mut h, &b, None)["predictions"]
+        );
+        assert_eq!(v["errors"][2]["errorType"], "InvalidInput", "{v}");
+
+        virga_engine::fixtures::text_encoder(&dir.path().join("t.onnx"));
+        let mut h = handler(dir.path(), "t.onnx", "text-embedding");
+        let a = json!({"inputs": ["cat"]});
+        let b = json!({"inputs": ["car", "truck dog"]});
+        let v = call(&mut h, &json!({"batch": [a, b]}), Some(2));
+        assert_eq!(
+            v["batch"][0]["embeddings"],
+            call(&mut h, &a, None)["embeddings"]
+        );
+        assert_eq!(
+            v["batch"][1]["embeddings"],
+            call(&mut h, &b, None)["embeddings"]
+        );
+        assert!(v.get("errors").is_none());
     }
 }
