@@ -103,12 +103,9 @@ impl ModelHandler {
         })
     }
 
-    /// Embeds `{"inputs": [...]}`.
-    fn texts(&mut self, event: &[u8]) -> Result<Vec<u8>, FunctionError> {
+    /// Reads `{"inputs": ["text", ...]}`.
+    fn text_request(&self, v: &Value) -> Result<Vec<String>, FunctionError> {
         let bad = |m: String| FunctionError::new("InvalidInput", m);
-        let t = Instant::now();
-        let v: Value = serde_json::from_slice(event)
-            .map_err(|e| bad(format!("the request is not JSON: {e}")))?;
         let texts: Vec<String> = v
             .get("inputs")
             .and_then(Value::as_array)
@@ -124,12 +121,15 @@ impl ModelHandler {
         if texts.is_empty() || texts.len() > self.max_batch {
             return Err(bad(format!("send 1 to {} texts", self.max_batch)));
         }
+        Ok(texts)
+    }
+
+    /// Embeds `{"inputs": [...]}`; `t` is when the request's decoding began.
+    fn texts(&mut self, v: &Value, t: Instant) -> Result<Vec<u8>, FunctionError> {
+        let texts = self.text_request(v)?;
         let preprocess_ms = ms(t);
         let t = Instant::now();
-        let embeddings = self.model.embed(&texts).map_err(|e| match e {
-            virga_engine::EngineError::Input(m) => FunctionError::new("InvalidInput", m),
-            other => FunctionError::new("InferenceError", other.to_string()),
-        })?;
+        let embeddings = self.model.embed(&texts).map_err(engine_error)?;
         let inference_ms = ms(t);
         let mut out = json!({
             "embeddings": embeddings,
@@ -187,18 +187,14 @@ impl ModelHandler {
     }
 
     /// Classifies `{"image"}` or `{"images"}`; returns the predictions.
-    fn images(&self, v: &Value) -> Result<(Value, f64, f64), FunctionError> {
-        let t = Instant::now();
+    fn images(&self, v: &Value, t: Instant) -> Result<(Value, f64, f64), FunctionError> {
         let (bytes, single, top_k) = self.image_request(v)?;
         let preprocess_ms = ms(t);
         let t = Instant::now();
         let mut out = self
             .model
             .classify_images(&bytes, top_k)
-            .map_err(|e| match e {
-                virga_engine::EngineError::Input(m) => FunctionError::new("InvalidInput", m),
-                other => FunctionError::new("InferenceError", other.to_string()),
-            })?;
+            .map_err(engine_error)?;
         let predictions = if single {
             out.swap_remove(0)
         } else {
@@ -207,10 +203,8 @@ impl ModelHandler {
         Ok((predictions, preprocess_ms, ms(t)))
     }
 
-    fn rows(&self, event: &[u8]) -> Result<Vec<Vec<f64>>, FunctionError> {
+    fn rows(&self, v: &Value) -> Result<Vec<Vec<f64>>, FunctionError> {
         let bad = |m: String| FunctionError::new("InvalidInput", m);
-        let v: Value = serde_json::from_slice(event)
-            .map_err(|e| bad(format!("the request is not JSON: {e}")))?;
         let instances = v
             .get("instances")
             .and_then(Value::as_array)
@@ -259,24 +253,7 @@ impl ModelHandler {
     fn unit(&self, v: &Value) -> Result<Unit, FunctionError> {
         let bad = |m: String| FunctionError::new("InvalidInput", m);
         match self.model.info().task {
-            virga_engine::Task::TextEmbedding => {
-                let texts: Vec<String> = v
-                    .get("inputs")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| bad("send {\"inputs\": [\"a text\", ...]}".into()))?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| {
-                        x.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| bad(format!("input {i} is not a string")))
-                    })
-                    .collect::<Result<_, _>>()?;
-                if texts.is_empty() || texts.len() > self.max_batch {
-                    return Err(bad(format!("send 1 to {} texts", self.max_batch)));
-                }
-                Ok(Unit::Texts(texts))
-            }
+            virga_engine::Task::TextEmbedding => Ok(Unit::Texts(self.text_request(v)?)),
             virga_engine::Task::ImageClassification => {
                 let (bytes, single, top_k) = self.image_request(v)?;
                 Ok(Unit::Images {
@@ -286,7 +263,7 @@ impl ModelHandler {
                 })
             }
             _ => {
-                let rows = self.rows(v.to_string().as_bytes())?;
+                let rows = self.rows(v)?;
                 check_rows(&rows, self.model.info().n_features, self.max_batch)
                     .map_err(|e| bad(e.to_string()))?;
                 Ok(Unit::Rows(rows))
@@ -345,20 +322,22 @@ impl ModelHandler {
         }
     }
 
+    /// `{"metadata": true}`: the model's description.
+    fn metadata(&self) -> Result<Vec<u8>, FunctionError> {
+        serde_json::to_vec(&json!({ "model": self.model.info() }))
+            .map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
+    }
+
     /// Answers `{"batch": [...]}`: merges compatible members into engine
     /// calls of at most `max_batch` inputs and splits the results back.
-    fn handle_batch(&mut self, items: &[Value], ctx: &Context) -> Result<Vec<u8>, FunctionError> {
+    fn handle_batch(&mut self, items: &[Value]) -> Result<Vec<u8>, FunctionError> {
         let n = items.len();
         let t = Instant::now();
         let mut results: Vec<Option<Result<Value, FunctionError>>> = (0..n).map(|_| None).collect();
         let mut units: Vec<(usize, Unit)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             if item.get("metadata") == Some(&Value::Bool(true)) {
-                let alone = self.handle(item.to_string().as_bytes(), ctx).and_then(|b| {
-                    serde_json::from_slice(&b)
-                        .map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
-                });
-                results[i] = Some(alone);
+                results[i] = Some(Ok(json!({ "model": self.model.info() })));
                 continue;
             }
             match self.unit(item) {
@@ -467,33 +446,27 @@ fn respond(u: &Unit, mine: Vec<Value>) -> Value {
 
 impl Handler for ModelHandler {
     fn handle(&mut self, event: &[u8], ctx: &Context) -> Result<Vec<u8>, FunctionError> {
+        // Parsed once: image payloads run to megabytes.
+        let t = Instant::now();
+        let v: Value = serde_json::from_slice(event).map_err(|e| {
+            FunctionError::new("InvalidInput", format!("the request is not JSON: {e}"))
+        })?;
         if ctx.batch_size.is_some() {
-            if let Ok(v) = serde_json::from_slice::<Value>(event) {
-                if let Some(items) = v.get("batch").and_then(Value::as_array) {
-                    return self.handle_batch(items, ctx);
-                }
+            if let Some(items) = v.get("batch").and_then(Value::as_array) {
+                return self.handle_batch(items);
             }
         }
-        if serde_json::from_slice::<Value>(event)
-            .ok()
-            .and_then(|v| v.get("metadata").cloned())
-            == Some(Value::Bool(true))
-        {
-            return serde_json::to_vec(&json!({ "model": self.model.info() }))
-                .map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()));
+        if v.get("metadata") == Some(&Value::Bool(true)) {
+            return self.metadata();
         }
         if self.model.info().task == virga_engine::Task::TextEmbedding {
-            return self.texts(event);
+            return self.texts(&v, t);
         }
         let (predictions, preprocess_ms, inference_ms) =
             if self.model.info().task == virga_engine::Task::ImageClassification {
-                let v: Value = serde_json::from_slice(event).map_err(|e| {
-                    FunctionError::new("InvalidInput", format!("the request is not JSON: {e}"))
-                })?;
-                self.images(&v)?
+                self.images(&v, t)?
             } else {
-                let t = Instant::now();
-                let rows = self.rows(event)?;
+                let rows = self.rows(&v)?;
                 check_rows(&rows, self.model.info().n_features, self.max_batch)
                     .map_err(|e| FunctionError::new("InvalidInput", e.to_string()))?;
                 let preprocess_ms = ms(t);
