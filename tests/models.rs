@@ -32,9 +32,14 @@ fn model_function(s: &Server, name: &str, algorithm: &str, dataset: &str, task: 
 
 /// Trains, writes the manifest beside the model and deploys it with the CLI.
 fn deploy_model(s: &Server, name: &str, algorithm: &str, dataset: &str, task: &str) {
-    let m = model_function(s, name, algorithm, dataset, task);
+    deploy_text(s, name, &model_function(s, name, algorithm, dataset, task));
+}
+
+/// Writes `<name>.toml` in the server's directory (relative model paths
+/// resolve there) and deploys it with the CLI.
+fn deploy_text(s: &Server, name: &str, manifest: &str) {
     let path = s.dir.path().join(format!("{name}.toml"));
-    std::fs::write(&path, m).unwrap();
+    std::fs::write(&path, manifest).unwrap();
     let (code, _, err) = s.cli(&["deploy", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
 }
@@ -264,14 +269,7 @@ async fn onnx_models_run_with_tract_through_both_apis() {
         r#"{"task": "tabular-classification", "classes": ["a", "b", "c"]}"#,
     )
     .unwrap();
-    let manifest = s.dir.path().join("mlp.toml");
-    std::fs::write(
-        &manifest,
-        "name = \"mlp\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"tabular-classification\"\nengine = \"tract\"\npath = \"mlp.onnx\"\n",
-    )
-    .unwrap();
-    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    deploy_text(&s, "mlp", "name = \"mlp\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"tabular-classification\"\nengine = \"tract\"\npath = \"mlp.onnx\"\n");
     let (rows, expected) = mlp_rows(&params);
     let (status, headers, body) = s
         .invoke("mlp", &json!({"instances": rows}).to_string())
@@ -317,14 +315,7 @@ async fn image_classification_decodes_preprocesses_and_ranks() {
     let s = Server::start(&[]).await;
     let model = s.dir.path().join("colours.onnx");
     virga_engine::fixtures::colour_classifier(&model, 8);
-    let manifest = s.dir.path().join("colours.toml");
-    std::fs::write(
-        &manifest,
-        "name = \"colours\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"image-classification\"\nengine = \"tract\"\npath = \"colours.onnx\"\nmax_batch = 4\n",
-    )
-    .unwrap();
-    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    deploy_text(&s, "colours", "name = \"colours\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"image-classification\"\nengine = \"tract\"\npath = \"colours.onnx\"\nmax_batch = 4\n");
     let b64 = |rgb| {
         base64::engine::general_purpose::STANDARD
             .encode(virga_engine::image::solid_png(40, 30, rgb))
@@ -396,14 +387,7 @@ async fn text_embeddings_are_unit_vectors_that_keep_meaning() {
     let s = Server::start(&[]).await;
     let model = s.dir.path().join("words.onnx");
     virga_engine::fixtures::text_encoder(&model);
-    let manifest = s.dir.path().join("words.toml");
-    std::fs::write(
-        &manifest,
-        "name = \"words\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"text-embedding\"\nengine = \"tract\"\npath = \"words.onnx\"\nmax_batch = 4\n",
-    )
-    .unwrap();
-    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    deploy_text(&s, "words", "name = \"words\"\nruntime = \"model\"\nmemory_mb = 1769\n[model]\ntask = \"text-embedding\"\nengine = \"tract\"\npath = \"words.onnx\"\nmax_batch = 4\n");
     let (status, headers, body) = s
         .invoke(
             "words",
@@ -472,17 +456,10 @@ async fn onnx_models_run_with_ort_through_the_platform() {
         r#"{"task": "tabular-classification", "classes": ["a", "b", "c"]}"#,
     )
     .unwrap();
-    let manifest = s.dir.path().join("mlp.toml");
-    std::fs::write(
-        &manifest,
-        format!(
+    deploy_text(&s, "mlp", &format!(
             "name = \"mlp\"\nruntime = \"model\"\nmemory_mb = 1769\nenv = {{ ORT_DYLIB_PATH = \"{}\" }}\n[model]\ntask = \"tabular-classification\"\nengine = \"ort\"\npath = \"mlp.onnx\"\nthreads = 2\n",
             lib.display()
-        ),
-    )
-    .unwrap();
-    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+        ));
     let (rows, expected) = mlp_rows(&params);
     let (status, headers, body) = s
         .invoke("mlp", &json!({"instances": rows}).to_string())
@@ -503,14 +480,7 @@ async fn ort_functions_in_a_build_without_ort_say_how_to_get_it() {
     let s = Server::start(&[]).await;
     let model = s.dir.path().join("mlp.onnx");
     virga_engine::fixtures::mlp(&model);
-    let manifest = s.dir.path().join("mlp.toml");
-    std::fs::write(
-        &manifest,
-        "name = \"mlp\"\nruntime = \"model\"\n[model]\ntask = \"tabular-classification\"\nengine = \"ort\"\npath = \"mlp.onnx\"\n",
-    )
-    .unwrap();
-    let (code, _, err) = s.cli(&["deploy", manifest.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    deploy_text(&s, "mlp", "name = \"mlp\"\nruntime = \"model\"\n[model]\ntask = \"tabular-classification\"\nengine = \"ort\"\npath = \"mlp.onnx\"\n");
     let (_, headers, body) = s.invoke("mlp", r#"{"instances": [[1, 2, 3, 4]]}"#).await;
     assert!(headers.get("x-amz-function-error").is_some(), "{body}");
     assert!(body.contains("--features ort"), "{body}");
