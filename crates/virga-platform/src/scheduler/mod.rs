@@ -840,7 +840,13 @@ impl Scheduler {
     ) -> Result<Invocation, InvokeError> {
         let received_at = now_rfc3339();
         let t0 = Instant::now();
-        let batcher = lock(&f.batcher).clone();
+        // The manifest says whether there is a batcher: functions without
+        // `[batching]` never touch its lock.
+        let batcher = if f.manifest.batching.is_some() {
+            lock(&f.batcher).clone()
+        } else {
+            None
+        };
         if let Some(batcher) = batcher {
             return self
                 .invoke_batched(&f, batcher, req, request_id, received_at, t0)
