@@ -225,27 +225,10 @@ async fn a_command_runtime_gets_batches_only_when_it_opts_in() {
     assert!(err.contains("no-opt-in.toml:"), "{err}");
 }
 
-/// Trains a logistic regression on iris and returns its path.
-fn iris_model(s: &Server) -> String {
-    let path = s.dir.path().join("iris-logistic.model");
-    let (code, out, err) = s.cli(&[
-        "models",
-        "train",
-        "--algorithm",
-        "logistic",
-        "--dataset",
-        "iris",
-        "--out",
-        path.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    path.display().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_model_runtime_merges_batched_requests_and_answers_each_caller() {
     let s = Server::start(&[]).await;
-    let model = iris_model(&s);
+    let model = common::iris_model(&s);
     let table = format!(
         "runtime = \"model\"\nmemory_mb = 512\ntimeout_ms = 10000\n[model]\ntask = \"tabular-classification\"\nengine = \"classical\"\npath = \"{model}\"\nmax_batch = 100\n"
     );

@@ -83,6 +83,34 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// A synchronous invocation whose caller hangs up after `after`: true
+    /// when it did hang up (no answer came before).
+    pub async fn invoke_and_hang_up(&self, function: &str, payload: &str, after: Duration) -> bool {
+        self.hang_up(
+            &format!("/2015-03-31/functions/{function}/invocations"),
+            payload,
+            after,
+        )
+        .await
+    }
+
+    /// A POST to `path` whose caller hangs up after `after`: true when it
+    /// did hang up.
+    pub async fn hang_up(&self, path: &str, body: &str, after: Duration) -> bool {
+        let client = reqwest::Client::builder().timeout(after).build().unwrap();
+        match client
+            .post(format!("http://{}{path}", self.addr))
+            .body(body.to_string())
+            .send()
+            .await
+        {
+            Ok(resp) => resp.bytes().await.is_err(),
+            Err(e) => e.is_timeout(),
+        }
+    }
+}
+
 impl Server {
     /// Writes each manifest to `fns/<name>.toml` and serves that directory.
     pub async fn start(functions: &[(&str, String)]) -> Server {
@@ -130,6 +158,85 @@ impl Server {
             .to_string();
         self.addr = addr;
         self.child = Some(child);
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Deploys (or redeploys) a manifest through the API.
+    pub async fn deploy(&self, name: &str, manifest: &str) {
+        let resp = self
+            .http
+            .put(self.url(&format!("/v1/functions/{name}?base_dir=/tmp")))
+            .body(manifest.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+
+    /// Deletes a function through the API.
+    pub async fn delete(&self, name: &str) {
+        let resp = self
+            .http
+            .delete(self.url(&format!("/v1/functions/{name}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+
+    /// The states of a function's instances (`starting`, `idle`, `busy`).
+    pub async fn instance_states(&self, name: &str) -> Vec<String> {
+        self.get(&format!("/v1/functions/{name}/instances")).await["instances"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| i["state"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits (at most `limit`) until `ok` holds for the records of
+    /// `function`; returns them.
+    pub async fn records_until(
+        &self,
+        function: &str,
+        limit: Duration,
+        ok: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let r = self.records(Some(function)).await;
+            if ok(&r) || std::time::Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (at most `limit`) until no instance of `function` is busy or
+    /// starting and nothing is queued; panics otherwise.
+    pub async fn settled(&self, function: &str, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let states = self.instance_states(function).await;
+            let queued = self.get(&format!("/v1/functions/{function}")).await["queued"]
+                .as_u64()
+                .unwrap_or(0);
+            if queued == 0 && states.iter().all(|s| s == "idle") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{function} did not settle: instances {states:?}, {queued} queued; log: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn log(&self) -> String {
@@ -245,4 +352,56 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Trains a logistic regression on iris into the server's dir and returns its path.
+pub fn iris_model(s: &Server) -> String {
+    let path = s.dir.path().join("iris-logistic.model");
+    let (code, out, err) = s.cli(&[
+        "models",
+        "train",
+        "--algorithm",
+        "logistic",
+        "--dataset",
+        "iris",
+        "--out",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    path.display().to_string()
+}
+
+/// What the server `pid` has left running: its child processes and the
+/// cgroup directories of its instances (named `<instance>-<pid>`).
+pub fn leftovers(pid: u32) -> (usize, Vec<String>) {
+    let children = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // After "(comm)": state, then the parent's pid.
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                == Some(&pid.to_string())
+        })
+        .count();
+    let cgroups = [
+        "/sys/fs/cgroup/memory/virga",
+        "/sys/fs/cgroup/cpu/virga",
+        "/sys/fs/cgroup/virga",
+    ]
+    .iter()
+    .filter_map(|root| std::fs::read_dir(root).ok())
+    .flat_map(|d| d.flatten())
+    .map(|e| e.file_name().to_string_lossy().into_owned())
+    .filter(|n| n.ends_with(&format!("-{pid}")))
+    .collect();
+    (children, cgroups)
+}
+
+/// Open descriptors of process `pid`.
+pub fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }

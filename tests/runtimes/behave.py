@@ -3,7 +3,7 @@
 
 The event's "action" says what to do: echo (default), sleep, crash, alloc,
 error, print, garbage. The manifest's env MODE=init-error or MODE=exit makes
-initialisation fail.
+initialisation fail; INIT_SLEEP=seconds makes it slow.
 """
 import json
 import os
@@ -34,6 +34,8 @@ if mode == "init-error":
     sys.exit(1)
 if mode == "exit":
     sys.exit(3)
+# A slow initialisation (seconds), before the first invocation/next.
+time.sleep(float(os.environ.get("INIT_SLEEP", "0")))
 
 hog = []
 while True:

@@ -9,6 +9,8 @@ as a runtime of a Lambda Managed Instance does. Events:
   {"batch": [{"id", "batch_size", "pid"}, ...]}; an item {"fail": true}
   fails alone (listed in "errors"), as does such an event sent alone.
 - anything else: {"id", "pid", "batch_size": 1}.
+An event (or any item of a batch) with "sleep": seconds is answered that
+much later.
 """
 import json
 import os
@@ -30,6 +32,9 @@ def post(path, body):
 
 def handle(event, batch_size):
     global in_flight
+    if isinstance(event, dict):
+        items = event.get("batch") if batch_size and isinstance(event.get("batch"), list) else [event]
+        time.sleep(max((float(i.get("sleep", 0)) for i in items if isinstance(i, dict)), default=0))
     if batch_size and isinstance(event, dict) and isinstance(event.get("batch"), list):
         items = event["batch"]
         out, errors = [], []

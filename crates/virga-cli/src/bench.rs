@@ -44,6 +44,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 data.path().to_path_buf(),
             );
             config.program_dirs = crate::program_dirs();
+            // The lab stands in for a cloud's capacity: each configuration
+            // gets the instances its limits ask for, whatever their sum.
+            config.max_memory_mb = Some(u64::MAX);
             let platform = virga_platform::Platform::start(config).await?;
             let endpoint = format!("http://{}", platform.addr());
             let limits = platform.limits_enforced();

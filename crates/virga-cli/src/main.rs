@@ -55,6 +55,15 @@ enum Command {
         /// Never use cgroups, even where they are writable.
         #[arg(long)]
         no_cgroups: bool,
+        /// Most memory (the sum of `memory_mb`) running instances may hold;
+        /// a start past it stops idle instances or is throttled (429).
+        /// Default: the host's memory less a reserve (a tenth, at least 1 GiB).
+        #[arg(long)]
+        max_memory_mb: Option<u64>,
+        /// On SIGTERM or Ctrl-C, how long accepted invocations may finish
+        /// before their instances are stopped.
+        #[arg(long, default_value_t = virga_platform::DEFAULT_SHUTDOWN_GRACE_MS)]
+        shutdown_grace_ms: u64,
     },
     /// Deploy (or redeploy) a function from its manifest.
     Deploy { manifest: PathBuf },
@@ -413,9 +422,16 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             data_dir,
             functions,
             no_cgroups,
+            max_memory_mb,
+            shutdown_grace_ms,
         } => {
             init_tracing("info");
-            serve(addr, data_dir, functions, !no_cgroups).await?;
+            let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
+            config.functions_dir = functions;
+            config.cgroups = !no_cgroups;
+            config.max_memory_mb = max_memory_mb;
+            config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
+            serve(config).await?;
         }
         Command::Deploy { manifest } => {
             init_tracing("warn");
@@ -868,16 +884,8 @@ fn array(v: &Value, key: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-async fn serve(
-    addr: SocketAddr,
-    data_dir: PathBuf,
-    functions: Option<PathBuf>,
-    cgroups: bool,
-) -> Result<()> {
-    let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
-    config.functions_dir = functions;
+async fn serve(mut config: virga_platform::PlatformConfig) -> Result<()> {
     config.program_dirs = program_dirs();
-    config.cgroups = cgroups;
     let platform = virga_platform::Platform::start(config).await?;
     if !platform.limits_enforced() {
         eprintln!("warning: instances run without memory/CPU limits (cgroups not writable or disabled); records say limits_enforced=false");

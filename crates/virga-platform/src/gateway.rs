@@ -135,13 +135,15 @@ impl IntoResponse for ApiError {
 impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         match e {
-            InvokeError::NotFound(_) => ApiError::not_found(e.to_string()),
-            InvokeError::Throttled { .. } => ApiError::new(
+            InvokeError::NotFound(_) | InvokeError::Deleted(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            InvokeError::Throttled { .. } | InvokeError::NoMemory { .. } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequestsException",
                 e.to_string(),
             ),
-            InvokeError::Withdrawn(_) => ApiError::new(
+            InvokeError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceException",
                 e.to_string(),
@@ -685,9 +687,11 @@ async fn v2_call(
         .await
         .map_err(|e| {
             let status = match e {
-                InvokeError::NotFound(_) => StatusCode::NOT_FOUND,
-                InvokeError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-                InvokeError::Withdrawn(_) => StatusCode::SERVICE_UNAVAILABLE,
+                InvokeError::NotFound(_) | InvokeError::Deleted(_) => StatusCode::NOT_FOUND,
+                InvokeError::Throttled { .. } | InvokeError::NoMemory { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                InvokeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             };
             v2_error(status, e.to_string())
         })?;
@@ -1028,6 +1032,7 @@ mod route_tests {
                 search_path: vec![],
                 host_cores: 1,
                 cgroups: None,
+                max_memory_mb: u64::MAX,
             },
             crate::meter::Meter::new(store),
         );

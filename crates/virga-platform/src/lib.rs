@@ -52,6 +52,9 @@ pub enum PlatformError {
     Events(#[from] events::EventsError),
 }
 
+/// `virga serve --shutdown-grace-ms`'s default.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+
 /// How to run the platform.
 #[derive(Debug, Clone)]
 pub struct PlatformConfig {
@@ -66,6 +69,12 @@ pub struct PlatformConfig {
     pub cgroups: bool,
     /// Where cgroup file systems are mounted.
     pub cgroup_root: PathBuf,
+    /// Most memory (sum of `memory_mb`) running instances may hold; `None`:
+    /// the host's memory minus a reserve.
+    pub max_memory_mb: Option<u64>,
+    /// How long a shutdown waits for accepted invocations to finish before
+    /// it stops their instances.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl PlatformConfig {
@@ -77,6 +86,8 @@ impl PlatformConfig {
             program_dirs: Vec::new(),
             cgroups: true,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            max_memory_mb: None,
+            shutdown_grace: std::time::Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
         }
     }
 }
@@ -88,6 +99,7 @@ pub struct Platform {
     events: Arc<events::Events>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
+    grace: std::time::Duration,
 }
 
 impl Platform {
@@ -117,6 +129,9 @@ impl Platform {
                 search_path,
                 host_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 cgroups,
+                max_memory_mb: config
+                    .max_memory_mb
+                    .unwrap_or_else(scheduler::budget::MemoryBudget::host_default_mb),
             },
             Meter::new(store),
         );
@@ -154,6 +169,7 @@ impl Platform {
             events,
             stop: Some(stop),
             server,
+            grace: config.shutdown_grace,
         })
     }
 
@@ -169,10 +185,24 @@ impl Platform {
         &self.scheduler
     }
 
-    /// Stops accepting requests, stops every instance and writes every record.
+    /// Stops gracefully: takes no new requests or deliveries, lets accepted
+    /// invocations finish (at most the shutdown grace), then stops every
+    /// instance and writes every record. Asynchronous events not delivered
+    /// stay stored for the next start.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        self.events.stop();
+        self.scheduler.stop_accepting();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let finished = self.scheduler.drain(self.grace).await && self.events.drain(deadline).await;
+        if !finished {
+            tracing::warn!(
+                in_flight = self.scheduler.in_flight(),
+                grace_ms = self.grace.as_millis() as u64,
+                "shutdown grace over: stopping instances with invocations in flight"
+            );
         }
         self.events.shutdown().await;
         self.scheduler.shutdown().await;

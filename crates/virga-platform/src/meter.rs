@@ -102,6 +102,7 @@ mod tests {
             batch_size: 1,
             vcpu: None,
             task_started_at: None,
+            caller_gone: false,
         };
         assert_eq!(
             report_line(&r),

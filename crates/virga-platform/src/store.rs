@@ -21,6 +21,13 @@ pub enum StoreError {
     /// the record writer has stopped
     #[error("the record writer has stopped")]
     WriterGone,
+    /// the database was made by a newer virga
+    #[error("the database {path} has schema version {found}, newer than this virga knows ({known}); run the virga that made it, or use another --data-dir")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 }
 
 /// A deployed function as persisted.
@@ -54,7 +61,9 @@ pub struct Store {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-const SCHEMA: &str = "
+/// Schema version 1: the tables as first released with versioning (a
+/// database from before then is upgraded by its migration too).
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS functions (
     name TEXT PRIMARY KEY,
     manifest TEXT NOT NULL,
@@ -107,9 +116,15 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join("virga.db");
         let err = |e| StoreError::Sqlite(path.clone(), e);
-        let conn = open(&path).map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        migrate(&conn).map_err(err)?;
+        let mut conn = open(&path).map_err(err)?;
+        let found = migrate(&mut conn).map_err(err)?;
+        if found > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path,
+                found,
+                known: MIGRATIONS.len() as i64,
+            });
+        }
         let writer_conn = open(&path).map_err(err)?;
         let (tx, rx) = mpsc::channel();
         let writer_path = path.clone();
@@ -174,7 +189,7 @@ impl Store {
                     queue_ms, init_ms, duration_ms, billed_ms, memory_mb, max_memory_mb,
                     limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
                     preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu,
-                    task_started_at
+                    task_started_at, caller_gone
              FROM invocations WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR status = ?2)
              ORDER BY id DESC",
         );
@@ -218,6 +233,7 @@ impl Store {
                         batch_size: row.get::<_, Option<u32>>(23)?.unwrap_or(1),
                         vcpu: row.get(24)?,
                         task_started_at: row.get(25)?,
+                        caller_gone: row.get(26)?,
                     })
                 },
             )
@@ -276,8 +292,29 @@ impl Drop for Store {
     }
 }
 
-/// Columns added after the first release, for databases made before them.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+/// The schema's history: migration `i` takes a database from version `i`
+/// (SQLite's `user_version`) to `i + 1`. Append only; never edit one that
+/// has shipped.
+const MIGRATIONS: &[fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>] =
+    &[v1_base, v2_caller_gone];
+
+/// Brings the database to the newest version, one transaction per
+/// migration. Returns the version found (newer than known: left untouched).
+fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction()?;
+        step(&tx)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(found)
+}
+
+/// 0 -> 1: the tables, and the columns added before versioning for
+/// databases made before them.
+fn v1_base(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA_V1)?;
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('invocations')")?;
     let columns: Vec<String> = stmt
         .query_map([], |r| r.get(0))?
@@ -296,6 +333,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// 1 -> 2: whether a synchronous caller had gone before the answer.
+fn v2_caller_gone(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    conn.execute_batch("ALTER TABLE invocations ADD COLUMN caller_gone INTEGER NOT NULL DEFAULT 0")
 }
 
 fn stored_function(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFunction> {
@@ -335,8 +377,9 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
             "INSERT INTO invocations (request_id, function, version, instance_id, trigger, cold,
                 status, error_type, queue_ms, init_ms, duration_ms, billed_ms, memory_mb,
                 max_memory_mb, limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
-                preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu, task_started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+                preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu, task_started_at,
+                caller_gone)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
         )?;
         for m in batch {
             let Msg::Record(r) = m else { continue };
@@ -367,6 +410,7 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                 r.batch_size,
                 r.vcpu,
                 r.task_started_at,
+                r.caller_gone,
             ])?;
         }
     }
@@ -403,6 +447,7 @@ mod tests {
             batch_size: 1,
             vcpu: None,
             task_started_at: None,
+            caller_gone: false,
         }
     }
 
@@ -460,5 +505,77 @@ mod tests {
         assert_eq!(store.functions().unwrap().len(), 1);
         store.delete_function("echo").unwrap();
         assert_eq!(store.function("echo").unwrap(), None);
+    }
+
+    /// A data dir made before schema versioning: the tables of `SCHEMA_V1`
+    /// (some without the later columns), `user_version` 0, one record.
+    fn legacy_db(dir: &Path, without_late_columns: bool) {
+        let conn = Connection::open(dir.join("virga.db")).unwrap();
+        let mut schema = SCHEMA_V1.to_string();
+        if without_late_columns {
+            for col in [
+                ",\n    mode TEXT",
+                ",\n    batch_size INTEGER",
+                ",\n    vcpu REAL",
+                ",\n    task_started_at TEXT",
+            ] {
+                schema = schema.replace(col, "");
+            }
+            assert!(!schema.contains("task_started_at"));
+        }
+        conn.execute_batch(&schema).unwrap();
+        conn.execute(
+            "INSERT INTO invocations (request_id, function, version, trigger, cold, status,
+                queue_ms, duration_ms, billed_ms, memory_mb, limits_enforced, payload_bytes,
+                response_bytes, received_at, finished_at)
+             VALUES ('r1', 'echo', '1', 'http', 0, 'success', 0.5, 1.5, 2, 128, 1, 3, 4, 't0', 't1')",
+            [],
+        )
+        .unwrap();
+    }
+
+    fn user_version(dir: &Path) -> i64 {
+        Connection::open(dir.join("virga.db"))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn data_dirs_from_before_versioning_are_upgraded_at_open() {
+        for without_late_columns in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            legacy_db(dir.path(), without_late_columns);
+            assert_eq!(user_version(dir.path()), 0);
+            let store = Store::open(dir.path()).unwrap();
+            let mut fresh = record("echo", Status::Success);
+            fresh.caller_gone = true;
+            store.insert(fresh);
+            let all = store.records(&RecordFilter::default()).unwrap();
+            assert_eq!(all.len(), 2);
+            assert_eq!(all[0].request_id, "r1");
+            assert!(!all[0].caller_gone, "old rows read as caller present");
+            assert_eq!(all[0].batch_size, 1);
+            assert!(all[1].caller_gone);
+            drop(store);
+            assert_eq!(user_version(dir.path()), MIGRATIONS.len() as i64);
+            // Opening again runs nothing twice.
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.records(&RecordFilter::default()).unwrap().len(), 2);
+        }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_virga_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("virga.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        match Store::open(dir.path()) {
+            Err(StoreError::TooNew { found: 99, .. }) => {}
+            other => panic!("expected TooNew, got {:?}", other.err()),
+        }
+        assert_eq!(user_version(dir.path()), 99);
     }
 }

@@ -907,6 +907,7 @@ mod tests {
             batch_size: 1,
             vcpu: None,
             task_started_at: None,
+            caller_gone: false,
         }
     }
 

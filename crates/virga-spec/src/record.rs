@@ -125,6 +125,10 @@ pub struct InvocationRecord {
     /// (RFC 3339), so task time can be billed per second from its start.
     #[serde(default)]
     pub task_started_at: Option<String>,
+    /// A synchronous caller had disconnected before the answer (always false
+    /// for deliveries that have no caller).
+    #[serde(default)]
+    pub caller_gone: bool,
 }
 
 fn one() -> u32 {
@@ -189,6 +193,7 @@ mod tests {
             batch_size: 4,
             vcpu: Some(2.0),
             task_started_at: Some("2026-01-01T00:00:00Z".into()),
+            caller_gone: false,
         };
         let v = serde_json::to_value(&r).unwrap();
         for field in [
@@ -218,6 +223,7 @@ mod tests {
             "batch_size",
             "vcpu",
             "task_started_at",
+            "caller_gone",
         ] {
             assert!(v.get(field).is_some(), "missing {field}");
         }
@@ -226,11 +232,18 @@ mod tests {
         assert_eq!(v["mode"], "service");
         // Records written before these fields existed still read back.
         let mut old = v.as_object().unwrap().clone();
-        for k in ["mode", "batch_size", "vcpu", "task_started_at"] {
+        for k in [
+            "mode",
+            "batch_size",
+            "vcpu",
+            "task_started_at",
+            "caller_gone",
+        ] {
             old.remove(k);
         }
         let back: InvocationRecord = serde_json::from_value(old.into()).unwrap();
         assert_eq!((back.mode, back.batch_size), (Mode::Function, 1));
+        assert!(!back.caller_gone);
         for s in [
             Status::Success,
             Status::Error,

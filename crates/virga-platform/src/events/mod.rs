@@ -122,6 +122,9 @@ pub struct Events {
     functions: Mutex<HashMap<String, FnQueue>>,
     queues: Mutex<HashMap<String, sqs::QueueState>>,
     sources: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// Set by [`Events::stop`]: no new delivery starts; pending events stay
+    /// stored for the next start.
+    stopping: std::sync::atomic::AtomicBool,
     me: Weak<Events>,
 }
 
@@ -152,6 +155,7 @@ impl Events {
             functions: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
+            stopping: Default::default(),
             me: me.clone(),
         });
         let pending = events.durable.pending_events()?;
@@ -259,6 +263,9 @@ impl Events {
 
     /// Starts deliveries while the function has room.
     fn pump(&self, function: &str) {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let Some(me) = self.arc() else { return };
         let limit = self.in_flight_limit(function);
         let mut started = Vec::new();
@@ -288,7 +295,17 @@ impl Events {
 
     async fn deliver(&self, mut ev: Event) {
         let age_ms = (now_ms() - ev.enqueued_at_ms).max(0);
+        let req = InvokeRequest {
+            function: ev.function.clone(),
+            payload: ev.payload.clone(),
+            trigger: ev.trigger,
+            request_id: Some(ev.request_id.clone()),
+            waited_ms: age_ms as f64,
+            has_caller: false,
+        };
         let Some((manifest, _)) = self.scheduler.manifest(&ev.function) else {
+            self.scheduler
+                .record_undeliverable(&req, "ResourceNotFoundException");
             self.dead_letter(&ev, "ResourceNotFoundException: the function was deleted");
             return;
         };
@@ -296,16 +313,7 @@ impl Events {
             self.dead_letter(&ev, "EventAgeExceeded: older than max_event_age_ms");
             return;
         }
-        let result = self
-            .scheduler
-            .invoke(InvokeRequest {
-                function: ev.function.clone(),
-                payload: ev.payload.clone(),
-                trigger: ev.trigger,
-                request_id: Some(ev.request_id.clone()),
-                waited_ms: age_ms as f64,
-            })
-            .await;
+        let result = self.scheduler.invoke(req.clone()).await;
         match result {
             Ok(inv) if inv.function_error.is_none() => {
                 self.durable.delete_event(&ev.request_id);
@@ -342,10 +350,18 @@ impl Events {
                 }
             }
             Err(InvokeError::NotFound(_)) => {
+                self.scheduler
+                    .record_undeliverable(&req, "ResourceNotFoundException");
+                self.dead_letter(&ev, "ResourceNotFoundException: the function was deleted");
+            }
+            // Recorded by the scheduler: it waited in the pool's queue.
+            Err(InvokeError::Deleted(_)) => {
                 self.dead_letter(&ev, "ResourceNotFoundException: the function was deleted");
             }
             // No room now (or a redeploy): try again shortly; not an attempt.
-            Err(InvokeError::Throttled { .. }) | Err(InvokeError::Withdrawn(_)) => {
+            Err(InvokeError::Throttled { .. })
+            | Err(InvokeError::NoMemory { .. })
+            | Err(InvokeError::ShuttingDown) => {
                 self.push_later(ev, THROTTLE_PAUSE);
             }
         }
@@ -463,6 +479,33 @@ impl Events {
             .collect();
         self.accept(events).await?;
         Ok((message_id, subscribers))
+    }
+
+    /// Stops event sources (schedules, queue pollers) and starts no new
+    /// delivery; deliveries in flight go on.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for (_, h) in lock(&self.sources).drain() {
+            h.abort();
+        }
+    }
+
+    /// Deliveries in flight, all functions together.
+    pub fn deliveries_in_flight(&self) -> usize {
+        lock(&self.functions).values().map(|q| q.in_flight).sum()
+    }
+
+    /// Waits (at most until `deadline`) for the deliveries in flight to
+    /// finish and their outcome to be stored.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
+        while self.deliveries_in_flight() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Stops event sources and writes what is queued.

@@ -189,6 +189,7 @@ impl Events {
                     trigger: Trigger::Queue,
                     request_id: None,
                     waited_ms: (now_ms() - oldest).max(0) as f64,
+                    has_caller: false,
                 })
                 .await;
             let failed: Vec<String> = match &result {
@@ -197,8 +198,10 @@ impl Events {
                 }
                 Ok(_) => batch.iter().map(|m| m.id.clone()).collect(),
                 Err(InvokeError::Throttled { .. })
-                | Err(InvokeError::Withdrawn(_))
-                | Err(InvokeError::NotFound(_)) => {
+                | Err(InvokeError::NoMemory { .. })
+                | Err(InvokeError::ShuttingDown)
+                | Err(InvokeError::NotFound(_))
+                | Err(InvokeError::Deleted(_)) => {
                     // Not delivered: back in line, not counted.
                     for m in &mut batch {
                         m.receive_count -= 1;

@@ -6,12 +6,14 @@
 
 pub mod autoscale;
 pub mod batch;
+pub mod budget;
+mod lease;
 pub mod pool;
 pub mod service;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,11 +34,17 @@ use crate::sandbox::{resolve_program, Cgroups, Limits, SandboxError, SpawnSpec};
 use crate::store::{StoreError, StoredFunction};
 use autoscale::{AutoscaleConfig, Autoscaler};
 use batch::BatchPolicy;
+use budget::{MemoryBudget, Reservation};
+use lease::{Lease, Waiting};
 use pool::{Acquire, Grant, Pool, PoolLimits};
 use service::ServicePool;
 
 /// Lambda's limit on the init phase.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a start waits for stopped idle instances to return their memory.
+const MEMORY_WAIT: Duration = Duration::from_secs(3);
+/// How often a request may be moved to a newer revision before it gives up.
+const MAX_HOPS: u8 = 8;
 /// Lines of log kept per function.
 const LOG_LINES: usize = 2000;
 const REGION: &str = "us-east-1";
@@ -55,9 +63,20 @@ pub enum InvokeError {
         instances: usize,
         queued: usize,
     },
-    /// the function was redeployed or deleted while the request waited
-    #[error("{0} was deleted or redeployed while the request waited for an instance; retry")]
-    Withdrawn(String),
+    /// starting another instance would pass the host's memory budget
+    #[error("Rate Exceeded: starting another instance of {function} ({need_mb} MB) would pass the host's memory budget ({used_mb} of {limit_mb} MB held by running instances) and no idle instance could be stopped; raise virga serve --max-memory-mb, lower memory_mb or max_concurrency")]
+    NoMemory {
+        function: String,
+        need_mb: u64,
+        used_mb: u64,
+        limit_mb: u64,
+    },
+    /// the function was deleted while the request was queued (recorded)
+    #[error("Function not found: {0} was deleted while the request waited for an instance")]
+    Deleted(String),
+    /// the platform is stopping
+    #[error("the platform is shutting down and takes no new invocations; retry after it restarts")]
+    ShuttingDown,
 }
 
 /// Why a deploy was refused.
@@ -88,6 +107,8 @@ pub struct SchedulerConfig {
     pub search_path: Vec<PathBuf>,
     pub host_cores: usize,
     pub cgroups: Option<Box<dyn Cgroups>>,
+    /// Most memory (sum of `memory_mb`) running instances may hold at once.
+    pub max_memory_mb: u64,
 }
 
 /// One synchronous invocation to run.
@@ -100,6 +121,9 @@ pub struct InvokeRequest {
     pub request_id: Option<String>,
     /// Time the event already waited before reaching the scheduler (async queue age).
     pub waited_ms: f64,
+    /// A synchronous caller waits for the answer (false for deliveries of
+    /// queued events, which have no caller to lose).
+    pub has_caller: bool,
 }
 
 impl InvokeRequest {
@@ -111,6 +135,7 @@ impl InvokeRequest {
             trigger,
             request_id: None,
             waited_ms: 0.0,
+            has_caller: true,
         }
     }
 }
@@ -181,7 +206,7 @@ struct Function {
     /// Tasks of a `service` (several requests each).
     service: Mutex<ServicePool<Arc<Instance>>>,
     /// The queue of the batch dispatcher, with `[batching]`.
-    batcher: Mutex<Option<mpsc::Sender<Member>>>,
+    batcher: Mutex<Option<mpsc::Sender<Pending>>>,
     instances: Mutex<HashMap<String, Arc<Instance>>>,
     wake: Notify,
     retired: AtomicBool,
@@ -210,11 +235,19 @@ impl Function {
         self.manifest.mode
     }
 
-    /// Asks the pool of this function's mode for an instance.
-    fn acquire(&self) -> Acquire<Arc<Instance>> {
+    /// Asks the pool of this function's mode for an instance; `None` once
+    /// the function is retired (checked under the pool's lock, so no request
+    /// joins a pool after it was drained).
+    fn acquire(&self) -> Option<Acquire<Arc<Instance>>> {
         match self.mode() {
-            Mode::Service => lock(&self.service).acquire(),
-            Mode::Function | Mode::Job => lock(&self.pool).acquire(),
+            Mode::Service => {
+                let mut pool = lock(&self.service);
+                (!self.retired.load(Ordering::SeqCst)).then(|| pool.acquire())
+            }
+            Mode::Function | Mode::Job => {
+                let mut pool = lock(&self.pool);
+                (!self.retired.load(Ordering::SeqCst)).then(|| pool.acquire())
+            }
         }
     }
 
@@ -249,7 +282,8 @@ impl Function {
     /// A freshly started instance joins its pool, busy with its starter.
     fn started(&self, inst: &Arc<Instance>) {
         if self.mode() == Mode::Service {
-            lock(&self.service).add(inst.clone(), Instant::now(), true);
+            // Busy with its starter: never handed back to stop here.
+            let _ = lock(&self.service).add(inst.clone(), Instant::now(), true);
         }
     }
 }
@@ -262,6 +296,11 @@ pub struct Scheduler {
     logs: Mutex<HashMap<String, Arc<LogRing>>>,
     meter: Meter,
     instance_seq: AtomicU64,
+    budget: Arc<MemoryBudget>,
+    /// Accepted requests not yet answered.
+    in_flight: Arc<InFlight>,
+    /// Set by [`Scheduler::stop_accepting`]: new requests are refused.
+    closing: AtomicBool,
 }
 
 fn now_rfc3339() -> String {
@@ -271,13 +310,47 @@ fn now_rfc3339() -> String {
 impl Scheduler {
     pub fn new(config: SchedulerConfig, meter: Meter) -> Arc<Scheduler> {
         Arc::new(Scheduler {
-            config,
             changes: tokio::sync::watch::channel(0).0,
             functions: RwLock::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             meter,
             instance_seq: AtomicU64::new(0),
+            budget: MemoryBudget::new(config.max_memory_mb),
+            config,
+            in_flight: Arc::new(InFlight::default()),
+            closing: AtomicBool::new(false),
         })
+    }
+
+    /// The host memory budget: (MB held by running instances, limit).
+    pub fn memory(&self) -> (u64, u64) {
+        (self.budget.used_mb(), self.budget.limit_mb())
+    }
+
+    /// Accepted invocations not yet answered (queued, starting or running).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.count.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new invocations from now on ([`InvokeError::ShuttingDown`]);
+    /// those already accepted go on.
+    pub fn stop_accepting(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every accepted invocation was answered, at most `grace`;
+    /// true when none is left.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        loop {
+            let idle = self.in_flight.idle.notified();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
     }
 
     pub fn meter(&self) -> &Meter {
@@ -560,14 +633,18 @@ impl Scheduler {
         Some(idle.len())
     }
 
-    pub fn functions(&self) -> Vec<FunctionInfo> {
-        let fs: Vec<Arc<Function>> = self
-            .functions
+    /// The current revision of every function.
+    fn live_functions(&self) -> Vec<Arc<Function>> {
+        self.functions
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    pub fn functions(&self) -> Vec<FunctionInfo> {
+        let fs = self.live_functions();
         let mut out: Vec<FunctionInfo> = fs.iter().map(|f| self.info(f)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -731,11 +808,13 @@ impl Scheduler {
         env
     }
 
-    /// Starts an instance of `f` and waits for its initialisation.
+    /// Starts an instance of `f` and waits for its initialisation. The
+    /// instance holds `memory` until its process is gone.
     async fn start_instance(
         self: &Arc<Self>,
         f: &Arc<Function>,
         init_type: &str,
+        memory: Reservation,
     ) -> Result<(Arc<Instance>, f64), Failure> {
         let seq = self.instance_seq.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{}-{:x}", f.manifest.name, f.version, seq);
@@ -774,6 +853,7 @@ impl Scheduler {
         let watch_i = inst.clone();
         tokio::spawn(async move {
             watch_i.dead().await;
+            drop(memory);
             lock(&watch_f.instances).remove(&watch_i.id);
             if lock(&watch_f.service)
                 .remove(|i| Arc::ptr_eq(i, &watch_i))
@@ -789,7 +869,11 @@ impl Scheduler {
                 watch_f.wake.notify_one();
             }
         });
-        match inst.ready(INIT_TIMEOUT).await {
+        // Should this wait be dropped, nothing would own the instance: stop it.
+        let unclaimed = KillOnDrop(Some(inst.clone()));
+        let ready = inst.ready(INIT_TIMEOUT).await;
+        unclaimed.disarm();
+        match ready {
             Ok(init_ms) => Ok((inst, init_ms)),
             Err(RunResult::Died(d)) => Err(Failure {
                 init_ms: Some(inst.age_ms()),
@@ -809,84 +893,297 @@ impl Scheduler {
         }
     }
 
-    /// Runs one synchronous invocation end to end.
+    /// Runs one invocation end to end and returns its answer.
+    ///
+    /// The invocation runs on a task of its own that holds its slot, so a
+    /// caller that stops waiting (this future dropped) does not stop it: it
+    /// runs to its end, is recorded with `caller_gone`, and its instance goes
+    /// back to its pool. A request still queued when its caller leaves is
+    /// taken out of the queue and recorded as `ClientClosed`.
     pub async fn invoke(self: &Arc<Self>, req: InvokeRequest) -> Result<Invocation, InvokeError> {
-        let f = self
-            .get(&req.function)
-            .ok_or_else(|| InvokeError::NotFound(self.arn_of(&req.function)))?;
-        let request_id = req
-            .request_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let span = tracing::info_span!(
-            "invoke",
-            function = %f.manifest.name,
-            request_id = %request_id,
-            cold = tracing::field::Empty,
-            status = tracing::field::Empty,
-        );
-        self.invoke_in(f, req, request_id).instrument(span).await
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            request_id: req
+                .request_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            req,
+            received_at: now_rfc3339(),
+            arrived: Instant::now(),
+            reply,
+            hops: 0,
+            _track: Track::new(&self.in_flight),
+        };
+        self.clone().submit(pending, None);
+        // The pending request is dropped unanswered only when the runtime
+        // stops under it.
+        answer.await.unwrap_or(Err(InvokeError::ShuttingDown))
     }
 
     fn arn_of(&self, name: &str) -> String {
         format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}")
     }
 
-    async fn invoke_in(
-        self: &Arc<Self>,
-        f: Arc<Function>,
-        req: InvokeRequest,
-        request_id: String,
-    ) -> Result<Invocation, InvokeError> {
-        let received_at = now_rfc3339();
-        let t0 = Instant::now();
-        // The manifest says whether there is a batcher: functions without
-        // `[batching]` never touch its lock.
-        let batcher = if f.manifest.batching.is_some() {
-            lock(&f.batcher).clone()
-        } else {
-            None
-        };
-        if let Some(batcher) = batcher {
-            return self
-                .invoke_batched(&f, batcher, req, request_id, received_at, t0)
-                .await;
+    /// Routes a request to its function's current revision: into the batch
+    /// dispatcher's queue, or onto a task of its own. `prev` is the revision
+    /// it was queued on when a redeploy or delete moved it here.
+    fn submit(self: Arc<Self>, mut p: Pending, prev: Option<Arc<Function>>) {
+        if self.closing.load(Ordering::SeqCst) {
+            p.answer(Err(InvokeError::ShuttingDown));
+            return;
         }
-        let grant = match f.acquire() {
-            Acquire::Warm(i) => Grant::Warm(i),
-            Acquire::Spawn => Grant::Spawn,
-            Acquire::Wait(rx) => match rx.await {
-                Ok(g) => g,
-                Err(_) => return Err(InvokeError::Withdrawn(f.manifest.name.clone())),
-            },
-            Acquire::Throttle => {
-                return Err(self.throttle(&f, &req, &request_id, received_at, t0));
+        loop {
+            p.hops += 1;
+            let f = match self.get(&p.req.function) {
+                Some(f) if p.hops <= MAX_HOPS => f,
+                Some(_) => {
+                    // Redeployed faster than it could be routed: give up.
+                    p.answer(Err(InvokeError::ShuttingDown));
+                    return;
+                }
+                None => {
+                    let arn = self.arn_of(&p.req.function);
+                    match prev {
+                        // It was accepted: it leaves a record.
+                        Some(old) => self.fail_queued(
+                            &old,
+                            p,
+                            "ResourceNotFoundException",
+                            InvokeError::Deleted(arn),
+                        ),
+                        None => p.answer(Err(InvokeError::NotFound(arn))),
+                    }
+                    return;
+                }
+            };
+            let batcher = if f.manifest.batching.is_some() {
+                lock(&f.batcher).clone()
+            } else {
+                None
+            };
+            let Some(batcher) = batcher else {
+                tokio::spawn(self.run_pending(f, p));
+                return;
+            };
+            match batcher.try_send(p) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    let e = self.throttle(&f, &back);
+                    back.answer(Err(e));
+                    return;
+                }
+                // Retired between the lookup and the send: look again.
+                Err(mpsc::error::TrySendError::Closed(back)) => p = back,
+            }
+        }
+    }
+
+    /// Sends a request queued on a retired revision to the current one.
+    fn resubmit(self: &Arc<Self>, old: &Arc<Function>, p: Pending) {
+        self.clone().submit(p, Some(old.clone()));
+    }
+
+    /// One request on its own task: a slot, the run, the record, the answer.
+    async fn run_pending(self: Arc<Self>, f: Arc<Function>, p: Pending) {
+        let span = tracing::debug_span!(
+            "invoke",
+            function = %f.manifest.name,
+            request_id = %p.request_id,
+        );
+        async move {
+            let Some((lease, mut p)) = self.lease_for(&f, p).await else {
+                return;
+            };
+            let queue_ms = p.req.waited_ms + ms(p.arrived.elapsed());
+            let mut record = self.blank_record(&f, &p);
+            record.queue_ms = queue_ms;
+            f.logs.push(format!(
+                "START RequestId: {} Version: {}",
+                p.request_id, f.version
+            ));
+            let payload = std::mem::take(&mut p.req.payload);
+            let run = self.execute(lease, &p.request_id, payload, None).await;
+            run.fill(&mut record);
+            record.caller_gone = p.caller_gone();
+            let answer = self.conclude(&f, record, run.outcome, run.output);
+            p.answer(Ok(answer));
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Takes a slot for `p` in `f`'s pool, waiting in its queue if need be,
+    /// and memory for a new instance. `None` when `p` was answered instead
+    /// (throttled, its caller gone while queued) or moved to a newer revision.
+    async fn lease_for(
+        self: &Arc<Self>,
+        f: &Arc<Function>,
+        mut p: Pending,
+    ) -> Option<(Lease, Pending)> {
+        let lease = match f.acquire() {
+            None => {
+                self.resubmit(f, p);
+                return None;
+            }
+            Some(Acquire::Warm(i)) => Lease::new(f.clone(), Grant::Warm(i)),
+            Some(Acquire::Spawn) => Lease::new(f.clone(), Grant::Spawn),
+            Some(Acquire::Throttle) => {
+                let e = self.throttle(f, &p);
+                p.answer(Err(e));
+                return None;
+            }
+            Some(Acquire::Wait(rx)) => {
+                let mut waiting = Waiting::new(f.clone(), rx);
+                let granted = if p.req.has_caller {
+                    tokio::select! {
+                        g = waiting.granted() => Some(g),
+                        () = p.reply.closed() => None,
+                    }
+                } else {
+                    Some(waiting.granted().await)
+                };
+                match granted {
+                    Some(Some(lease)) => lease,
+                    // The pool stopped taking requests: redeployed or deleted.
+                    Some(None) => {
+                        drop(waiting);
+                        self.resubmit(f, p);
+                        return None;
+                    }
+                    None => {
+                        drop(waiting);
+                        self.fail_queued(f, p, "ClientClosed", InvokeError::ShuttingDown);
+                        return None;
+                    }
+                }
             }
         };
-        let queue_ms = req.waited_ms + ms(t0.elapsed());
-        let mut record = self.blank_record(&f, &req, &request_id, received_at);
-        record.queue_ms = queue_ms;
-        f.logs.push(format!(
-            "START RequestId: {request_id} Version: {}",
-            f.version
-        ));
-        let run = self
-            .execute(&f, grant, &request_id, req.payload, None)
-            .await;
-        tracing::Span::current().record("cold", run.init_ms.is_some());
-        run.fill(&mut record);
-        Ok(self.conclude(&f, record, run.outcome, run.output))
+        let mut lease = lease;
+        if lease.instance().is_none() {
+            match self.reserve_memory(f).await {
+                Ok(r) => lease.memory = Some(r),
+                Err(e) => {
+                    drop(lease);
+                    self.refuse(f, &p, &e);
+                    p.answer(Err(e));
+                    return None;
+                }
+            }
+        }
+        Some((lease, p))
+    }
+
+    /// Memory for one more instance of `f` within the host's budget: stops
+    /// idle instances (least recently used first) to make room, and waits a
+    /// little for them to exit; else refuses.
+    async fn reserve_memory(self: &Arc<Self>, f: &Function) -> Result<Reservation, InvokeError> {
+        let mb = u64::from(f.manifest.memory_mb);
+        let deadline = Instant::now() + MEMORY_WAIT;
+        loop {
+            let freed = self.budget.freed();
+            if let Some(r) = self.budget.try_reserve(mb) {
+                return Ok(r);
+            }
+            let stopping = self.stop_lru_idle();
+            if (!stopping && Instant::now() >= deadline)
+                || tokio::time::timeout_at(deadline, freed).await.is_err()
+            {
+                return Err(InvokeError::NoMemory {
+                    function: f.manifest.name.clone(),
+                    need_mb: mb,
+                    used_mb: self.budget.used_mb(),
+                    limit_mb: self.budget.limit_mb(),
+                });
+            }
+        }
+    }
+
+    /// Stops the least recently used idle instance of any function (never a
+    /// provisioned one); false when there is none.
+    fn stop_lru_idle(&self) -> bool {
+        let fs = self.live_functions();
+        let oldest = fs
+            .iter()
+            .filter(|f| f.mode() != Mode::Service)
+            .filter_map(|f| {
+                let pool = lock(&f.pool);
+                let spare = pool.idle_count() + pool.active_count() > pool.limits().min_instances;
+                let (i, t) = pool.idle().next()?;
+                spare.then(|| (f.clone(), i.id.clone(), t))
+            })
+            .min_by_key(|(_, _, t)| *t);
+        let Some((f, id, _)) = oldest else {
+            return false;
+        };
+        let Some(inst) = lock(&f.pool).remove_idle(|i| i.id == id) else {
+            return false;
+        };
+        tracing::info!(instance = %inst.id, "host memory budget: stopping the least recently used idle instance");
+        inst.kill();
+        true
+    }
+
+    /// Records a request that was accepted but never ran (its caller left
+    /// while it was queued, its function was deleted) and answers it.
+    fn fail_queued(&self, f: &Function, p: Pending, error_type: &str, e: InvokeError) {
+        let mut rec = self.blank_record(f, &p);
+        rec.status = Status::Error;
+        rec.error_type = Some(error_type.into());
+        rec.queue_ms = p.req.waited_ms + ms(p.arrived.elapsed());
+        rec.batch_size = 0;
+        rec.caller_gone = p.caller_gone();
+        rec.finished_at = now_rfc3339();
+        self.meter.observe(rec);
+        p.answer(Err(e));
+    }
+
+    /// Records an accepted event that cannot be delivered because its
+    /// function is gone (no revision is left to describe it).
+    pub fn record_undeliverable(&self, req: &InvokeRequest, error_type: &str) {
+        let now = now_rfc3339();
+        self.meter.observe(InvocationRecord {
+            request_id: req.request_id.clone().unwrap_or_default(),
+            function: req.function.clone(),
+            version: String::new(),
+            instance_id: None,
+            trigger: req.trigger,
+            cold: false,
+            status: Status::Error,
+            error_type: Some(error_type.into()),
+            queue_ms: req.waited_ms,
+            init_ms: None,
+            duration_ms: 0.0,
+            billed_ms: 0,
+            memory_mb: 0,
+            max_memory_mb: None,
+            limits_enforced: self.limits_enforced(),
+            payload_bytes: req.payload.len() as u64,
+            response_bytes: 0,
+            received_at: now.clone(),
+            finished_at: now,
+            split: Default::default(),
+            mode: Mode::Function,
+            batch_size: 0,
+            vcpu: None,
+            task_started_at: None,
+            caller_gone: false,
+        });
+    }
+
+    /// Records a request refused before it reached an instance.
+    fn refuse(&self, f: &Function, p: &Pending, e: &InvokeError) {
+        let mut rec = self.blank_record(f, p);
+        rec.status = Status::Throttled;
+        rec.error_type = Some("TooManyRequestsException".into());
+        rec.queue_ms = p.req.waited_ms + ms(p.arrived.elapsed());
+        rec.batch_size = 0;
+        rec.finished_at = now_rfc3339();
+        tracing::debug!(function = %f.manifest.name, error = %e, "refused");
+        self.meter.observe(rec);
     }
 
     /// Records a throttled request and says why.
-    fn throttle(
-        &self,
-        f: &Function,
-        req: &InvokeRequest,
-        request_id: &str,
-        received_at: String,
-        t0: Instant,
-    ) -> InvokeError {
+    fn throttle(&self, f: &Function, p: &Pending) -> InvokeError {
         let (instances, queued) = if f.mode() == Mode::Service {
             let mut p = lock(&f.service);
             (p.running() + p.starting(), p.queued())
@@ -894,18 +1191,13 @@ impl Scheduler {
             let mut p = lock(&f.pool);
             (p.idle_count() + p.active_count(), p.queued())
         };
-        let mut rec = self.blank_record(f, req, request_id, received_at);
-        rec.status = Status::Throttled;
-        rec.error_type = Some("TooManyRequestsException".into());
-        rec.queue_ms = req.waited_ms + ms(t0.elapsed());
-        rec.batch_size = 0;
-        tracing::Span::current().record("status", "throttled");
-        self.meter.observe(rec);
-        InvokeError::Throttled {
+        let e = InvokeError::Throttled {
             function: f.manifest.name.clone(),
             instances,
             queued,
-        }
+        };
+        self.refuse(f, p, &e);
+        e
     }
 
     /// Turns an outcome into the caller's answer and its record.
@@ -930,16 +1222,17 @@ impl Scheduler {
         }
     }
 
-    /// Runs one invocation (a single event or a batch) on the granted
-    /// instance, starting one first when the grant says so.
+    /// Runs one invocation (a single event or a batch) on the leased slot,
+    /// starting an instance first when the slot has none, and gives the slot
+    /// back.
     async fn execute(
         self: &Arc<Self>,
-        f: &Arc<Function>,
-        grant: Grant<Arc<Instance>>,
+        mut lease: Lease,
         request_id: &str,
         payload: Bytes,
         batch: Option<usize>,
     ) -> Executed {
+        let f = lease.function().clone();
         let mut run = Executed {
             init_ms: None,
             instance_id: None,
@@ -953,22 +1246,31 @@ impl Scheduler {
             output: Vec::new(),
             outcome: Ok(Bytes::new()),
         };
-        let (inst, init_ms) = match grant {
-            Grant::Warm(i) => (i, None),
-            Grant::Spawn => match self.start_instance(f, "on-demand").await {
+        if lease.instance().is_none() {
+            let Some(memory) = lease.memory.take() else {
+                run.outcome = Err(Failure::new(
+                    Status::Error,
+                    "Runtime.Unknown",
+                    "no host memory was reserved for the new instance",
+                ));
+                return run;
+            };
+            match self.start_instance(&f, "on-demand", memory).await {
                 Ok((i, init)) => {
-                    f.started(&i);
-                    (i, Some(init))
+                    lease.started(i);
+                    run.init_ms = Some(init);
                 }
                 Err(failure) => {
-                    f.give_back_slot();
+                    // Dropping the lease frees the slot.
                     run.init_ms = failure.init_ms;
                     run.outcome = Err(failure);
                     return run;
                 }
-            },
+            }
+        }
+        let Some(inst) = lease.instance().cloned() else {
+            unreachable!("the lease holds an instance once started")
         };
-        run.init_ms = init_ms;
         run.instance_id = Some(inst.id.clone());
         if f.mode() != Mode::Function {
             run.task_started_at = Some(
@@ -1035,41 +1337,9 @@ impl Scheduler {
                 )),
             ),
         };
-        f.give_back(inst, healthy);
+        lease.release(healthy);
         run.outcome = outcome;
         run
-    }
-
-    /// A request of a function with `[batching]`: joins the dispatcher's queue
-    /// and waits for its own result.
-    async fn invoke_batched(
-        self: &Arc<Self>,
-        f: &Arc<Function>,
-        batcher: mpsc::Sender<Member>,
-        req: InvokeRequest,
-        request_id: String,
-        received_at: String,
-        t0: Instant,
-    ) -> Result<Invocation, InvokeError> {
-        let (reply, answer) = oneshot::channel();
-        let member = Member {
-            req,
-            request_id,
-            received_at,
-            arrived: t0,
-            reply,
-        };
-        match batcher.try_send(member) {
-            Ok(()) => answer
-                .await
-                .map_err(|_| InvokeError::Withdrawn(f.manifest.name.clone()))?,
-            Err(mpsc::error::TrySendError::Full(m)) => {
-                Err(self.throttle(f, &m.req, &m.request_id, m.received_at, t0))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err(InvokeError::Withdrawn(f.manifest.name.clone()))
-            }
-        }
     }
 
     /// The batch dispatcher of one function: takes the first waiting request,
@@ -1077,45 +1347,46 @@ impl Scheduler {
     async fn dispatch_batches(
         self: Arc<Self>,
         f: Arc<Function>,
-        mut rx: mpsc::Receiver<Member>,
+        mut rx: mpsc::Receiver<Pending>,
         mut policy: BatchPolicy,
     ) {
         while let Some(first) = rx.recv().await {
+            if first.caller_gone() {
+                self.fail_queued(&f, first, "ClientClosed", InvokeError::ShuttingDown);
+                continue;
+            }
             policy.observe(first.arrived);
-            let grant = match f.acquire() {
-                Acquire::Warm(i) => Grant::Warm(i),
-                Acquire::Spawn => Grant::Spawn,
-                // Requests pile up in `rx` meanwhile: the batch grows.
-                Acquire::Wait(wait) => match wait.await {
-                    Ok(g) => g,
-                    // Withdrawn (redeploy): the member's caller is told so.
-                    Err(_) => continue,
-                },
-                Acquire::Throttle => {
-                    let e = self.throttle(
-                        &f,
-                        &first.req,
-                        &first.request_id,
-                        first.received_at.clone(),
-                        first.arrived,
-                    );
-                    let _ = first.reply.send(Err(e));
-                    continue;
+            // Requests pile up in `rx` while this waits: the batch grows.
+            let Some((lease, first)) = self.lease_for(&f, first).await else {
+                if f.retired.load(Ordering::SeqCst) {
+                    // Redeployed or deleted: what is still queued moves on.
+                    rx.close();
+                    while let Some(p) = rx.recv().await {
+                        self.resubmit(&f, p);
+                    }
+                    return;
                 }
+                continue;
             };
             let members = batch::gather(&mut rx, first, &mut policy, |m| m.arrived).await;
-            tokio::spawn(self.clone().run_batch(f.clone(), grant, members));
+            tokio::spawn(self.clone().run_batch(lease, members));
         }
     }
 
     /// Runs the members of one batch as one invocation; each gets its own
-    /// answer and record.
-    async fn run_batch(
-        self: Arc<Self>,
-        f: Arc<Function>,
-        grant: Grant<Arc<Instance>>,
-        members: Vec<Member>,
-    ) {
+    /// answer and record. Members whose callers left while they were queued
+    /// are taken out first.
+    async fn run_batch(self: Arc<Self>, lease: Lease, members: Vec<Pending>) {
+        let f = lease.function().clone();
+        let (gone, members): (Vec<Pending>, Vec<Pending>) =
+            members.into_iter().partition(Pending::caller_gone);
+        for p in gone {
+            self.fail_queued(&f, p, "ClientClosed", InvokeError::ShuttingDown);
+        }
+        if members.is_empty() {
+            lease.release(true);
+            return;
+        }
         let n = members.len();
         let dispatched = Instant::now();
         // A batch of one is delivered as a plain event.
@@ -1139,32 +1410,26 @@ impl Scheduler {
                 m.request_id, f.version
             ));
         }
-        let run = self
-            .execute(&f, grant, &invocation_id, payload, batch)
-            .await;
+        let run = self.execute(lease, &invocation_id, payload, batch).await;
         let outcomes: Vec<Result<Bytes, Failure>> = match (&run.outcome, batch) {
             (Ok(body), Some(n)) => split_batch_response(body, n),
             (Ok(body), None) => vec![Ok(body.clone())],
             (Err(failure), _) => (0..n).map(|_| Err(failure.clone())).collect(),
         };
         for (m, outcome) in members.into_iter().zip(outcomes) {
-            let mut record = self.blank_record(&f, &m.req, &m.request_id, m.received_at.clone());
+            let mut record = self.blank_record(&f, &m);
             record.queue_ms = m.req.waited_ms + ms(dispatched.saturating_duration_since(m.arrived));
             run.fill(&mut record);
+            record.caller_gone = m.caller_gone();
             let answer = self.conclude(&f, record, outcome, run.output.clone());
-            let _ = m.reply.send(Ok(answer));
+            m.answer(Ok(answer));
         }
     }
 
-    fn blank_record(
-        &self,
-        f: &Function,
-        req: &InvokeRequest,
-        request_id: &str,
-        received_at: String,
-    ) -> InvocationRecord {
+    fn blank_record(&self, f: &Function, p: &Pending) -> InvocationRecord {
+        let req = &p.req;
         InvocationRecord {
-            request_id: request_id.to_string(),
+            request_id: p.request_id.clone(),
             function: f.manifest.name.clone(),
             version: f.version.to_string(),
             instance_id: None,
@@ -1181,13 +1446,14 @@ impl Scheduler {
             limits_enforced: self.limits_enforced(),
             payload_bytes: req.payload.len() as u64,
             response_bytes: 0,
-            received_at: received_at.clone(),
-            finished_at: received_at,
+            received_at: p.received_at.clone(),
+            finished_at: p.received_at.clone(),
             split: Default::default(),
             mode: f.mode(),
             batch_size: 1,
             vcpu: Some(f.spawn.limits.vcpu),
             task_started_at: None,
+            caller_gone: false,
         }
     }
 
@@ -1279,7 +1545,7 @@ impl Scheduler {
                     let me = me.clone();
                     let f = fp.clone();
                     tokio::spawn(async move {
-                        match me.start_instance(&f, "provisioned-concurrency").await {
+                        match me.start_provisioned(&f).await {
                             Ok((inst, _)) => f.give_back(inst, true),
                             Err(failure) => {
                                 tracing::warn!(function = %f.manifest.name, error = %failure.message, "provisioned instance failed to start");
@@ -1327,8 +1593,14 @@ impl Scheduler {
                     let me = self.clone();
                     let f = f.clone();
                     tokio::spawn(async move {
-                        match me.start_instance(&f, "provisioned-concurrency").await {
-                            Ok((inst, _)) => lock(&f.service).add(inst, Instant::now(), false),
+                        match me.start_provisioned(&f).await {
+                            Ok((inst, _)) => {
+                                let unneeded = lock(&f.service).add(inst, Instant::now(), false);
+                                // Started after its service was retired.
+                                if let Some(i) = unneeded {
+                                    i.kill();
+                                }
+                            }
                             Err(failure) => {
                                 tracing::warn!(function = %f.manifest.name, error = %failure.message, "task failed to start");
                                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1371,6 +1643,72 @@ pub(crate) async fn autoscale_loop<I: Clone>(
             start(step.start);
         }
         tokio::time::sleep(tick).await;
+    }
+}
+
+impl Scheduler {
+    /// Starts a provisioned instance or an autoscaled task, if the host's
+    /// memory budget has room for it now.
+    async fn start_provisioned(
+        self: &Arc<Self>,
+        f: &Arc<Function>,
+    ) -> Result<(Arc<Instance>, f64), Failure> {
+        let mb = u64::from(f.manifest.memory_mb);
+        let Some(memory) = self.budget.try_reserve(mb) else {
+            return Err(Failure::new(
+                Status::Throttled,
+                "TooManyRequestsException",
+                format!(
+                    "the host's memory budget ({} of {} MB in use) has no room for {mb} MB",
+                    self.budget.used_mb(),
+                    self.budget.limit_mb()
+                ),
+            ));
+        };
+        self.start_instance(f, "provisioned-concurrency", memory)
+            .await
+    }
+}
+
+/// Stops an instance nobody claimed.
+struct KillOnDrop(Option<Arc<Instance>>);
+
+impl KillOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(i) = self.0.take() {
+            i.kill();
+        }
+    }
+}
+
+/// Counts accepted requests not yet answered, for a graceful shutdown.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One accepted request, counted in [`InFlight`] until dropped.
+struct Track(Arc<InFlight>);
+
+impl Track {
+    fn new(counter: &Arc<InFlight>) -> Track {
+        counter.count.fetch_add(1, Ordering::SeqCst);
+        Track(counter.clone())
+    }
+}
+
+impl Drop for Track {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -1439,13 +1777,29 @@ fn trace_id(request_id: &str) -> String {
     )
 }
 
-/// A request waiting for the batch dispatcher.
-struct Member {
+/// An accepted request on its way: queued, waiting for a batch, running.
+/// Its caller waits on the other end of `reply`; whether it still does is
+/// `reply.is_closed()`.
+struct Pending {
     req: InvokeRequest,
     request_id: String,
     received_at: String,
     arrived: Instant,
     reply: oneshot::Sender<Result<Invocation, InvokeError>>,
+    /// Moves to newer revisions so far.
+    hops: u8,
+    _track: Track,
+}
+
+impl Pending {
+    /// A synchronous caller stopped waiting.
+    fn caller_gone(&self) -> bool {
+        self.req.has_caller && self.reply.is_closed()
+    }
+
+    fn answer(self, answer: Result<Invocation, InvokeError>) {
+        let _ = self.reply.send(answer);
+    }
 }
 
 /// What running one invocation on an instance gave, before records.
@@ -1715,6 +2069,7 @@ mod tests {
             batch_size: 4,
             vcpu: None,
             task_started_at: None,
+            caller_gone: false,
         };
         assert_eq!(bill(&r), 100, "a batch of 4 shares 400 ms");
         r.mode = Mode::Job;
@@ -1753,7 +2108,7 @@ mod tests {
                         for _ in 0..n {
                             let id = next.fetch_add(1, Ordering::SeqCst);
                             lock(&started).push(id);
-                            lock(&pool).add(id, Instant::now(), false);
+                            let _ = lock(&pool).add(id, Instant::now(), false);
                         }
                     },
                 )

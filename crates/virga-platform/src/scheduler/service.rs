@@ -146,8 +146,13 @@ impl<I: Clone> ServicePool<I> {
 
     /// A task counted as starting is ready; `busy` when the request that
     /// started it takes its first slot. Its other slots go to waiters.
-    pub fn add(&mut self, inst: I, now: Instant, busy: bool) {
+    /// Returns the task when the pool is draining and nobody needs it: stop it.
+    #[must_use = "a task returned must be stopped"]
+    pub fn add(&mut self, inst: I, now: Instant, busy: bool) -> Option<I> {
         self.starting = self.starting.saturating_sub(1);
+        if self.draining && !busy {
+            return Some(inst);
+        }
         self.tasks.push(Task {
             inst,
             in_flight: usize::from(busy),
@@ -155,6 +160,7 @@ impl<I: Clone> ServicePool<I> {
         });
         let idx = self.tasks.len() - 1;
         self.feed_waiters(idx);
+        None
     }
 
     /// If waiters remain and capacity allows, lets the first live one start a task.
@@ -287,7 +293,7 @@ mod tests {
             panic!()
         };
         // The task comes up busy with its starter; two slots go to waiters.
-        p.add(7, now, true);
+        let _ = p.add(7, now, true);
         assert!(matches!(w1.try_recv(), Ok(Grant::Warm(7))));
         assert!(matches!(w2.try_recv(), Ok(Grant::Warm(7))));
         assert!(w3.try_recv().is_err());
@@ -304,8 +310,8 @@ mod tests {
         let now = Instant::now();
         let step = p.scale(2);
         assert_eq!(step.start, 2);
-        p.add(1, now, false);
-        p.add(2, now, false);
+        let _ = p.add(1, now, false);
+        let _ = p.add(2, now, false);
         assert!(matches!(p.acquire(), Acquire::Warm(1)));
         assert!(matches!(p.acquire(), Acquire::Warm(2)));
         assert!(matches!(p.acquire(), Acquire::Warm(1)));
@@ -325,7 +331,7 @@ mod tests {
         let mut p: ServicePool<u32> = ServicePool::new(1, 0, 1, 5);
         let now = Instant::now();
         assert!(matches!(p.acquire(), Acquire::Spawn));
-        p.add(1, now, true);
+        let _ = p.add(1, now, true);
         let Acquire::Wait(mut w) = p.acquire() else {
             panic!()
         };
@@ -341,11 +347,24 @@ mod tests {
         let mut p: ServicePool<u32> = ServicePool::new(2, 0, 2, 5);
         let now = Instant::now();
         p.scale(2);
-        p.add(1, now, false);
-        p.add(2, now, true);
+        let _ = p.add(1, now, false);
+        let _ = p.add(2, now, true);
         assert_eq!(p.drain(), vec![1]);
         assert!(matches!(p.acquire(), Acquire::Throttle));
         assert_eq!(p.release(|&i| i == 2, now), Some(2));
+        assert_eq!(p.running(), 0);
+    }
+
+    #[test]
+    fn a_task_started_after_the_pool_drained_is_handed_back_to_stop() {
+        let mut p: ServicePool<u32> = ServicePool::new(2, 0, 2, 4);
+        let now = Instant::now();
+        let step = p.scale(2);
+        assert_eq!(step.start, 2);
+        assert!(p.drain().is_empty());
+        assert_eq!(p.add(1, now, false), Some(1), "nobody needs it");
+        assert_eq!(p.add(2, now, true), None, "its starter still needs it");
+        assert_eq!(p.release(|i| *i == 2, now), Some(2), "then it stops");
         assert_eq!(p.running(), 0);
     }
 }
