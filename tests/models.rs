@@ -44,6 +44,46 @@ fn deploy_text(s: &Server, name: &str, manifest: &str) {
     assert_eq!(code, 0, "{err}");
 }
 
+/// `virga` copied alone into an empty directory serves model functions and
+/// `command = ["virga-worker"]`: the built-in runtime is the platform's own
+/// executable, never a program found beside it or on PATH.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_virga_binary_alone_serves_model_functions() {
+    let lonely = tempfile::tempdir().unwrap();
+    let bin = lonely.path().join("virga");
+    std::fs::copy(common::virga_bin(), &bin).unwrap();
+    // A decoy on PATH that a lookup would find first.
+    let decoy_dir = lonely.path().join("decoy");
+    std::fs::create_dir(&decoy_dir).unwrap();
+    let decoy = decoy_dir.join("virga-worker");
+    std::fs::write(&decoy, "#!/bin/sh\necho decoy >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&decoy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        decoy_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let echo = "name = \"echo\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\n";
+    let s = Server::start_with(&bin, &[("PATH", &path)], &[("echo", echo.to_string())]).await;
+    let (status, _, body) = s.invoke("echo", r#"{"x":1}"#).await;
+    assert_eq!(status, 200, "{body}\n{}", s.log());
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"x": 1})
+    );
+    deploy_model(&s, "iris", "logistic", "iris", "tabular-classification");
+    let (status, headers, body) = s
+        .invoke("iris", r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.get("x-amz-function-error").is_none(), "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["predictions"][0],
+        json!("setosa"),
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_classical_task_serves_through_the_invoke_api() {
     let s = Server::start(&[]).await;

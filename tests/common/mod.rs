@@ -32,6 +32,8 @@ pub struct Server {
     pub http: reqwest::Client,
     child: Option<Child>,
     addr: String,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// A cheap handle for concurrent requests.
@@ -114,6 +116,15 @@ impl Handle {
 impl Server {
     /// Writes each manifest to `fns/<name>.toml` and serves that directory.
     pub async fn start(functions: &[(&str, String)]) -> Server {
+        Server::start_with(&virga_bin(), &[], functions).await
+    }
+
+    /// As [`Server::start`], running the binary at `bin` with `env` added.
+    pub async fn start_with(
+        bin: &Path,
+        env: &[(&str, &str)],
+        functions: &[(&str, String)],
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let fns = dir.path().join("fns");
         std::fs::create_dir_all(&fns).unwrap();
@@ -125,6 +136,11 @@ impl Server {
             http: reqwest::Client::new(),
             child: None,
             addr: String::new(),
+            bin: bin.to_path_buf(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn();
         s
@@ -136,12 +152,13 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("serve.log"))
             .unwrap();
-        let mut child = Command::new(virga_bin())
+        let mut child = Command::new(&self.bin)
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .arg("--functions")
             .arg(self.dir.path().join("fns"))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -43,7 +43,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 "127.0.0.1:0".parse().expect("literal address"),
                 data.path().to_path_buf(),
             );
-            config.program_dirs = crate::program_dirs();
+            config.builtin_runtime = Some(crate::builtin_runtime());
             // The lab stands in for a cloud's capacity: each configuration
             // gets the instances its limits ask for, whatever their sum.
             config.max_memory_mb = Some(u64::MAX);

@@ -33,7 +33,7 @@ pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
         data.path().to_path_buf(),
     );
     config.functions_dir = Some(functions.to_path_buf());
-    config.program_dirs = crate::program_dirs();
+    config.builtin_runtime = Some(crate::builtin_runtime());
     let platform = virga_platform::Platform::start(config).await?;
     let endpoint = format!("http://{}", platform.addr());
     println!("virga demo: embedded platform listening on {endpoint}");

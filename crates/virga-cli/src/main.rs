@@ -5,6 +5,7 @@ mod client;
 mod cost;
 mod demo;
 mod table;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,6 +219,10 @@ enum Command {
         #[arg(long, default_value = "results")]
         out: PathBuf,
     },
+    /// Run virga's built-in runtime: what model functions and
+    /// `command = ["virga-worker"]` run. The platform starts it; it speaks
+    /// the Lambda Runtime API at `AWS_LAMBDA_RUNTIME_API`.
+    Worker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -377,13 +382,14 @@ fn init_tracing(default: &str) {
         .init();
 }
 
-/// Where `virga-worker` and other bundled programs live: beside this binary.
-pub fn program_dirs() -> Vec<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .into_iter()
-        .collect()
+/// The built-in runtime an embedded platform starts: this very executable
+/// (through `/proc/self/exe`, so a binary replaced on disk while serving
+/// still starts the same code) with its `worker` subcommand.
+pub fn builtin_runtime() -> virga_platform::BuiltinRuntime {
+    virga_platform::BuiltinRuntime {
+        program: PathBuf::from("/proc/self/exe"),
+        args: vec!["worker".into()],
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -395,6 +401,10 @@ fn main() -> std::process::ExitCode {
     };
     cli.endpoint_given =
         matches.value_source("endpoint") == Some(clap::parser::ValueSource::CommandLine);
+    // The runtime is synchronous: an instance gets no async runtime's threads.
+    if let Command::Worker = cli.command {
+        return worker::main();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -828,6 +838,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             init_tracing("warn");
             demo::run(&functions, warm, &out).await?;
         }
+        Command::Worker => unreachable!("`virga worker` runs before the async runtime starts"),
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -885,7 +896,7 @@ fn array(v: &Value, key: &str) -> Vec<Value> {
 }
 
 async fn serve(mut config: virga_platform::PlatformConfig) -> Result<()> {
-    config.program_dirs = program_dirs();
+    config.builtin_runtime = Some(builtin_runtime());
     let platform = virga_platform::Platform::start(config).await?;
     if !platform.limits_enforced() {
         eprintln!("warning: instances run without memory/CPU limits (cgroups not writable or disabled); records say limits_enforced=false");

@@ -1030,6 +1030,7 @@ mod route_tests {
         let scheduler = Scheduler::new(
             crate::scheduler::SchedulerConfig {
                 search_path: vec![],
+                builtin: None,
                 host_cores: 1,
                 cgroups: None,
                 max_memory_mb: u64::MAX,
@@ -1118,6 +1119,28 @@ mod route_tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["Configuration"]["MemorySize"], 128);
+    }
+
+    #[tokio::test]
+    async fn the_builtin_runtime_is_refused_where_the_platform_has_none() {
+        let (_d, app) = app();
+        // Not even a `virga-worker` on PATH stands in for it.
+        let manifest = "name = \"w\"\ncommand = [\"virga-worker\"]\n";
+        let (status, _, body) = call(
+            &app,
+            Request::put("/v1/functions/w?base_dir=/tmp")
+                .body(Body::from(manifest))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("without virga's built-in runtime"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

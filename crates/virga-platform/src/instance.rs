@@ -126,6 +126,7 @@ pub struct LaunchSpec {
 /// A running (or just died) instance.
 pub struct Instance {
     pub id: String,
+    /// For display and `/proc` reads only: signals go through `kill_group`.
     pub pid: u32,
     pub limits_enforced: bool,
     pub started: chrono::DateTime<chrono::Utc>,
@@ -201,8 +202,11 @@ impl Instance {
             }
         };
         let mut child = spawned.child;
-        let pid = child.id().unwrap_or(0);
-        let _ = shared.pid.set(pid);
+        // Just spawned, so not yet reaped: the pid is there.
+        let pid = child.id();
+        if let Some(pid) = pid {
+            let _ = shared.pid.set(pid);
+        }
         let cgroup: Option<Arc<dyn Cgroup>> = spawned.cgroup.map(Arc::from);
 
         if let Some(out) = child.stdout.take() {
@@ -240,7 +244,9 @@ impl Instance {
                 }
             };
             // Whatever the group left behind goes too (a forked helper, say).
-            sandbox::kill_group(pid);
+            if let Some(pid) = pid {
+                sandbox::kill_group(pid);
+            }
             // The group goes before the death is announced, so a platform
             // that waits for its instances to die leaves no cgroup behind.
             if let Some(g) = watcher_cgroup {
@@ -255,7 +261,7 @@ impl Instance {
 
         Ok(Arc::new(Instance {
             id: spec.id,
-            pid,
+            pid: pid.unwrap_or_default(),
             limits_enforced: cgroup.is_some(),
             started: chrono::Utc::now(),
             invocations: std::sync::atomic::AtomicU64::new(0),

@@ -27,7 +27,9 @@ use crate::meter::Meter;
 use crate::scheduler::{DeployError, Scheduler, SchedulerConfig};
 use crate::store::{Store, StoreError};
 
-pub use scheduler::{FunctionInfo, InstanceInfo, Invocation, InvokeError, InvokeRequest};
+pub use scheduler::{
+    BuiltinRuntime, FunctionInfo, InstanceInfo, Invocation, InvokeError, InvokeRequest,
+};
 
 /// Why the platform could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +64,9 @@ pub struct PlatformConfig {
     pub data_dir: PathBuf,
     /// Manifests (`*.toml`) deployed at start.
     pub functions_dir: Option<PathBuf>,
-    /// Directories searched for bare program names before PATH (the
-    /// directory holding `virga-worker`).
-    pub program_dirs: Vec<PathBuf>,
+    /// How to run the built-in runtime (model functions and `command =
+    /// ["virga-worker"]`); `None` refuses such functions at deploy.
+    pub builtin_runtime: Option<BuiltinRuntime>,
     /// Use cgroups when the host allows it.
     pub cgroups: bool,
     /// Where cgroup file systems are mounted.
@@ -83,7 +85,7 @@ impl PlatformConfig {
             addr,
             data_dir,
             functions_dir: None,
-            program_dirs: Vec::new(),
+            builtin_runtime: None,
             cgroups: true,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             max_memory_mb: None,
@@ -120,13 +122,13 @@ impl Platform {
                 "cgroups are not writable here: instances run without memory and CPU limits, and records say limits_enforced=false"
             ),
         }
-        let mut search_path = config.program_dirs.clone();
-        if let Some(path) = std::env::var_os("PATH") {
-            search_path.extend(std::env::split_paths(&path));
-        }
+        let search_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
         let scheduler = Scheduler::new(
             SchedulerConfig {
                 search_path,
+                builtin: config.builtin_runtime.clone(),
                 host_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 cgroups,
                 max_memory_mb: config

@@ -384,14 +384,25 @@ pub fn spawn(spec: &SpawnSpec, cgroups: Option<&dyn Cgroups>) -> Result<Spawned,
     }
 }
 
-/// Kills an instance's whole process group.
-pub fn kill_group(pid: u32) {
+/// Kills an instance's whole process group. Refuses a pid that cannot lead
+/// an instance's group: 0 and negative numbers would make kill(2) signal the
+/// platform's own group or every process, and 1 is init's.
+pub fn kill_group(pid: u32) -> bool {
+    let Some(group) = instance_group(pid) else {
+        tracing::error!(pid, "refusing to signal a process group no instance leads");
+        return false;
+    };
     // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names
     // the process group the instance leads (it was spawned with process_group(0)).
     #[allow(unsafe_code)]
     unsafe {
-        libc::kill(-(pid as i32), libc::SIGKILL);
+        libc::kill(-group, libc::SIGKILL) == 0
     }
+}
+
+/// The process group an instance with this pid leads, when it can lead one.
+fn instance_group(pid: u32) -> Option<i32> {
+    i32::try_from(pid).ok().filter(|&p| p > 1)
 }
 
 /// Peak resident memory of a process (`VmHWM`), for hosts without cgroups.
@@ -501,6 +512,18 @@ mod tests {
     fn detection_falls_back_when_nothing_is_mounted() {
         let dir = tempfile::tempdir().unwrap();
         assert!(detect_cgroups(dir.path()).is_none());
+    }
+
+    #[test]
+    fn only_pids_that_can_lead_an_instance_group_are_signalled() {
+        // 0 would signal the platform's own group, and u32::MAX wraps to
+        // -1 (every process) once negated.
+        for pid in [0, 1, u32::MAX, i32::MAX as u32 + 1] {
+            assert_eq!(instance_group(pid), None, "{pid}");
+            assert!(!kill_group(pid), "{pid}");
+        }
+        assert_eq!(instance_group(2), Some(2));
+        assert_eq!(instance_group(i32::MAX as u32), Some(i32::MAX));
     }
 
     #[test]

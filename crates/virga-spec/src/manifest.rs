@@ -31,6 +31,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The name a manifest's `command` uses for virga's built-in runtime (the
+/// one `runtime = "model"` runs). The platform resolves it to its own
+/// executable, never by a lookup on PATH.
+pub const BUILTIN_RUNTIME: &str = "virga-worker";
+
 /// What an instance runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

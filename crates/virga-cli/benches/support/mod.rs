@@ -18,22 +18,22 @@ pub fn http_client() -> HttpClient {
 }
 
 /// Starts an embedded platform (its own temporary data dir) serving one
-/// function from `manifest`; `virga-worker` is found beside the bench's binaries.
+/// function from `manifest`; the built-in runtime is `virga worker`.
 pub async fn platform(name: &str, manifest: &str) -> (tempfile::TempDir, virga_platform::Platform) {
     let data = tempfile::tempdir().unwrap();
     let fns = data.path().join("fns");
     std::fs::create_dir_all(&fns).unwrap();
     std::fs::write(fns.join(format!("{name}.toml")), manifest).unwrap();
-    let worker_dir = PathBuf::from(env!("CARGO_BIN_EXE_virga-worker"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
     let mut config = virga_platform::PlatformConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         data.path().join("data"),
     );
     config.functions_dir = Some(fns);
-    config.program_dirs = vec![worker_dir];
+    // The bench binary is not `virga`: start the real one's runtime.
+    config.builtin_runtime = Some(virga_platform::BuiltinRuntime {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_virga")),
+        args: vec!["worker".into()],
+    });
     // As in the lab: 64 instances of 1769 MB exceed a 24 GiB host's budget.
     config.max_memory_mb = Some(u64::MAX);
     let platform = virga_platform::Platform::start(config).await.unwrap();

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use virga_spec::{
     billed_ms, task_billed_ms, InvocationRecord, Manifest, ManifestError, Mode, Runtime, Status,
-    Trigger,
+    Trigger, BUILTIN_RUNTIME,
 };
 
 use crate::instance::{Instance, Job, LaunchSpec, Phase, Reply, RunResult};
@@ -92,6 +92,9 @@ pub enum DeployError {
         program: String,
         looked: String,
     },
+    /// the built-in runtime was asked for where the platform has none
+    #[error("{file}: this platform was started without virga's built-in runtime ({name:?}, what `runtime = \"model\"` runs); start the platform with the `virga` binary")]
+    NoBuiltinRuntime { file: String, name: &'static str },
     /// the model file of a model function is missing
     #[error("{file}: field `path`: no model at {path}; train one with `virga models train` or fetch them with `virga models pull`")]
     ModelMissing { file: String, path: String },
@@ -100,11 +103,23 @@ pub enum DeployError {
     Store(#[from] StoreError),
 }
 
+/// How the platform starts its built-in runtime (`virga-worker` in a
+/// manifest, and what `runtime = "model"` runs). The platform crate links no
+/// engine: the binary that embeds it says how to run one, e.g. its own
+/// executable with a subcommand.
+#[derive(Debug, Clone)]
+pub struct BuiltinRuntime {
+    pub program: PathBuf,
+    /// Arguments before the manifest's own (e.g. the subcommand).
+    pub args: Vec<String>,
+}
+
 /// Host facts and seams the scheduler needs.
 pub struct SchedulerConfig {
-    /// Where bare program names are looked up (the platform's own directory
-    /// first, so `virga-worker` is found, then PATH).
+    /// Where bare program names are looked up (PATH).
     pub search_path: Vec<PathBuf>,
+    /// The built-in runtime; `None` refuses functions that need it.
+    pub builtin: Option<BuiltinRuntime>,
     pub host_cores: usize,
     pub cgroups: Option<Box<dyn Cgroups>>,
     /// Most memory (sum of `memory_mb`) running instances may hold at once.
@@ -403,21 +418,7 @@ impl Scheduler {
         base_dir: &Path,
     ) -> Result<FunctionInfo, DeployError> {
         let manifest = Manifest::parse(manifest_text, source)?;
-        // A model function runs the built-in model runtime.
-        let (program_name, args) = match manifest.runtime {
-            Runtime::Command => (manifest.command[0].clone(), manifest.command[1..].to_vec()),
-            Runtime::Model => ("virga-worker".to_string(), Vec::new()),
-        };
-        let program = resolve_program(&program_name, base_dir, &self.config.search_path)
-            .ok_or_else(|| DeployError::Program {
-                file: source.to_string(),
-                program: program_name.clone(),
-                looked: if program_name.contains('/') {
-                    base_dir.display().to_string()
-                } else {
-                    "the platform's directory and PATH".into()
-                },
-            })?;
+        let (program, args) = self.program_of(&manifest, source, base_dir)?;
         if let Some(m) = &manifest.model {
             let path = base_dir.join(&m.path);
             if !path.is_file() {
@@ -736,6 +737,46 @@ impl Scheduler {
 
     pub fn logs(&self, name: &str, lines: usize) -> Option<Vec<String>> {
         lock(&self.logs).get(name).map(|r| r.tail(lines))
+    }
+
+    /// What an instance of `manifest` runs: a model function and a
+    /// `command` naming [`BUILTIN_RUNTIME`] run the built-in runtime; any
+    /// other program is found relative to the manifest or on PATH.
+    fn program_of(
+        &self,
+        manifest: &Manifest,
+        source: &str,
+        base_dir: &Path,
+    ) -> Result<(PathBuf, Vec<String>), DeployError> {
+        let (name, rest) = match manifest.runtime {
+            Runtime::Model => (BUILTIN_RUNTIME, &[][..]),
+            Runtime::Command => (manifest.command[0].as_str(), &manifest.command[1..]),
+        };
+        if name == BUILTIN_RUNTIME {
+            let builtin =
+                self.config
+                    .builtin
+                    .as_ref()
+                    .ok_or_else(|| DeployError::NoBuiltinRuntime {
+                        file: source.to_string(),
+                        name: BUILTIN_RUNTIME,
+                    })?;
+            let args = builtin.args.iter().chain(rest).cloned().collect();
+            return Ok((builtin.program.clone(), args));
+        }
+        let program =
+            resolve_program(name, base_dir, &self.config.search_path).ok_or_else(|| {
+                DeployError::Program {
+                    file: source.to_string(),
+                    program: name.to_string(),
+                    looked: if name.contains('/') {
+                        base_dir.display().to_string()
+                    } else {
+                        "PATH".into()
+                    },
+                }
+            })?;
+        Ok((program, rest.to_vec()))
     }
 
     /// The standard Lambda environment of an instance, plus the manifest's `env`.

@@ -1,5 +1,7 @@
-//! `virga-worker`: virga's built-in Rust runtime, a valid custom-runtime
-//! `bootstrap`. The handler is chosen by `_HANDLER` (Lambda's variable):
+//! `virga worker`: virga's built-in Rust runtime, a valid custom-runtime
+//! `bootstrap`, and what a manifest's `command = ["virga-worker"]` and
+//! `runtime = "model"` run (the platform starts its own executable with this
+//! subcommand). The handler is chosen by `_HANDLER` (Lambda's variable):
 //! `echo` (default) returns each event unchanged; `model` hosts the model
 //! named by `VIRGA_MODEL_*` (set by the platform for `runtime = "model"`).
 
@@ -23,7 +25,8 @@ impl Handler for Builtin {
     }
 }
 
-fn main() -> ExitCode {
+/// Runs until the Runtime API goes away; no async runtime of its own.
+pub fn main() -> ExitCode {
     let handler = std::env::var("_HANDLER").unwrap_or_else(|_| "echo".into());
     let result = virga_worker::run(|| match handler.as_str() {
         "" | "echo" => Ok(Builtin::Echo(Echo)),
@@ -32,13 +35,13 @@ fn main() -> ExitCode {
         )?))),
         other => Err(FunctionError::new(
             "Runtime.HandlerNotFound",
-            format!("unknown handler {other:?}: virga-worker knows \"echo\" and \"model\""),
+            format!("unknown handler {other:?}: the built-in runtime knows \"echo\" and \"model\""),
         )),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("virga-worker: {e}");
+            eprintln!("virga worker: {e}");
             ExitCode::FAILURE
         }
     }
