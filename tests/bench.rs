@@ -6,6 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use serde_json::Value;
 
@@ -13,7 +14,12 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Presets share models (trained or pulled on first use) and the host has
+/// two cores: one `virga bench` runs at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn bench(args: &[&str], out: &Path) -> std::process::Output {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     Command::new(common::virga_bin())
         .current_dir(repo())
         .arg("bench")
@@ -46,90 +52,109 @@ fn presets() -> Vec<PathBuf> {
     v
 }
 
-/// One test walks every preset in turn: presets share models (trained or
-/// pulled on first use), and the host has two cores.
+/// One test per preset (see `every_preset_has_a_test`).
+macro_rules! preset_tests {
+    ($($test:ident => $preset:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                runs_quick($preset);
+            }
+        )*
+        const TESTED: &[&str] = &[$($preset),*];
+    };
+}
+
+preset_tests! {
+    quickstart_runs_quick => "quickstart",
+    bansal_2024_lambda_vs_fargate_runs_quick => "bansal-2024-lambda-vs-fargate",
+    daitan_tf_lambda_runs_quick => "daitan-tf-lambda",
+    feyzkhanov_2021_graviton_runs_quick => "feyzkhanov-2021-graviton",
+    modes_and_batching_runs_quick => "modes-and-batching",
+    setlur_arun_frameworks_runs_quick => "setlur-arun-frameworks",
+    timmer_2024_lambda_configs_runs_quick => "timmer-2024-lambda-configs",
+}
+
 #[test]
-fn every_preset_runs_quick_against_the_embedded_platform() {
-    let all = presets();
-    let names: Vec<String> = all
+fn every_preset_has_a_test() {
+    let mut names: Vec<String> = presets()
         .iter()
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
-    for want in [
-        "quickstart",
-        "bansal-2024-lambda-vs-fargate",
-        "feyzkhanov-2021-graviton",
-        "daitan-tf-lambda",
-        "timmer-2024-lambda-configs",
-        "setlur-arun-frameworks",
+    names.sort();
+    let mut tested: Vec<&str> = TESTED.to_vec();
+    tested.sort();
+    assert_eq!(names, tested, "add the new preset to preset_tests!");
+}
+
+/// `experiments/<name>.toml` runs with `--quick` against the embedded
+/// platform, measures something in every scenario without errors and leaves
+/// every output.
+fn runs_quick(name: &str) {
+    let preset = repo().join("experiments").join(format!("{name}.toml"));
+    let tmp = tempfile::tempdir().unwrap();
+    let rel = preset.strip_prefix(repo()).unwrap_or(&preset).to_owned();
+    let out = bench(&[rel.to_str().unwrap(), "--quick"], tmp.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}: failed\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        preset.display()
+    );
+    let dir = run_dir(tmp.path());
+    for f in [
+        "results.json",
+        "invocations.csv",
+        "summary.md",
+        "report.html",
     ] {
-        assert!(names.iter().any(|n| n == want), "missing preset {want}");
+        assert!(dir.join(f).is_file(), "{}: no {f}", preset.display());
     }
-    for preset in all {
-        let tmp = tempfile::tempdir().unwrap();
-        let rel = preset.strip_prefix(repo()).unwrap_or(&preset).to_owned();
-        let out = bench(&[rel.to_str().unwrap(), "--quick"], tmp.path());
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&preset).unwrap();
+    let declared = text.matches("[[scenarios]]").count();
+    let scenarios = results["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), declared, "{}", preset.display());
+    assert_eq!(results["quick"], true);
+    assert_eq!(results["interrupted"], false);
+    assert!(results["host"]["cores"].as_u64().unwrap() >= 1);
+    // Every scenario measured something, and requests succeeded.
+    for s in scenarios {
+        let groups = s["groups"].as_array().unwrap();
         assert!(
-            out.status.success(),
-            "{}: failed\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            preset.display()
+            !groups.is_empty(),
+            "{}: {} has no groups",
+            preset.display(),
+            s["kind"]
         );
-        let dir = run_dir(tmp.path());
-        for f in [
-            "results.json",
-            "invocations.csv",
-            "summary.md",
-            "report.html",
-        ] {
-            assert!(dir.join(f).is_file(), "{}: no {f}", preset.display());
+        let (mut n, mut errors) = (0, 0);
+        for g in groups {
+            n += g["stats"]["requests"].as_u64().unwrap();
+            errors += g["stats"]["errors"].as_u64().unwrap();
         }
-        let results: Value =
-            serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
-        let text = std::fs::read_to_string(&preset).unwrap();
-        let declared = text.matches("[[scenarios]]").count();
-        let scenarios = results["scenarios"].as_array().unwrap();
-        assert_eq!(scenarios.len(), declared, "{}", preset.display());
-        assert_eq!(results["quick"], true);
-        assert_eq!(results["interrupted"], false);
-        assert!(results["host"]["cores"].as_u64().unwrap() >= 1);
-        // Every scenario measured something, and requests succeeded.
-        for s in scenarios {
-            let groups = s["groups"].as_array().unwrap();
-            assert!(
-                !groups.is_empty(),
-                "{}: {} has no groups",
-                preset.display(),
-                s["kind"]
-            );
-            let (mut n, mut errors) = (0, 0);
-            for g in groups {
-                n += g["stats"]["requests"].as_u64().unwrap();
-                errors += g["stats"]["errors"].as_u64().unwrap();
-            }
-            assert!(n > 0, "{}: {} sent nothing", preset.display(), s["kind"]);
-            assert_eq!(
-                errors,
-                0,
-                "{}: {} had errors: {:?}",
-                preset.display(),
-                s["kind"],
-                s["notes"]
-            );
-            assert!(!s["rows"].as_array().unwrap().is_empty());
-        }
-        // The CSV has one row per request, joined with the server's record.
-        let csv = std::fs::read_to_string(dir.join("invocations.csv")).unwrap();
-        let rows: Vec<&str> = csv.lines().skip(1).collect();
-        assert!(!rows.is_empty());
-        assert!(rows
-            .iter()
-            .all(|r| r.contains(",true,") || r.contains(",false,")));
-        // The terminal shows the tables.
-        assert!(stdout.contains("== scenario 1/"), "{stdout}");
-        assert!(stdout.contains("host: "), "{stdout}");
+        assert!(n > 0, "{}: {} sent nothing", preset.display(), s["kind"]);
+        assert_eq!(
+            errors,
+            0,
+            "{}: {} had errors: {:?}",
+            preset.display(),
+            s["kind"],
+            s["notes"]
+        );
+        assert!(!s["rows"].as_array().unwrap().is_empty());
     }
+    // The CSV has one row per request, joined with the server's record.
+    let csv = std::fs::read_to_string(dir.join("invocations.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(!rows.is_empty());
+    assert!(rows
+        .iter()
+        .all(|r| r.contains(",true,") || r.contains(",false,")));
+    // The terminal shows the tables.
+    assert!(stdout.contains("== scenario 1/"), "{stdout}");
+    assert!(stdout.contains("host: "), "{stdout}");
 }
 
 #[test]

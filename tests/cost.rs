@@ -102,3 +102,35 @@ async fn tune_measures_each_memory_size_recommends_and_restores_the_function() {
     let recs = s.records(Some("noop")).await;
     assert!(recs.iter().any(|r| r["memory_mb"] == 256));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tune_shows_the_first_error_of_each_size_and_hints_at_the_payload() {
+    let picky = common::manifest("picky", "[env]\nACTION = \"error\"");
+    let s = Server::start(&[("picky", picky)]).await;
+    let out_dir = s.dir.path().join("results");
+    let (code, out, err) = s.cli(&[
+        "tune",
+        "picky",
+        "--memory",
+        "256,512",
+        "--invocations",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.matches("2 errors; the first: ValueError: bad input")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("no recommendation") && out.contains("--payload"),
+        "{out}"
+    );
+    let result: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("tune-picky.json")).unwrap())
+            .unwrap();
+    assert_eq!(result["points"][0]["first_error"], "ValueError: bad input");
+}

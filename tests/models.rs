@@ -255,6 +255,67 @@ async fn kserve_v2_metadata_readiness_and_infer() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // Server metadata, and the versioned paths: the live version serves,
+    // any other is not found.
+    let server: Value = s
+        .http
+        .get(s.url("/v2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(server["name"], "virga");
+    assert!(server["version"].is_string() && server["extensions"].is_array());
+    let meta: Value = s
+        .http
+        .get(s.url("/v2/models/iris/versions/1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["name"], "iris", "{meta}");
+    let ready = s
+        .http
+        .get(s.url("/v2/models/iris/versions/1/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let infer = json!({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]});
+    let resp = s
+        .http
+        .post(s.url("/v2/models/iris/versions/1/infer"))
+        .json(&infer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let out: Value = resp.json().await.unwrap();
+    assert_eq!(out["model_version"], "1", "{out}");
+    for path in [
+        "/v2/models/iris/versions/7",
+        "/v2/models/iris/versions/7/ready",
+    ] {
+        let resp = s.http.get(s.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        let e: Value = resp.json().await.unwrap();
+        assert!(
+            e["error"].as_str().unwrap().contains("version 1 serves"),
+            "{e}"
+        );
+    }
+    let resp = s
+        .http
+        .post(s.url("/v2/models/iris/versions/7/infer"))
+        .json(&infer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A Lambda custom runtime that misbehaves on request, for end-to-end tests.
 
-The event's "action" says what to do: echo (default), sleep, crash, alloc,
+The event's "action" says what to do (default: env ACTION, else echo): echo, sleep, crash, alloc,
 error, print, garbage. The manifest's env MODE=init-error or MODE=exit makes
 initialisation fail; INIT_SLEEP=seconds makes it slow.
 """
@@ -63,7 +63,8 @@ while True:
             print(f"s3 {event['Records'][0]['eventName']} {event['Records'][0]['s3']['object']['key']}", flush=True)
         elif src == "aws:sns":
             print(f"sns {event['Records'][0]['Sns']['Message']}", flush=True)
-    action = event.get("action", "echo") if isinstance(event, dict) else "echo"
+    default = os.environ.get("ACTION", "echo")
+    action = event.get("action", default) if isinstance(event, dict) else default
     if action == "append":
         # Evidence of delivery that survives the platform: one line per delivery.
         with open(event["path"], "a") as f:

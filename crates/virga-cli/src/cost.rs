@@ -191,10 +191,10 @@ pub async fn tune(endpoint: &str, cfg: TuneConfig, out: PathBuf) -> Result<()> {
             p.p50_ms,
             p.mean_billed_ms,
             p.cost_per_invocation_usd,
-            if p.errors > 0 {
-                format!(", {} errors", p.errors)
-            } else {
-                String::new()
+            match (&p.first_error, p.errors) {
+                (Some(e), n) => format!(", {n} errors; the first: {e}"),
+                (None, 0) => String::new(),
+                (None, n) => format!(", {n} errors"),
             }
         )
     })
@@ -238,7 +238,10 @@ pub async fn tune(endpoint: &str, cfg: TuneConfig, out: PathBuf) -> Result<()> {
             "\nrecommended for {:?}: {} MB (rule: {})",
             result.strategy, result.points[i].memory_mb, result.rule
         ),
-        None => println!("\nno recommendation: every memory size had errors"),
+        None => println!(
+            "\nno recommendation: every memory size had errors (shown above); \
+             if the function needs an input, give one with --payload (default: {{}})"
+        ),
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let stem = out.join(format!("tune-{}", result.function));

@@ -27,6 +27,9 @@ pub struct TunePoint {
     pub memory_mb: u32,
     pub invocations: usize,
     pub errors: usize,
+    /// What the first failed invocation answered (error type and message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
     pub p50_ms: f64,
     pub mean_ms: f64,
     pub mean_billed_ms: f64,
@@ -45,6 +48,31 @@ pub struct TuneResult {
     pub recommended: Option<usize>,
     /// The rule that chose it, in words.
     pub rule: String,
+}
+
+/// A failed invocation in one line: Lambda's `errorType: errorMessage` when
+/// the body is an error document, else the status and the body's start.
+fn error_summary(r: &crate::api::Invoked) -> String {
+    let doc: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
+    let field = |k: &str| {
+        doc.as_ref()
+            .and_then(|d| d.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let text = match (
+        field("errorType"),
+        field("errorMessage").or(field("message")),
+    ) {
+        (Some(t), Some(m)) => format!("{t}: {m}"),
+        (None, Some(m)) => format!("status {}: {m}", r.status),
+        _ => format!("status {}: {}", r.status, String::from_utf8_lossy(&r.body)),
+    };
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
 }
 
 /// Picks the best point for `strategy`; points with errors are not candidates.
@@ -158,10 +186,12 @@ pub async fn tune(
             api.invoke(&cfg.function, &cfg.payload).await?;
             let mut ids = Vec::new();
             let mut errors = 0;
+            let mut first_error = None;
             for _ in 0..cfg.invocations {
                 let r = api.invoke(&cfg.function, &cfg.payload).await?;
                 if r.status != 200 || r.function_error.is_some() {
                     errors += 1;
+                    first_error.get_or_insert_with(|| error_summary(&r));
                 }
                 if let Some(id) = r.request_id {
                     ids.push(id);
@@ -189,6 +219,7 @@ pub async fn tune(
                 memory_mb,
                 invocations: mine.len(),
                 errors,
+                first_error,
                 mean_ms: durations.iter().sum::<f64>() / n,
                 p50_ms: median(&mut durations),
                 mean_billed_ms,
@@ -270,6 +301,7 @@ mod tests {
                 memory_mb: m,
                 invocations: 10,
                 errors: 0,
+                first_error: None,
                 p50_ms: d,
                 mean_ms: d,
                 mean_billed_ms: d.ceil(),

@@ -71,9 +71,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/topics/{topic}", post(publish))
         .route("/v1/queues", get(queues))
         .route("/v1/queues/{queue}/messages", post(send_message))
+        .route("/v2", get(v2_server))
         .route("/v2/models/{name}", get(v2_metadata))
         .route("/v2/models/{name}/ready", get(v2_ready))
         .route("/v2/models/{name}/infer", post(v2_infer))
+        .route("/v2/models/{name}/versions/{version}", get(v2_metadata_at))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2_ready_at),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(v2_infer_at),
+        )
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -669,6 +679,57 @@ fn v2_function(state: &AppState, name: &str) -> Result<crate::scheduler::Functio
             format!("model {name} not found"),
         )),
     }
+}
+
+/// V2 server metadata.
+async fn v2_server() -> Json<serde_json::Value> {
+    Json(json!({
+        "name": "virga",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": [],
+    }))
+}
+
+/// A versioned V2 path names the live version: only the running revision
+/// of a function serves, so any other version is not found.
+fn v2_version(state: &AppState, name: &str, version: &str) -> Result<(), V2Error> {
+    let f = v2_function(state, name)?;
+    if f.version == version {
+        Ok(())
+    } else {
+        Err(v2_error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "model {name} version {version} not found: version {} serves",
+                f.version
+            ),
+        ))
+    }
+}
+
+async fn v2_metadata_at(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, V2Error> {
+    v2_version(&state, &name, &version)?;
+    v2_metadata(State(state), Path(name)).await
+}
+
+async fn v2_ready_at(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, V2Error> {
+    v2_version(&state, &name, &version)?;
+    v2_ready(State(state), Path(name)).await
+}
+
+async fn v2_infer_at(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, V2Error> {
+    v2_version(&state, &name, &version)?;
+    v2_infer(State(state), Path(name), body).await
 }
 
 /// Invokes a model function with a JSON event; a function error becomes a V2 error.
