@@ -890,7 +890,7 @@ async fn v2_infer(
             .manifest
             .model
             .as_ref()
-            .is_some_and(|m| m.task == "text-embedding");
+            .is_some_and(|m| m.task == virga_spec::ModelTask::TextEmbedding);
         return if is_text {
             v2_infer_texts(&state, &name, &f.version, &req, input).await
         } else {

@@ -127,12 +127,9 @@ pub struct BatchingSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// image-classification | text-embedding | tabular-classification | tabular-regression | clustering | decomposition
-    pub task: String,
-    /// classical | tract | ort (ONNX: tract is pure Rust; ort is onnxruntime, in a
-    /// build with `--features ort` and its library from `virga models pull --engine ort`).
-    #[serde(default = "defaults::engine")]
-    pub engine: String,
+    pub task: ModelTask,
+    #[serde(default)]
+    pub engine: ModelEngine,
     /// The model file, relative to the manifest's directory.
     pub path: String,
     /// Most rows per request.
@@ -143,14 +140,56 @@ pub struct ModelSpec {
     pub threads: Option<u32>,
 }
 
-pub const MODEL_TASKS: &[&str] = &[
-    "image-classification",
-    "text-embedding",
-    "tabular-classification",
-    "tabular-regression",
-    "clustering",
-    "decomposition",
-];
+/// What a model function's model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelTask {
+    ImageClassification,
+    TextEmbedding,
+    TabularClassification,
+    TabularRegression,
+    Clustering,
+    Decomposition,
+}
+
+impl ModelTask {
+    /// The name manifests and `VIRGA_MODEL_TASK` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelTask::ImageClassification => "image-classification",
+            ModelTask::TextEmbedding => "text-embedding",
+            ModelTask::TabularClassification => "tabular-classification",
+            ModelTask::TabularRegression => "tabular-regression",
+            ModelTask::Clustering => "clustering",
+            ModelTask::Decomposition => "decomposition",
+        }
+    }
+}
+
+/// Which engine runs a model function's model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelEngine {
+    /// Models trained by `virga models train` (linfa, smartcore).
+    #[default]
+    Classical,
+    /// ONNX with tract, pure Rust, in every build.
+    Tract,
+    /// ONNX with onnxruntime: a build with `--features ort` and its library
+    /// from `virga models pull --engine ort`.
+    Ort,
+}
+
+impl ModelEngine {
+    /// The name manifests and `VIRGA_MODEL_ENGINE` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelEngine::Classical => "classical",
+            ModelEngine::Tract => "tract",
+            ModelEngine::Ort => "ort",
+        }
+    }
+}
 
 /// A function, as declared by its manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,9 +375,6 @@ mod defaults {
     pub fn max_receive() -> u32 {
         3
     }
-    pub fn engine() -> String {
-        "classical".into()
-    }
     pub fn max_batch() -> u32 {
         1000
     }
@@ -458,16 +494,6 @@ impl Manifest {
                         "command",
                         "runtime \"model\" runs the built-in model runtime: remove `command`"
                             .into(),
-                    ));
-                }
-                if !MODEL_TASKS.contains(&m.task.as_str()) {
-                    return Err((
-                        "task",
-                        format!(
-                            "{:?} is not a task: use one of {}",
-                            m.task,
-                            MODEL_TASKS.join(", ")
-                        ),
                     ));
                 }
                 if m.path.is_empty() {
@@ -963,15 +989,38 @@ input = '{"warm": true}'
     }
 
     #[test]
+    fn a_misspelt_task_or_engine_is_refused_at_its_line() {
+        let ok = "name = \"iris\"\nruntime = \"model\"\n[model]\ntask = \"tabular-classification\"\nengine = \"tract\"\npath = \"m.onnx\"\n";
+        let m = Manifest::parse(ok, "t.toml").unwrap();
+        let model = m.model.unwrap();
+        assert_eq!(model.task, ModelTask::TabularClassification);
+        assert_eq!(model.engine, ModelEngine::Tract);
+        for (bad, line, want) in [
+            (ok.replace("tabular-classification", "poetry"), 4, "`task`"),
+            (ok.replace("\"tract\"", "\"trakt\""), 5, "`engine`"),
+        ] {
+            match Manifest::parse(&bad, "t.toml") {
+                Err(ManifestError::Syntax {
+                    line: l, message, ..
+                }) => {
+                    assert_eq!(l, line, "{message}");
+                    assert!(message.contains(want), "{message}");
+                    assert!(message.contains("unknown variant"), "{message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn model_functions_need_a_model_table_and_no_command() {
         let ok = "name = \"iris\"\nruntime = \"model\"\n[model]\ntask = \"tabular-classification\"\npath = \"m.model\"\n";
         let m = Manifest::parse(ok, "t.toml").unwrap();
         assert_eq!(m.runtime, Runtime::Model);
-        assert_eq!(m.model.as_ref().unwrap().engine, "classical");
+        assert_eq!(m.model.as_ref().unwrap().engine, ModelEngine::Classical);
         assert_eq!(m.model.as_ref().unwrap().max_batch, 1000);
         for (bad, field) in [
             ("name = \"a\"\nruntime = \"model\"\n", "runtime"),
-            (&ok.replace("tabular-classification", "poetry")[..], "task"),
             (
                 &ok.replace(
                     "runtime = \"model\"\n",

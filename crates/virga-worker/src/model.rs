@@ -497,6 +497,27 @@ impl Handler for ModelHandler {
 mod tests {
     use super::*;
 
+    /// The platform passes a manifest's task by its name: every task a
+    /// manifest accepts is one this runtime knows.
+    #[test]
+    fn every_manifest_task_is_a_task_here() {
+        use virga_spec::ModelTask::*;
+        for t in [
+            ImageClassification,
+            TextEmbedding,
+            TabularClassification,
+            TabularRegression,
+            Clustering,
+            Decomposition,
+        ] {
+            let here = virga_engine::Task::parse(t.as_str()).unwrap();
+            assert_eq!(
+                serde_json::to_value(here).unwrap(),
+                serde_json::to_value(t).unwrap()
+            );
+        }
+    }
+
     fn handler(dir: &std::path::Path, file: &str, task: &str) -> ModelHandler {
         ModelHandler::load(&ModelConfig {
             engine: "tract".into(),

@@ -1,0 +1,428 @@
+//! The registry: deploy, redeploy, delete and restore functions; what
+//! the API lists about them and their instances.
+
+use super::*;
+
+impl Scheduler {
+    /// The deployed manifest of a function, with its version.
+    pub fn manifest(&self, name: &str) -> Option<(Arc<Manifest>, u64)> {
+        self.get(name).map(|f| (f.manifest.clone(), f.version))
+    }
+
+    /// Every deployed manifest, with its version.
+    pub fn manifests(&self) -> Vec<(Arc<Manifest>, u64)> {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|f| (f.manifest.clone(), f.version))
+            .collect()
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<Arc<Function>> {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Deploys (or redeploys) a function from manifest text. `source` names the
+    /// manifest in errors; `base_dir` is its directory. Deploying an unchanged
+    /// manifest keeps the running revision and its warm instances.
+    pub fn deploy(
+        self: &Arc<Self>,
+        manifest_text: &str,
+        source: &str,
+        base_dir: &Path,
+    ) -> Result<FunctionInfo, DeployError> {
+        let manifest = Manifest::parse(manifest_text, source)?;
+        let (program, args) = self.program_of(&manifest, source, base_dir)?;
+        if let Some(m) = &manifest.model {
+            let path = base_dir.join(&m.path);
+            if !path.is_file() {
+                return Err(DeployError::ModelMissing {
+                    file: source.to_string(),
+                    path: path.display().to_string(),
+                });
+            }
+        }
+        let store = self.meter.store();
+        let base = base_dir.display().to_string();
+        let previous = store.function(&manifest.name)?;
+        if let (Some(prev), Some(live)) = (&previous, self.get(&manifest.name)) {
+            if prev.manifest == manifest_text
+                && prev.base_dir == base
+                && live.version == prev.version
+            {
+                return Ok(self.info(&live));
+            }
+        }
+        let version = match &previous {
+            // A restart reloading the same manifest keeps its version.
+            Some(p) if p.manifest == manifest_text && p.base_dir == base => p.version,
+            Some(p) => p.version + 1,
+            None => 1,
+        };
+        let deployed_at = now_rfc3339();
+        store.save_function(&StoredFunction {
+            name: manifest.name.clone(),
+            manifest: manifest_text.to_string(),
+            base_dir: base,
+            version,
+            deployed_at: deployed_at.clone(),
+        })?;
+
+        let logs = lock(&self.logs)
+            .entry(manifest.name.clone())
+            .or_insert_with(|| Arc::new(LogRing::new(LOG_LINES)))
+            .clone();
+        let limits = Limits {
+            memory_mb: manifest.memory_mb,
+            vcpu: manifest.vcpu(self.config.host_cores),
+        };
+        let spawn = SpawnSpec {
+            name: String::new(),
+            program,
+            args,
+            cwd: base_dir.to_path_buf(),
+            env: self.instance_env(&manifest, version, base_dir),
+            limits,
+        };
+        let pools = match manifest.mode {
+            Mode::Service => Pools::Service(Mutex::new(ServicePool::new(
+                manifest.concurrency_per_instance(),
+                manifest.min_instances as usize,
+                manifest.max_instances() as usize,
+                manifest.max_queue as usize,
+            ))),
+            Mode::Function | Mode::Job => Pools::Function(Mutex::new(Pool::new(PoolLimits {
+                max_instances: match manifest.max_concurrency {
+                    0 => usize::MAX,
+                    n => n as usize,
+                },
+                max_queue: manifest.max_queue as usize,
+                keep_alive: Duration::from_millis(manifest.keep_alive_ms),
+                min_instances: manifest.min_instances as usize,
+            }))),
+        };
+        let batching = manifest.batching.clone();
+        let (batch_tx, batch_rx) = match &batching {
+            Some(b) => {
+                let (tx, rx) =
+                    mpsc::channel((manifest.max_queue as usize + b.max_batch_size as usize).max(1));
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let function = Arc::new(Function {
+            arn: format!(
+                "arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}",
+                manifest.name
+            ),
+            manifest: Arc::new(manifest),
+            base_dir: base_dir.to_path_buf(),
+            version,
+            deployed_at,
+            spawn,
+            pools,
+            batcher: Mutex::new(batch_tx),
+            instances: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            retired: AtomicBool::new(false),
+            logs,
+        });
+        let old = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(function.manifest.name.clone(), function.clone());
+        if let Some(old) = old {
+            old.retire();
+        }
+        tracing::info!(function = %function.manifest.name, version, "deployed");
+        match function.mode() {
+            Mode::Service => {
+                tokio::spawn(self.clone().autoscale(function.clone()));
+            }
+            Mode::Function | Mode::Job => {
+                tokio::spawn(self.clone().keep_alive(function.clone()));
+            }
+        }
+        if let (Some(b), Some(rx)) = (batching, batch_rx) {
+            let policy = BatchPolicy::new(
+                b.max_batch_size as usize,
+                Duration::from_millis(b.max_delay_ms),
+            );
+            tokio::spawn(self.clone().dispatch_batches(function.clone(), rx, policy));
+        }
+        self.changed();
+        Ok(self.info(&function))
+    }
+
+    /// Removes a function; its busy instances finish their requests first.
+    pub fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let removed = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.meter.store().delete_function(name)?;
+        match removed {
+            Some(f) => {
+                f.retire();
+                self.changed();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Redeploys every persisted function (after a restart).
+    pub fn restore(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let stored = self.meter.store().functions()?;
+        let mut n = 0;
+        for f in stored {
+            match self.deploy(&f.manifest, &f.name, Path::new(&f.base_dir)) {
+                Ok(_) => n += 1,
+                Err(e) => {
+                    tracing::warn!(function = %f.name, error = %e, "could not restore function")
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Stops the idle instances of a function now (scale to zero); returns how many.
+    pub fn stop_idle(&self, name: &str) -> Option<usize> {
+        let f = self.get(name)?;
+        let idle = match &f.pools {
+            Pools::Service(s) => lock(s).stop_idle_above_minimum(),
+            Pools::Function(p) => {
+                let mut pool = lock(p);
+                let keep = pool.limits().min_instances;
+                let mut stopped = Vec::new();
+                while pool.idle_count() > 0 && pool.idle_count() + pool.active_count() > keep {
+                    let Some(first) = pool.idle().next().map(|(i, _)| i.id.clone()) else {
+                        break;
+                    };
+                    if let Some(i) = pool.remove_idle(|i| i.id == first) {
+                        stopped.push(i);
+                    }
+                }
+                stopped
+            }
+        };
+        for i in &idle {
+            i.kill();
+        }
+        Some(idle.len())
+    }
+
+    /// The current revision of every function.
+    pub(super) fn live_functions(&self) -> Vec<Arc<Function>> {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn functions(&self) -> Vec<FunctionInfo> {
+        let fs = self.live_functions();
+        let mut out: Vec<FunctionInfo> = fs.iter().map(|f| self.info(f)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn function(&self, name: &str) -> Option<FunctionInfo> {
+        self.get(name).map(|f| self.info(&f))
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub(super) fn info(&self, f: &Function) -> FunctionInfo {
+        let Load { idle, busy, queued } = f.load();
+        let m = &f.manifest;
+        FunctionInfo {
+            name: m.name.clone(),
+            version: f.version.to_string(),
+            deployed_at: f.deployed_at.clone(),
+            runtime: match m.runtime {
+                Runtime::Command => "command".into(),
+                Runtime::Model => "model".into(),
+            },
+            mode: m.mode.as_str().into(),
+            memory_mb: m.memory_mb,
+            vcpu: f.spawn.limits.vcpu,
+            instance_concurrency: m.concurrency_per_instance(),
+            timeout_ms: m.timeout_ms,
+            max_concurrency: m.max_concurrency,
+            keep_alive_ms: m.keep_alive_ms,
+            min_instances: m.min_instances,
+            max_queue: m.max_queue,
+            instances: idle + busy,
+            busy,
+            queued,
+            limits_enforced: self.limits_enforced(),
+            manifest: Manifest::clone(m),
+            base_dir: f.base_dir.display().to_string(),
+        }
+    }
+
+    pub fn instances(&self, name: &str) -> Option<Vec<InstanceInfo>> {
+        let f = self.get(name)?;
+        let idle = f.idle_ids();
+        let mut out: Vec<InstanceInfo> = lock(&f.instances)
+            .values()
+            .map(|i| {
+                let phase = i.phase();
+                InstanceInfo {
+                    id: i.id.clone(),
+                    function: name.to_string(),
+                    version: f.version.to_string(),
+                    pid: i.pid,
+                    state: match phase {
+                        Phase::Starting => "starting",
+                        _ if idle.contains(&i.id) => "idle",
+                        _ => "busy",
+                    },
+                    init_ms: match phase {
+                        Phase::Ready { init_ms } => Some(init_ms),
+                        _ => None,
+                    },
+                    invocations: i.invocations.load(Ordering::Relaxed),
+                    started_at: i
+                        .started
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    limits_enforced: i.limits_enforced,
+                    max_memory_mb: i.peak_memory_mb(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Some(out)
+    }
+
+    pub fn logs(&self, name: &str, lines: usize) -> Option<Vec<String>> {
+        lock(&self.logs).get(name).map(|r| r.tail(lines))
+    }
+
+    /// What an instance of `manifest` runs: a model function and a
+    /// `command` naming [`BUILTIN_RUNTIME`] run the built-in runtime; any
+    /// other program is found relative to the manifest or on PATH.
+    pub(super) fn program_of(
+        &self,
+        manifest: &Manifest,
+        source: &str,
+        base_dir: &Path,
+    ) -> Result<(PathBuf, Vec<String>), DeployError> {
+        let (name, rest) = match manifest.runtime {
+            Runtime::Model => (BUILTIN_RUNTIME, &[][..]),
+            Runtime::Command => (manifest.command[0].as_str(), &manifest.command[1..]),
+        };
+        if name == BUILTIN_RUNTIME {
+            let builtin =
+                self.config
+                    .builtin
+                    .as_ref()
+                    .ok_or_else(|| DeployError::NoBuiltinRuntime {
+                        file: source.to_string(),
+                        name: BUILTIN_RUNTIME,
+                    })?;
+            let args = builtin.args.iter().chain(rest).cloned().collect();
+            return Ok((builtin.program.clone(), args));
+        }
+        let program =
+            resolve_program(name, base_dir, &self.config.search_path).ok_or_else(|| {
+                DeployError::Program {
+                    file: source.to_string(),
+                    program: name.to_string(),
+                    looked: if name.contains('/') {
+                        base_dir.display().to_string()
+                    } else {
+                        "PATH".into()
+                    },
+                }
+            })?;
+        Ok((program, rest.to_vec()))
+    }
+
+    /// The standard Lambda environment of an instance, plus the manifest's `env`.
+    pub(super) fn instance_env(
+        &self,
+        m: &Manifest,
+        version: u64,
+        base_dir: &Path,
+    ) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = ["HOME", "LANG", "TZ"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        let path = std::env::join_paths(&self.config.search_path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let date = chrono::Utc::now().format("%Y/%m/%d");
+        env.extend(
+            [
+                ("PATH", path),
+                ("AWS_LAMBDA_FUNCTION_NAME", m.name.clone()),
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", m.memory_mb.to_string()),
+                ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+                (
+                    "AWS_LAMBDA_LOG_GROUP_NAME",
+                    format!("/aws/lambda/{}", m.name),
+                ),
+                ("AWS_LAMBDA_LOG_STREAM_NAME", format!("{date}/[{version}]")),
+                ("AWS_REGION", REGION.to_string()),
+                ("AWS_DEFAULT_REGION", REGION.to_string()),
+                ("LAMBDA_TASK_ROOT", base_dir.display().to_string()),
+                ("LAMBDA_RUNTIME_DIR", base_dir.display().to_string()),
+                (
+                    "_HANDLER",
+                    match m.runtime {
+                        Runtime::Model => "model".to_string(),
+                        Runtime::Command => m.handler.clone().unwrap_or_default(),
+                    },
+                ),
+                ("TZ", ":UTC".to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        if m.mode == Mode::Service {
+            // As Lambda Managed Instances tell a runtime how many requests
+            // it may take at once.
+            env.push((
+                "AWS_LAMBDA_MAX_CONCURRENCY".into(),
+                m.concurrency_per_instance().to_string(),
+            ));
+        }
+        if let Some(model) = &m.model {
+            let vcpu = m.vcpu(self.config.host_cores);
+            env.extend(
+                [
+                    (
+                        "VIRGA_MODEL_PATH",
+                        base_dir.join(&model.path).display().to_string(),
+                    ),
+                    ("VIRGA_MODEL_ENGINE", model.engine.as_str().to_string()),
+                    ("VIRGA_MODEL_TASK", model.task.as_str().to_string()),
+                    ("VIRGA_MODEL_MAX_BATCH", model.max_batch.to_string()),
+                    (
+                        "VIRGA_MODEL_THREADS",
+                        model
+                            .threads
+                            .unwrap_or(vcpu.ceil().max(1.0) as u32)
+                            .to_string(),
+                    ),
+                ]
+                .map(|(k, v)| (k.to_string(), v)),
+            );
+        }
+        env.extend(m.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+}

@@ -1,0 +1,338 @@
+//! The timers of a function: keep-alive (reaping and provisioning) and
+//! the autoscaler of a service.
+
+use super::*;
+
+/// The keep-alive timer of one pool, generic so it runs on a paused clock in tests.
+pub(crate) async fn keep_alive_loop<I>(
+    pool: &Mutex<Pool<I>>,
+    wake: &Notify,
+    retired: impl Fn() -> bool,
+    mut expire: impl FnMut(Vec<I>),
+    mut provision: impl FnMut(usize),
+) {
+    loop {
+        if retired() {
+            return;
+        }
+        let (expired, next, missing) = {
+            let mut p = lock(pool);
+            let expired = p.reap(Instant::now());
+            let mut missing = 0;
+            while p.deficit() > 0 && p.reserve() {
+                missing += 1;
+            }
+            (expired, p.next_expiry(), missing)
+        };
+        if !expired.is_empty() {
+            expire(expired);
+        }
+        if missing > 0 {
+            provision(missing);
+        }
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+impl Scheduler {
+    /// Keeps a function's pool in shape until it is retired: reaps idle
+    /// instances past their keep-alive, and keeps `min_instances` started.
+    pub(super) async fn keep_alive(self: Arc<Self>, f: Arc<Function>) {
+        let Pools::Function(pool) = &f.pools else {
+            return;
+        };
+        let me = self.clone();
+        let fp = f.clone();
+        keep_alive_loop(
+            pool,
+            &f.wake,
+            || f.retired.load(Ordering::SeqCst),
+            |expired: Vec<Arc<Instance>>| {
+                for i in expired {
+                    tracing::info!(instance = %i.id, "keep-alive expired: stopping idle instance");
+                    i.kill();
+                }
+            },
+            |n| {
+                for _ in 0..n {
+                    let me = me.clone();
+                    let f = fp.clone();
+                    tokio::spawn(async move {
+                        match me.start_provisioned(&f).await {
+                            Ok((inst, _)) => f.give_back(inst, true),
+                            Err(failure) => {
+                                tracing::warn!(function = %f.manifest.name, error = %failure.message, "provisioned instance failed to start");
+                                // Back off before the loop tries again.
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                f.give_back_slot();
+                            }
+                        }
+                    });
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Scales a service's tasks until it is retired: samples its load every
+    /// tick, asks the autoscaler for a task count and applies it.
+    pub(super) async fn autoscale(self: Arc<Self>, f: Arc<Function>) {
+        let Pools::Service(pool) = &f.pools else {
+            return;
+        };
+        let m = &f.manifest;
+        let scaling = m.scaling.clone().unwrap_or_default();
+        let mut scaler = Autoscaler::new(AutoscaleConfig {
+            per_instance: m.concurrency_per_instance(),
+            target_utilization: scaling.target_utilization,
+            stable_window: Duration::from_millis(scaling.stable_window_ms),
+            scale_down_delay: Duration::from_millis(scaling.scale_down_delay_ms),
+            min: m.min_instances as usize,
+            max: m.max_instances() as usize,
+        });
+        let tick = scaler.config().tick();
+        autoscale_loop(
+            pool,
+            &mut scaler,
+            tick,
+            || f.retired.load(Ordering::SeqCst),
+            |stop| {
+                for i in stop {
+                    tracing::info!(instance = %i.id, "scaling down: stopping idle task");
+                    i.kill();
+                }
+            },
+            |n| {
+                for _ in 0..n {
+                    let me = self.clone();
+                    let f = f.clone();
+                    tokio::spawn(async move {
+                        match me.start_provisioned(&f).await {
+                            Ok((inst, _)) => {
+                                let unneeded = f.add_task(inst);
+                                // Started after its service was retired.
+                                if let Some(i) = unneeded {
+                                    i.kill();
+                                }
+                            }
+                            Err(failure) => {
+                                tracing::warn!(function = %f.manifest.name, error = %failure.message, "task failed to start");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                f.give_back_slot();
+                            }
+                        }
+                    });
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Starts a provisioned instance or an autoscaled task, if the host's
+    /// memory budget has room for it now.
+    pub(super) async fn start_provisioned(
+        self: &Arc<Self>,
+        f: &Arc<Function>,
+    ) -> Result<(Arc<Instance>, f64), Failure> {
+        let mb = u64::from(f.manifest.memory_mb);
+        let Some(memory) = self.budget.try_reserve(mb) else {
+            return Err(Failure::new(
+                Status::Throttled,
+                "TooManyRequestsException",
+                format!(
+                    "the host's memory budget ({} of {} MB in use) has no room for {mb} MB",
+                    self.budget.used_mb(),
+                    self.budget.limit_mb()
+                ),
+            ));
+        };
+        self.start_instance(f, "provisioned-concurrency", memory)
+            .await
+    }
+}
+
+/// The autoscaling timer of one service pool, generic so it runs on a paused
+/// clock in tests.
+pub(crate) async fn autoscale_loop<I: Clone>(
+    pool: &Mutex<ServicePool<I>>,
+    scaler: &mut Autoscaler,
+    tick: Duration,
+    retired: impl Fn() -> bool,
+    mut stop: impl FnMut(Vec<I>),
+    mut start: impl FnMut(usize),
+) {
+    loop {
+        if retired() {
+            return;
+        }
+        let step = {
+            let mut p = lock(pool);
+            let now = Instant::now();
+            scaler.observe(now, p.concurrency() as f64);
+            let want = scaler.decide(now, p.running() + p.starting());
+            p.scale(want)
+        };
+        if !step.stop.is_empty() {
+            stop(step.stop);
+        }
+        if step.start > 0 {
+            start(step.start);
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(keep_alive_ms: u64, min: usize) -> Mutex<Pool<u32>> {
+        Mutex::new(Pool::new(PoolLimits {
+            max_instances: 4,
+            max_queue: 0,
+            keep_alive: Duration::from_millis(keep_alive_ms),
+            min_instances: min,
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_reaps_on_time_on_a_paused_clock() {
+        let p = Arc::new(pool(1_000, 0));
+        let wake = Arc::new(Notify::new());
+        let retired = Arc::new(AtomicBool::new(false));
+        let expired = Arc::new(Mutex::new(Vec::<(u32, Instant)>::new()));
+        let t0 = Instant::now();
+        assert!(lock(&p).reserve());
+        lock(&p).release(7, t0);
+        let task = {
+            let (p, wake, retired, expired) =
+                (p.clone(), wake.clone(), retired.clone(), expired.clone());
+            tokio::spawn(async move {
+                keep_alive_loop(
+                    &p,
+                    &wake,
+                    || retired.load(Ordering::SeqCst),
+                    |v| lock(&expired).extend(v.into_iter().map(|i| (i, Instant::now()))),
+                    |_| {},
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert!(lock(&expired).is_empty(), "not before keep-alive");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(lock(&expired).len(), 1);
+        assert_eq!(lock(&expired)[0].1 - t0, Duration::from_secs(1));
+
+        // An instance released later is reaped one keep-alive after its release.
+        assert!(lock(&p).reserve());
+        lock(&p).release(8, Instant::now());
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(1_001)).await;
+        assert_eq!(
+            lock(&expired).iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![7, 8]
+        );
+
+        retired.store(true, Ordering::SeqCst);
+        wake.notify_one();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_provisions_the_minimum_and_never_reaps_it() {
+        let p = Arc::new(pool(10, 2));
+        let wake = Arc::new(Notify::new());
+        let provisioned = Arc::new(Mutex::new(0usize));
+        let task = {
+            let (p, wake, provisioned) = (p.clone(), wake.clone(), provisioned.clone());
+            tokio::spawn(async move {
+                keep_alive_loop(
+                    &p,
+                    &wake,
+                    || false,
+                    |_| panic!("provisioned instances are never reaped"),
+                    |n| *lock(&provisioned) += n,
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(*lock(&provisioned), 2);
+        // The provisioned instances come up and go idle; hours pass.
+        lock(&p).release(1, Instant::now());
+        lock(&p).release(2, Instant::now());
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(lock(&p).idle_count(), 2);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn autoscale_loop_starts_tasks_under_load_and_stops_them_after_the_delay() {
+        let pool = Arc::new(Mutex::new(ServicePool::<u32>::new(2, 0, 4, 100)));
+        let mut scaler = Autoscaler::new(AutoscaleConfig {
+            per_instance: 2,
+            target_utilization: 1.0,
+            stable_window: Duration::from_secs(10),
+            scale_down_delay: Duration::from_secs(5),
+            min: 0,
+            max: 4,
+        });
+        let tick = scaler.config().tick();
+        // Six requests wait: three tasks' worth.
+        let waiters: Vec<_> = (0..6).map(|_| lock(&pool).acquire()).collect();
+        let started = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let stopped = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let task = {
+            let (pool, started, stopped) = (pool.clone(), started.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let next = std::sync::atomic::AtomicU32::new(100);
+                autoscale_loop(
+                    &pool,
+                    &mut scaler,
+                    tick,
+                    || false,
+                    |v| lock(&stopped).extend(v),
+                    |n| {
+                        for _ in 0..n {
+                            let id = next.fetch_add(1, Ordering::SeqCst);
+                            lock(&started).push(id);
+                            let _ = lock(&pool).add(id, Instant::now(), false);
+                        }
+                    },
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // One task came from the first request (Spawn); the loop added two.
+        assert!(matches!(waiters[0], Acquire::Spawn));
+        assert_eq!(lock(&started).len(), 2, "{:?}", lock(&started));
+        // The waiters were served, then everyone finishes.
+        drop(waiters);
+        let ids: Vec<u32> = lock(&pool).tasks().map(|(i, _)| *i).collect();
+        for id in ids {
+            for _ in 0..2 {
+                lock(&pool).release(|&i| i == id, Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(lock(&stopped).is_empty(), "not before the scale-down delay");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            lock(&stopped).len(),
+            2,
+            "down to zero: both idle tasks stop"
+        );
+        task.abort();
+    }
+}
