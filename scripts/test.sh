@@ -48,6 +48,16 @@ if command -v chromium >/dev/null 2>&1; then
     export VIRGA_REQUIRE_CHROMIUM=1
 fi
 
+# /metrics is checked with promtool (Debian package `prometheus`); with it
+# installed, that check may not skip.
+if ! command -v promtool >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) >/dev/null 2>&1 \
+        || echo "note: prometheus (promtool) could not be installed; the metrics check will skip"
+fi
+if command -v promtool >/dev/null 2>&1; then
+    export VIRGA_REQUIRE_PROMTOOL=1
+fi
+
 # Fashion-MNIST (`virga models train --dataset fashion-mnist`) is the Debian
 # package `dataset-fashion-mnist`; with its files there, its training test may
 # not skip.

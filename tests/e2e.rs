@@ -647,3 +647,126 @@ async fn the_builtin_rust_runtime_echoes_and_reports_unknown_handlers() {
         "{body}"
     );
 }
+
+/// `/metrics` follows Prometheus conventions (HELP text, base units,
+/// histograms) and carries the gauges an operator needs; `promtool check
+/// metrics` (Debian's `prometheus`) finds nothing wrong where it is
+/// installed, and must be where `VIRGA_REQUIRE_PROMTOOL=1`.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_follow_prometheus_conventions() {
+    let s = Server::start(&[("m", manifest("m", "max_concurrency = 1\nmax_queue = 0"))]).await;
+    for _ in 0..2 {
+        assert_eq!(s.invoke("m", "{}").await.0, 200);
+    }
+    // A throttle: the one instance is busy and nothing may queue.
+    let slow = {
+        let h = s.handle();
+        tokio::spawn(async move { h.invoke("m", r#"{"action":"sleep","seconds":1}"#).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(s.invoke("m", "{}").await.0, 429);
+    assert_eq!(slow.await.unwrap().0, 200);
+    let (status, _, _) = s.handle().invoke_event("m", "{}").await;
+    assert_eq!(status, 202);
+    // A queue nobody consumes keeps its message ready.
+    let resp = s
+        .http
+        .post(s.url("/v1/queues/work/messages"))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "# HELP virga_invocations_total ",
+        "# TYPE virga_invocation_duration_seconds histogram",
+        "virga_invocation_duration_seconds_bucket{function=\"m\",le=\"0.005\"}",
+        "# TYPE virga_init_duration_seconds histogram",
+        "# TYPE virga_queue_duration_seconds histogram",
+        "virga_cold_starts_total{function=\"m\"} 1",
+        "virga_throttles_total{function=\"m\"} 1",
+        "virga_instances{function=\"m\",state=\"idle\"}",
+        "virga_waiting_requests{function=\"m\"}",
+        "virga_async_events{function=\"m\",state=\"ready\"}",
+        "virga_dead_letters{function=\"m\"}",
+        "virga_queue_messages{queue=\"work\",state=\"ready\"} 1",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(!text.contains("_ms"), "units are seconds:\n{text}");
+    assert!(
+        !text.contains("quantile="),
+        "histograms, not summaries:\n{text}"
+    );
+
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut promtool) = promtool else {
+        assert_ne!(
+            std::env::var("VIRGA_REQUIRE_PROMTOOL").as_deref(),
+            Ok("1"),
+            "promtool is required but missing: apt-get install prometheus"
+        );
+        eprintln!("note: promtool not installed; the exposition was checked by hand only");
+        return;
+    };
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+}
+
+/// `--retain-records N` keeps the newest N records, at start and every minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn old_records_go_past_their_retention() {
+    let mut s = Server::start_with(
+        &common::virga_bin(),
+        &[],
+        &["--retain-records", "2"],
+        &[("r", manifest("r", ""))],
+    )
+    .await;
+    // Payloads of 8, 9, 10 and 11 bytes tell the records apart.
+    for i in 0..4 {
+        let payload = format!("{{\"i\":\"{}\"}}", "x".repeat(i));
+        assert_eq!(s.invoke("r", &payload).await.0, 200);
+    }
+    s.restart().await;
+    let records = s
+        .records_until("r", std::time::Duration::from_secs(15), |r| r.len() <= 2)
+        .await;
+    assert_eq!(records.len(), 2, "{records:#?}");
+    // The newest stay.
+    assert_eq!(records[0]["payload_bytes"], 10);
+    assert_eq!(records[1]["payload_bytes"], 11);
+    let (code, _, err) = s.cli(&["serve", "--retain-records", "7w"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a retention"), "{err}");
+}

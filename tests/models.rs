@@ -64,7 +64,7 @@ async fn the_virga_binary_alone_serves_model_functions() {
         std::env::var("PATH").unwrap_or_default()
     );
     let echo = "name = \"echo\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\n";
-    let s = Server::start_with(&bin, &[("PATH", &path)], &[("echo", echo.to_string())]).await;
+    let s = Server::start_with(&bin, &[("PATH", &path)], &[], &[("echo", echo.to_string())]).await;
     let (status, _, body) = s.invoke("echo", r#"{"x":1}"#).await;
     assert_eq!(status, 200, "{body}\n{}", s.log());
     assert_eq!(

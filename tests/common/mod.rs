@@ -34,6 +34,7 @@ pub struct Server {
     addr: String,
     bin: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 /// A cheap handle for concurrent requests.
@@ -116,13 +117,15 @@ impl Handle {
 impl Server {
     /// Writes each manifest to `fns/<name>.toml` and serves that directory.
     pub async fn start(functions: &[(&str, String)]) -> Server {
-        Server::start_with(&virga_bin(), &[], functions).await
+        Server::start_with(&virga_bin(), &[], &[], functions).await
     }
 
-    /// As [`Server::start`], running the binary at `bin` with `env` added.
+    /// As [`Server::start`], running the binary at `bin` with `env` added
+    /// and `args` after `virga serve`'s own.
     pub async fn start_with(
         bin: &Path,
         env: &[(&str, &str)],
+        args: &[&str],
         functions: &[(&str, String)],
     ) -> Server {
         let dir = tempfile::tempdir().unwrap();
@@ -141,6 +144,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
@@ -157,6 +161,7 @@ impl Server {
             .arg(self.dir.path().join("data"))
             .arg("--functions")
             .arg(self.dir.path().join("fns"))
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())

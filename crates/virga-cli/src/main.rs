@@ -65,6 +65,10 @@ enum Command {
         /// before their instances are stopped.
         #[arg(long, default_value_t = virga_platform::DEFAULT_SHUTDOWN_GRACE_MS)]
         shutdown_grace_ms: u64,
+        /// Keep invocation records this long (7d, 12h, 30m) or only the
+        /// newest N; checked at start and every minute. Default: keep all.
+        #[arg(long)]
+        retain_records: Option<virga_platform::store::Retention>,
     },
     /// Deploy (or redeploy) a function from its manifest.
     Deploy { manifest: PathBuf },
@@ -434,6 +438,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             no_cgroups,
             max_memory_mb,
             shutdown_grace_ms,
+            retain_records,
         } => {
             init_tracing("info");
             let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
@@ -441,6 +446,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             config.cgroups = !no_cgroups;
             config.max_memory_mb = max_memory_mb;
             config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
+            config.retain_records = retain_records;
             serve(config).await?;
         }
         Command::Deploy { manifest } => {

@@ -1031,7 +1031,47 @@ async fn ready() -> Json<serde_json::Value> {
     Json(json!({ "ready": true }))
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Gauges are read off the platform at scrape time.
+    for f in state.scheduler.functions() {
+        let mut by_state = [("starting", 0usize), ("idle", 0), ("busy", 0)];
+        for i in state.scheduler.instances(&f.name).unwrap_or_default() {
+            if let Some(n) = by_state.iter_mut().find(|(s, _)| *s == i.state) {
+                n.1 += 1;
+            }
+        }
+        for (s, n) in by_state {
+            metrics::gauge!("virga_instances", "function" => f.name.clone(), "state" => s)
+                .set(n as f64);
+        }
+        metrics::gauge!("virga_waiting_requests", "function" => f.name.clone())
+            .set(f.queued as f64);
+    }
+    let events = state.events.clone();
+    if let Ok(Ok(depths)) = tokio::task::spawn_blocking(move || events.async_depths()).await {
+        for d in depths {
+            for (s, n) in [
+                ("ready", d.ready),
+                ("in_flight", d.in_flight),
+                ("delayed", d.delayed),
+            ] {
+                metrics::gauge!("virga_async_events", "function" => d.function.clone(), "state" => s)
+                    .set(n as f64);
+            }
+            metrics::gauge!("virga_async_oldest_age_seconds", "function" => d.function.clone())
+                .set(d.oldest_age_ms.unwrap_or(0) as f64 / 1e3);
+            metrics::gauge!("virga_dead_letters", "function" => d.function)
+                .set(d.dead_letters as f64);
+        }
+    }
+    for q in state.events.queue_depths() {
+        for (s, n) in [("ready", q.ready), ("in_flight", q.in_flight)] {
+            metrics::gauge!("virga_queue_messages", "queue" => q.queue.clone(), "state" => s)
+                .set(n as f64);
+        }
+        metrics::gauge!("virga_queue_oldest_age_seconds", "queue" => q.queue)
+            .set(q.oldest_age_ms.unwrap_or(0) as f64 / 1e3);
+    }
     match crate::meter::prometheus() {
         Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
         None => ApiError::new(

@@ -77,7 +77,12 @@ pub struct PlatformConfig {
     /// How long a shutdown waits for accepted invocations to finish before
     /// it stops their instances.
     pub shutdown_grace: std::time::Duration,
+    /// Which invocation records are kept; `None` keeps them all.
+    pub retain_records: Option<store::Retention>,
 }
+
+/// How often records past their retention are deleted.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl PlatformConfig {
     pub fn new(addr: SocketAddr, data_dir: PathBuf) -> Self {
@@ -90,6 +95,7 @@ impl PlatformConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             max_memory_mb: None,
             shutdown_grace: std::time::Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
+            retain_records: None,
         }
     }
 }
@@ -111,6 +117,25 @@ impl Platform {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| PlatformError::DataDir(config.data_dir.clone(), e))?;
         let store = Arc::new(Store::open(&config.data_dir)?);
+        if let Some(keep) = config.retain_records {
+            // Once now, then every minute, off the async threads.
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PRUNE_EVERY);
+                loop {
+                    tick.tick().await;
+                    let store = store.clone();
+                    match tokio::task::spawn_blocking(move || store.prune(keep)).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => {
+                            tracing::info!(deleted = n, "records past their retention deleted")
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete old records"),
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
         let cgroups = if config.cgroups {
             sandbox::detect_cgroups(&config.cgroup_root)
         } else {

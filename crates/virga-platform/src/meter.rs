@@ -2,8 +2,11 @@
 //! (Prometheus) and Lambda's `REPORT` log line.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use virga_spec::InvocationRecord;
 
 use crate::store::Store;
@@ -12,12 +15,94 @@ pub struct Meter {
     store: Arc<Store>,
 }
 
+/// Histogram buckets (seconds) of every `*_seconds` metric: from a warm
+/// no-op invocation (sub-millisecond) to Lambda's 15-minute limit.
+const BUCKETS_SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 900.0,
+];
+
+/// A gauge of a function deleted (or a queue emptied) for this long is
+/// dropped from `/metrics`; live ones are set at every scrape.
+const GAUGE_IDLE: Duration = Duration::from_secs(60);
+
 /// The process-wide Prometheus recorder (`metrics` has one global recorder).
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS_SECONDS)
+                .ok()?
+                .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(handle)
+        })
         .as_ref()
+}
+
+/// HELP text and units of every metric the platform exports.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "virga_invocations_total",
+        "Invocations finished, by function and status (success, error, timeout, throttled)."
+    );
+    describe_counter!(
+        "virga_cold_starts_total",
+        "Invocations that started a new instance, by function."
+    );
+    describe_counter!(
+        "virga_throttles_total",
+        "Requests refused with 429 (TooManyRequestsException), by function."
+    );
+    describe_histogram!(
+        "virga_invocation_duration_seconds",
+        Unit::Seconds,
+        "Time an instance spent on an invocation (Lambda's Duration), by function."
+    );
+    describe_histogram!(
+        "virga_init_duration_seconds",
+        Unit::Seconds,
+        "Init phase of cold starts (Lambda's Init Duration), by function."
+    );
+    describe_histogram!(
+        "virga_queue_duration_seconds",
+        Unit::Seconds,
+        "Time an invocation waited for an instance (and, for asynchronous ones, in the event queue), by function."
+    );
+    describe_gauge!(
+        "virga_instances",
+        "Instances of a function, by state (starting, idle, busy)."
+    );
+    describe_gauge!(
+        "virga_waiting_requests",
+        "Synchronous requests queued for an instance, by function."
+    );
+    describe_gauge!(
+        "virga_async_events",
+        "Stored asynchronous events of a function, by state (ready, in_flight, delayed)."
+    );
+    describe_gauge!(
+        "virga_async_oldest_age_seconds",
+        Unit::Seconds,
+        "Age of a function's oldest ready asynchronous event."
+    );
+    describe_gauge!(
+        "virga_dead_letters",
+        "Events in a function's dead-letter queue."
+    );
+    describe_gauge!(
+        "virga_queue_messages",
+        "Messages of a queue, by state (ready, in_flight)."
+    );
+    describe_gauge!(
+        "virga_queue_oldest_age_seconds",
+        Unit::Seconds,
+        "Age of a queue's oldest ready message."
+    );
 }
 
 impl Meter {
@@ -36,17 +121,21 @@ impl Meter {
         let status = r.status.as_str();
         metrics::counter!("virga_invocations_total", "function" => function.clone(), "status" => status)
             .increment(1);
+        if r.status == virga_spec::Status::Throttled {
+            metrics::counter!("virga_throttles_total", "function" => function.clone()).increment(1);
+        }
         if r.cold {
             metrics::counter!("virga_cold_starts_total", "function" => function.clone())
                 .increment(1);
         }
         if let Some(init) = r.init_ms {
-            metrics::histogram!("virga_init_duration_ms", "function" => function.clone())
-                .record(init);
+            metrics::histogram!("virga_init_duration_seconds", "function" => function.clone())
+                .record(init / 1e3);
         }
-        metrics::histogram!("virga_invocation_duration_ms", "function" => function.clone())
-            .record(r.duration_ms);
-        metrics::histogram!("virga_queue_duration_ms", "function" => function).record(r.queue_ms);
+        metrics::histogram!("virga_invocation_duration_seconds", "function" => function.clone())
+            .record(r.duration_ms / 1e3);
+        metrics::histogram!("virga_queue_duration_seconds", "function" => function)
+            .record(r.queue_ms / 1e3);
         self.store.insert(r);
     }
 }

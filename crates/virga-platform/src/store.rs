@@ -30,6 +30,41 @@ pub enum StoreError {
     },
 }
 
+/// Which invocation records are kept (`virga serve --retain-records`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Retention {
+    /// Records that finished within this long.
+    Age(std::time::Duration),
+    /// The newest this many records.
+    Count(u64),
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+
+    /// `7d`, `12h`, `30m`, `90s` (an age) or a plain number (a count).
+    fn from_str(s: &str) -> Result<Retention, String> {
+        let bad = || {
+            format!("{s:?} is not a retention: give an age (7d, 12h, 30m, 90s) or a count of records (100000)")
+        };
+        let s = s.trim();
+        if let Ok(n) = s.parse::<u64>() {
+            return Ok(Retention::Count(n));
+        }
+        let (num, unit) = s.split_at(s.len().saturating_sub(1));
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let secs = match unit {
+            "d" => 86_400,
+            "h" => 3_600,
+            "m" => 60,
+            "s" => 1,
+            _ => return Err(bad()),
+        };
+        let secs = n.checked_mul(secs).filter(|&t| t > 0).ok_or_else(bad)?;
+        Ok(Retention::Age(std::time::Duration::from_secs(secs)))
+    }
+}
+
 /// A deployed function as persisted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredFunction {
@@ -179,6 +214,27 @@ impl Store {
         if let Some(w) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = w.join();
         }
+    }
+
+    /// Deletes the records `keep` does not cover; returns how many went.
+    pub fn prune(&self, keep: Retention) -> Result<usize, StoreError> {
+        self.flush()?;
+        let conn = self.conn();
+        let gone = match keep {
+            Retention::Age(age) => {
+                let cutoff = chrono::Utc::now()
+                    - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+                conn.execute(
+                    "DELETE FROM invocations WHERE julianday(finished_at) < julianday(?1)",
+                    [cutoff.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)],
+                )
+            }
+            Retention::Count(n) => conn.execute(
+                "DELETE FROM invocations WHERE id <= (SELECT id FROM invocations ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [i64::try_from(n).unwrap_or(i64::MAX)],
+            ),
+        };
+        gone.map_err(|e| self.err(e))
     }
 
     pub fn records(&self, filter: &RecordFilter) -> Result<Vec<InvocationRecord>, StoreError> {
@@ -420,6 +476,53 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_parses_ages_and_counts() {
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!("7d".parse(), Ok(Retention::Age(7 * day)));
+        assert_eq!("12h".parse(), Ok(Retention::Age(day / 2)));
+        assert_eq!("30m".parse(), Ok(Retention::Age(day / 48)));
+        assert_eq!(
+            "90s".parse(),
+            Ok(Retention::Age(std::time::Duration::from_secs(90)))
+        );
+        assert_eq!("100000".parse(), Ok(Retention::Count(100_000)));
+        for bad in ["", "d", "7w", "-1d", "0d", "1.5h", "99999999999999999999d"] {
+            assert!(bad.parse::<Retention>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_or_the_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = chrono::Utc::now();
+        for age_h in [72, 48, 30, 2, 1] {
+            let mut r = record("f", Status::Success);
+            r.finished_at = (now - chrono::Duration::hours(age_h))
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            store.insert(r);
+        }
+        let ages = |s: &Store| -> Vec<String> {
+            s.records(&RecordFilter::default())
+                .unwrap()
+                .into_iter()
+                .map(|r| r.finished_at)
+                .collect()
+        };
+        assert_eq!(store.prune("1d".parse().unwrap()).unwrap(), 3);
+        assert_eq!(ages(&store).len(), 2);
+        assert_eq!(store.prune(Retention::Count(1)).unwrap(), 1);
+        let left = ages(&store);
+        assert_eq!(left.len(), 1);
+        // The newest stays.
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&left[0]).unwrap()
+                > now - chrono::Duration::minutes(61)
+        );
+        assert_eq!(store.prune(Retention::Count(5)).unwrap(), 0);
+    }
 
     fn record(function: &str, status: Status) -> InvocationRecord {
         InvocationRecord {

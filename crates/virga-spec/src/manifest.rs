@@ -195,6 +195,9 @@ impl ModelEngine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The manifest format (absent: 1), so the format can evolve.
+    #[serde(default = "defaults::format")]
+    pub version: u32,
     pub name: String,
     #[serde(default)]
     pub runtime: Runtime,
@@ -375,6 +378,9 @@ mod defaults {
     pub fn max_receive() -> u32 {
         3
     }
+    pub fn format() -> u32 {
+        super::MANIFEST_FORMAT
+    }
     pub fn max_batch() -> u32 {
         1000
     }
@@ -396,6 +402,8 @@ mod defaults {
 }
 
 /// Default `max_instances` of a service.
+/// The manifest format this build reads.
+pub const MANIFEST_FORMAT: u32 = 1;
 pub const DEFAULT_MAX_INSTANCES: u32 = 10;
 /// Most requests one service task may take at once.
 pub const MAX_INSTANCE_CONCURRENCY: u32 = 256;
@@ -448,6 +456,16 @@ impl Manifest {
                 message,
             }
         })?;
+        // A bad trigger is named by its own `[[triggers]]` table.
+        for (i, t) in manifest.triggers.iter().enumerate() {
+            t.validate().map_err(|message| ManifestError::Invalid {
+                file: source.to_string(),
+                line: nth_table_line(text, "triggers", i)
+                    .unwrap_or_else(|| field_line(text, "triggers")),
+                field: "triggers",
+                message,
+            })?;
+        }
         manifest
             .validate()
             .map_err(|(field, message)| ManifestError::Invalid {
@@ -461,6 +479,15 @@ impl Manifest {
 
     /// Checks the rules serde cannot express; returns the offending field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.version != MANIFEST_FORMAT {
+            return Err((
+                "version",
+                format!(
+                    "manifest format {} is not one this virga reads (it reads {MANIFEST_FORMAT}): use a newer virga, or write version = {MANIFEST_FORMAT}",
+                    self.version
+                ),
+            ));
+        }
         if !valid_name(&self.name) {
             return Err((
                 "name",
@@ -840,9 +867,58 @@ fn field_line(text: &str, field: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
+/// The line of the `n`th (0-based) `[[table]]` header, if there is one.
+fn nth_table_line(text: &str, table: &str, n: usize) -> Option<usize> {
+    let header = format!("[[{table}]]");
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == header)
+        .nth(n)
+        .map(|(i, _)| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_trigger_is_reported_at_its_own_table() {
+        let text = "name = \"a\"\ncommand = [\"x\"]\n\n[[triggers]]\ntype = \"topic\"\ntopic = \"t\"\n\n[[triggers]]\ntype = \"schedule\"\nexpression = \"often\"\n";
+        match Manifest::parse(text, "a.toml") {
+            Err(e @ ManifestError::Invalid { .. }) => {
+                let ManifestError::Invalid { line, field, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!((*line, *field), (8, "triggers"), "{e}");
+                assert!(
+                    e.to_string().starts_with("a.toml:8: field `triggers`"),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_format_version_defaults_to_1_and_a_newer_one_is_refused() {
+        let m = Manifest::parse("name = \"a\"\ncommand = [\"x\"]\n", "a.toml").unwrap();
+        assert_eq!(m.version, 1);
+        assert!(
+            Manifest::parse("version = 1\nname = \"a\"\ncommand = [\"x\"]\n", "a.toml").is_ok()
+        );
+        match Manifest::parse("version = 2\nname = \"a\"\ncommand = [\"x\"]\n", "a.toml") {
+            Err(ManifestError::Invalid {
+                line,
+                field,
+                message,
+                ..
+            }) => {
+                assert_eq!((line, field), (1, "version"));
+                assert!(message.contains("newer virga"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     const ECHO: &str = r#"
 name = "echo"
