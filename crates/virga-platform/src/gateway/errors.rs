@@ -1,0 +1,147 @@
+//! Errors as the API shows them: Lambda error names and messages that say
+//! what to fix.
+
+use super::*;
+
+/// An error as Lambda reports it: status, `x-amzn-ErrorType`, and
+/// `{"Type": "User", "message": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(super) fn new(
+        status: StatusCode,
+        error_type: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            error_type,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", what)
+    }
+
+    /// Lambda's `ResourceNotFoundException` for a function.
+    pub(super) fn function_not_found(name: &str) -> Self {
+        Self::not_found(format!("Function not found: {name}"))
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            message,
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = if self.status.is_server_error() {
+            "Service"
+        } else {
+            "User"
+        };
+        let mut body = json!({ "Type": kind, "message": self.message });
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            body["Reason"] = json!("ReservedFunctionConcurrentInvocationLimitExceeded");
+        }
+        let mut resp = (self.status, Json(body)).into_response();
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-amzn-errortype"),
+            HeaderValue::from_static(self.error_type),
+        );
+        resp
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(e: InvokeError) -> Self {
+        match e {
+            InvokeError::NotFound(_) | InvokeError::Deleted(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            InvokeError::Throttled { .. } | InvokeError::NoMemory { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                e.to_string(),
+            ),
+            InvokeError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceException",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::Store(s) => s.into(),
+            other => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<EventsError> for ApiError {
+    fn from(e: EventsError) -> Self {
+        match e {
+            EventsError::NotFound(_) => ApiError::not_found(e.to_string()),
+            EventsError::NoSuchKey { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "NoSuchKey", e.to_string())
+            }
+            EventsError::Invalid(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                e.to_string(),
+            ),
+            EventsError::Durable(_) | EventsError::Io(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+pub(super) fn too_large(limit: usize, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestTooLargeException",
+        format!("{what} must be smaller than {limit} bytes"),
+    )
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceException",
+            e.to_string(),
+        )
+    }
+}
+
+/// Work moved off the async threads panicked or was cancelled.
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceException",
+            format!("the platform failed while answering: {e}"),
+        )
+    }
+}

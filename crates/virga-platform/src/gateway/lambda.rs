@@ -1,0 +1,128 @@
+//! The AWS Lambda Invoke API and the function reads the AWS CLI and SDKs use.
+
+use super::*;
+
+pub(super) async fn invoke(
+    State(state): State<AppState>,
+    Path(raw_name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = function_name(&raw_name).to_string();
+    let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    match invocation_type {
+        "RequestResponse" => {}
+        "DryRun" => {
+            return if state.scheduler.exists(&name) {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(ApiError::function_not_found(&name))
+            };
+        }
+        "Event" => {
+            let payload = to_bytes(body, MAX_ASYNC_PAYLOAD_BYTES)
+                .await
+                .map_err(|_| too_large(MAX_ASYNC_PAYLOAD_BYTES, "An asynchronous request"))?;
+            check_json(&payload)?;
+            let id = state
+                .events
+                .invoke_async(&name, payload, Trigger::Http)
+                .await?;
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-amzn-requestid", v);
+            }
+            return Ok(resp);
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "X-Amz-Invocation-Type {other:?} is not one of RequestResponse, Event, DryRun"
+            )))
+        }
+    }
+    let payload = to_bytes(body, MAX_PAYLOAD_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!("Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the InvokeFunction operation"),
+        )
+    })?;
+    check_json(&payload)?;
+    let want_tail = header(&headers, "x-amz-log-type") == Some("Tail");
+    let outcome = state
+        .scheduler
+        .invoke(InvokeRequest::new(name, payload, Trigger::Http))
+        .await?;
+    let mut resp = (StatusCode::OK, outcome.body).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert(
+        "x-amz-executed-version",
+        HeaderValue::from_static("$LATEST"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&outcome.request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    if outcome.function_error.is_some() {
+        h.insert(
+            "x-amz-function-error",
+            HeaderValue::from_static("Unhandled"),
+        );
+    }
+    if want_tail {
+        let tail = base64::engine::general_purpose::STANDARD.encode(tail_4kb(&outcome.log));
+        if let Ok(v) = HeaderValue::from_str(&tail) {
+            h.insert("x-amz-log-result", v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Lambda refuses payloads that are not JSON (an empty one is allowed).
+pub(super) fn check_json(payload: &[u8]) -> Result<(), ApiError> {
+    if payload.is_empty() {
+        return Ok(());
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload)
+        .map(|_| ())
+        .map_err(|e| ApiError::bad_request(format!("Could not parse request body into json: {e}")))
+}
+
+/// Lambda's `FunctionConfiguration`, enough for SDKs and the AWS CLI.
+pub(super) fn aws_configuration(f: &crate::scheduler::FunctionInfo) -> serde_json::Value {
+    json!({
+        "FunctionName": f.name,
+        "FunctionArn": format!("arn:aws:lambda:us-east-1:000000000000:function:{}", f.name),
+        "Runtime": "provided.al2023",
+        "Handler": f.manifest.handler.clone().unwrap_or_default(),
+        "MemorySize": f.memory_mb,
+        "Timeout": f.timeout_ms.div_ceil(1000),
+        "Version": "$LATEST",
+        "LastModified": f.deployed_at,
+        "State": "Active",
+        "PackageType": "Zip",
+        "Architectures": [std::env::consts::ARCH.replace("aarch64", "arm64")],
+    })
+}
+
+pub(super) async fn aws_get_function(
+    State(state): State<AppState>,
+    Path(raw_name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = function_name(&raw_name);
+    let f = state
+        .scheduler
+        .function(name)
+        .ok_or_else(|| ApiError::function_not_found(&name))?;
+    Ok(Json(json!({ "Configuration": aws_configuration(&f) })))
+}
+
+pub(super) async fn aws_list_functions(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let fs: Vec<_> = state
+        .scheduler
+        .functions()
+        .iter()
+        .map(aws_configuration)
+        .collect();
+    Json(json!({ "Functions": fs }))
+}

@@ -1,0 +1,165 @@
+//! `/v1` management: deploy, delete, list functions, instances, logs,
+//! records and dead letters.
+
+use super::*;
+
+pub(super) async fn list_functions(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "functions": state.scheduler.functions() }))
+}
+
+pub(super) async fn get_function(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::scheduler::FunctionInfo>, ApiError> {
+    state
+        .scheduler
+        .function(&name)
+        .map(Json)
+        .ok_or_else(|| ApiError::function_not_found(&name))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DeployQuery {
+    /// The manifest's directory: relative paths in it are relative to this.
+    base_dir: Option<PathBuf>,
+    /// How to name the manifest in errors (its file name).
+    source: Option<String>,
+}
+
+pub(super) async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<DeployQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let text = to_bytes(body, MAX_MANIFEST_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!("a manifest must be smaller than {MAX_MANIFEST_BYTES} bytes"),
+        )
+    })?;
+    let text = std::str::from_utf8(&text)
+        .map_err(|_| ApiError::bad_request("the manifest is not UTF-8 text"))?;
+    let base_dir = match q.base_dir {
+        Some(d) if d.is_absolute() => d,
+        Some(d) => {
+            return Err(ApiError::bad_request(format!(
+                "base_dir {} must be an absolute path",
+                d.display()
+            )))
+        }
+        None => std::env::current_dir().unwrap_or_default(),
+    };
+    let source = q.source.unwrap_or_else(|| format!("{name}.toml"));
+    let scheduler = state.scheduler.clone();
+    let text = text.to_string();
+    let info = tokio::task::spawn_blocking(move || {
+        let m = virga_spec::Manifest::parse(&text, &source).map_err(DeployError::from)?;
+        if m.name != name {
+            return Err(ApiError::bad_request(format!(
+                "{source}: field `name`: the manifest names {:?} but was deployed as {name:?}",
+                m.name
+            )));
+        }
+        Ok(scheduler.deploy(&text, &source, &base_dir)?)
+    });
+    let info = info.await??;
+    Ok((StatusCode::OK, Json(info)).into_response())
+}
+
+pub(super) async fn delete_function(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.scheduler.delete(&name)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::function_not_found(&name))
+    }
+}
+
+pub(super) async fn list_instances(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let list = state
+        .scheduler
+        .instances(&name)
+        .ok_or_else(|| ApiError::function_not_found(&name))?;
+    Ok(Json(json!({ "instances": list })))
+}
+
+pub(super) async fn stop_instances(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = state
+        .scheduler
+        .stop_idle(&name)
+        .ok_or_else(|| ApiError::function_not_found(&name))?;
+    Ok(Json(json!({ "stopped": n })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LogsQuery {
+    lines: Option<usize>,
+}
+
+pub(super) async fn function_logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let lines = state
+        .scheduler
+        .logs(&name, q.lines.unwrap_or(200))
+        .ok_or_else(|| ApiError::function_not_found(&name))?;
+    Ok(Json(json!({ "lines": lines })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct InvocationsQuery {
+    function: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list_invocations(
+    State(state): State<AppState>,
+    Query(q): Query<InvocationsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status {s:?} is not one of success, error, throttled, timeout"
+            ))
+        })?),
+    };
+    let filter = RecordFilter {
+        function: q.function,
+        status,
+        limit: q.limit,
+    };
+    let store = state.scheduler.meter().store().clone();
+    let records = tokio::task::spawn_blocking(move || store.records(&filter)).await??;
+    Ok(Json(json!({ "invocations": records })))
+}
+
+pub(super) async fn list_dead_letters(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let events = state.events.clone();
+    let dead = tokio::task::spawn_blocking(move || events.dead_letters(&name)).await??;
+    Ok(Json(json!({ "dead_letters": dead })))
+}
+
+pub(super) async fn redrive(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = state.events.redrive(&name).await?;
+    Ok(Json(json!({ "redriven": n })))
+}

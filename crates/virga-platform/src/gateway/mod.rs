@@ -1,0 +1,372 @@
+//! The gateway: every HTTP route users call, and the one place where errors
+//! become HTTP responses (Lambda's error names and JSON shape).
+//!
+//! - AWS Lambda Invoke API: `POST /2015-03-31/functions/{name}/invocations`,
+//!   plus `GetFunction` and `ListFunctions` for SDKs and the AWS CLI;
+//! - management under `/v1/`: functions, instances, invocations, logs;
+//! - KServe V2 / Open Inference Protocol for model functions: health,
+//!   model metadata and readiness, `infer` (tensors <-> `{"instances"}`);
+//! - Prometheus metrics: `/metrics`.
+//!
+//! One module per door: `lambda`, `manage`, `storage`, `v2`; `errors` maps
+//! every error to its API's shape.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+use virga_spec::{Status, Trigger};
+
+use crate::events::{Events, EventsError};
+use crate::logs::tail_4kb;
+use crate::scheduler::{DeployError, InvokeError, InvokeRequest, Scheduler};
+use crate::store::{RecordFilter, StoreError};
+
+mod errors;
+mod lambda;
+mod manage;
+mod storage;
+mod v2;
+
+use errors::too_large;
+pub use errors::ApiError;
+use lambda::*;
+use manage::*;
+use storage::*;
+use v2::*;
+
+/// Lambda's synchronous request payload limit (6 MB).
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// Largest manifest accepted by the deploy endpoint.
+const MAX_MANIFEST_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub scheduler: Arc<Scheduler>,
+    pub events: Arc<Events>,
+}
+
+/// Lambda's asynchronous payload limit (1 MB).
+pub const MAX_ASYNC_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Largest object accepted by `PUT /v1/buckets/...`.
+pub const MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The whole HTTP surface, without a socket (tests drive it directly).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+        .route("/2015-03-31/functions/{name}", get(aws_get_function))
+        .route("/2015-03-31/functions", get(aws_list_functions))
+        .route("/2015-03-31/functions/", get(aws_list_functions))
+        .route("/v1/functions", get(list_functions))
+        .route(
+            "/v1/functions/{name}",
+            get(get_function).put(deploy).delete(delete_function),
+        )
+        .route(
+            "/v1/functions/{name}/instances",
+            get(list_instances).delete(stop_instances),
+        )
+        .route("/v1/functions/{name}/logs", get(function_logs))
+        .route("/v1/functions/{name}/dlq", get(list_dead_letters))
+        .route("/v1/functions/{name}/dlq/redrive", post(redrive))
+        .route("/v1/invocations", get(list_invocations))
+        .route("/v1/buckets/{bucket}/objects", get(list_objects))
+        .route(
+            "/v1/buckets/{bucket}/objects/{*key}",
+            get(get_object).put(put_object).delete(delete_object),
+        )
+        .route("/v1/topics/{topic}", post(publish))
+        .route("/v1/queues", get(queues))
+        .route("/v1/queues/{queue}/messages", post(send_message))
+        .route("/v2", get(v2_server))
+        .route("/v2/models/{name}", get(v2_metadata))
+        .route("/v2/models/{name}/ready", get(v2_ready))
+        .route("/v2/models/{name}/infer", post(v2_infer))
+        .route("/v2/models/{name}/versions/{version}", get(v2_metadata_at))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2_ready_at),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(v2_infer_at),
+        )
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found_route)
+        .with_state(state)
+}
+
+async fn not_found_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        "Unknown operation: see the Lambda Invoke API, /v1/ and /v2/ routes",
+    )
+}
+
+/// Accepts a name, `name:qualifier`, or a full or partial ARN.
+fn function_name(raw: &str) -> &str {
+    let name = raw.rsplit_once("function:").map_or(raw, |(_, n)| n);
+    name.split(':').next().unwrap_or(name)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready() -> Json<serde_json::Value> {
+    Json(json!({ "ready": true }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Gauges are read off the platform at scrape time.
+    for f in state.scheduler.functions() {
+        let mut by_state = [("starting", 0usize), ("idle", 0), ("busy", 0)];
+        for i in state.scheduler.instances(&f.name).unwrap_or_default() {
+            if let Some(n) = by_state.iter_mut().find(|(s, _)| *s == i.state) {
+                n.1 += 1;
+            }
+        }
+        for (s, n) in by_state {
+            metrics::gauge!("virga_instances", "function" => f.name.clone(), "state" => s)
+                .set(n as f64);
+        }
+        metrics::gauge!("virga_waiting_requests", "function" => f.name.clone())
+            .set(f.queued as f64);
+    }
+    let events = state.events.clone();
+    if let Ok(Ok(depths)) = tokio::task::spawn_blocking(move || events.async_depths()).await {
+        for d in depths {
+            for (s, n) in [
+                ("ready", d.ready),
+                ("in_flight", d.in_flight),
+                ("delayed", d.delayed),
+            ] {
+                metrics::gauge!("virga_async_events", "function" => d.function.clone(), "state" => s)
+                    .set(n as f64);
+            }
+            metrics::gauge!("virga_async_oldest_age_seconds", "function" => d.function.clone())
+                .set(d.oldest_age_ms.unwrap_or(0) as f64 / 1e3);
+            metrics::gauge!("virga_dead_letters", "function" => d.function)
+                .set(d.dead_letters as f64);
+        }
+    }
+    for q in state.events.queue_depths() {
+        for (s, n) in [("ready", q.ready), ("in_flight", q.in_flight)] {
+            metrics::gauge!("virga_queue_messages", "queue" => q.queue.clone(), "state" => s)
+                .set(n as f64);
+        }
+        metrics::gauge!("virga_queue_oldest_age_seconds", "queue" => q.queue)
+            .set(q.oldest_age_ms.unwrap_or(0) as f64 / 1e3);
+    }
+    match crate::meter::prometheus() {
+        Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceException",
+            "metrics are not available in this process",
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_tensors_become_rows() {
+        let rows =
+            v2_rows(&json!({"shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3, 4]})).unwrap();
+        assert_eq!(rows, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+        let rows = v2_rows(&json!({"shape": [2, 2], "data": [[1, 2], [3, 4]]})).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            v2_rows(&json!({"shape": [3], "data": [1, 2, 3]}))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(v2_rows(&json!({"shape": [2, 2], "data": [1, 2, 3]}))
+            .unwrap_err()
+            .contains("needs 4"));
+        assert!(v2_rows(&json!({"shape": [2, 2], "data": ["a", 2, 3, 4]})).is_err());
+        assert!(v2_rows(&json!({"data": [1]})).is_err());
+    }
+
+    #[test]
+    fn function_names_accept_arns_and_qualifiers() {
+        assert_eq!(function_name("echo"), "echo");
+        assert_eq!(function_name("echo:$LATEST"), "echo");
+        assert_eq!(
+            function_name("arn:aws:lambda:us-east-1:000000000000:function:echo"),
+            "echo"
+        );
+        assert_eq!(function_name("000000000000:function:echo:1"), "echo");
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn app() -> (tempfile::TempDir, Router) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
+        let scheduler = Scheduler::new(
+            crate::scheduler::SchedulerConfig {
+                search_path: vec![],
+                builtin: None,
+                host_cores: 1,
+                cgroups: None,
+                max_memory_mb: u64::MAX,
+            },
+            crate::meter::Meter::new(store),
+        );
+        let events = crate::events::Events::start(dir.path(), scheduler.clone()).unwrap();
+        (dir, router(AppState { scheduler, events }))
+    }
+
+    async fn call(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn unknown_functions_and_routes_get_lambda_errors() {
+        let (_d, app) = app();
+        let (status, headers, body) = call(
+            &app,
+            Request::post("/2015-03-31/functions/ghost/invocations")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers["x-amzn-errortype"], "ResourceNotFoundException");
+        assert_eq!(body["Type"], "User");
+        assert!(body["message"].as_str().unwrap().contains("ghost"));
+
+        let (status, headers, _) =
+            call(&app, Request::get("/nowhere").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers["x-amzn-errortype"], "UnknownOperationException");
+    }
+
+    #[tokio::test]
+    async fn deploy_refuses_a_name_mismatch_and_relative_base_dirs() {
+        let (_d, app) = app();
+        let manifest = "name = \"a\"\ncommand = [\"/bin/sh\"]\n";
+        let (status, _, body) = call(
+            &app,
+            Request::put("/v1/functions/b?base_dir=/tmp")
+                .body(Body::from(manifest))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("deployed as \"b\""),
+            "{body}"
+        );
+        let (status, _, _) = call(
+            &app,
+            Request::put("/v1/functions/a?base_dir=rel")
+                .body(Body::from(manifest))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _, body) = call(
+            &app,
+            Request::put("/v1/functions/a?base_dir=/tmp")
+                .body(Body::from(manifest))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["version"], "1");
+        let (status, _, body) = call(
+            &app,
+            Request::get("/2015-03-31/functions/a")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["Configuration"]["MemorySize"], 128);
+    }
+
+    #[tokio::test]
+    async fn the_builtin_runtime_is_refused_where_the_platform_has_none() {
+        let (_d, app) = app();
+        // Not even a `virga-worker` on PATH stands in for it.
+        let manifest = "name = \"w\"\ncommand = [\"virga-worker\"]\n";
+        let (status, _, body) = call(
+            &app,
+            Request::put("/v1/functions/w?base_dir=/tmp")
+                .body(Body::from(manifest))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("without virga's built-in runtime"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_query_values_are_explained() {
+        let (_d, app) = app();
+        let (status, _, body) = call(
+            &app,
+            Request::get("/v1/invocations?status=meh")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["message"].as_str().unwrap().contains("success, error"),
+            "{body}"
+        );
+        let (status, _, body) = call(
+            &app,
+            Request::get("/v2/health/live").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["live"], true);
+    }
+}
