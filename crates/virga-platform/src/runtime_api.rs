@@ -87,7 +87,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     put("lambda-runtime-invoked-function-arn", &job.function_arn);
     put("lambda-runtime-trace-id", &job.trace_id);
     if let Some(n) = job.batch_size {
-        put("virga-batch-size", &n.to_string());
+        put(virga_spec::contract::BATCH_SIZE_HEADER, &n.to_string());
     }
     put("content-type", "application/json");
     (StatusCode::OK, headers, job.payload).into_response()

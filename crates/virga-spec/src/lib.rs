@@ -6,6 +6,7 @@
 //! Manifests are parsed from text the caller read; records are plain data.
 
 pub mod billing;
+pub mod contract;
 pub mod events;
 pub mod manifest;
 pub mod pricing;

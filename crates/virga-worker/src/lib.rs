@@ -129,7 +129,9 @@ impl RuntimeClient {
             deadline_ms: header("Lambda-Runtime-Deadline-Ms").parse().unwrap_or(0),
             invoked_function_arn: header("Lambda-Runtime-Invoked-Function-Arn"),
             trace_id: header("Lambda-Runtime-Trace-Id"),
-            batch_size: resp.header("Virga-Batch-Size").and_then(|v| v.parse().ok()),
+            batch_size: resp
+                .header(virga_spec::contract::BATCH_SIZE_HEADER)
+                .and_then(|v| v.parse().ok()),
         };
         if ctx.request_id.is_empty() {
             return Err(self.err("invocation/next returned no Lambda-Runtime-Aws-Request-Id"));

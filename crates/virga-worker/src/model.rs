@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use virga_engine::{check_rows, Model};
+use virga_spec::contract;
 
 use crate::{Context, FunctionError, Handler};
 
@@ -46,20 +47,23 @@ pub struct ModelConfig {
 impl ModelConfig {
     pub fn from_env() -> Result<ModelConfig, FunctionError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let path = var("VIRGA_MODEL_PATH").ok_or_else(|| {
+        let path = var(contract::MODEL_PATH).ok_or_else(|| {
             FunctionError::new(
                 "Runtime.ModelNotConfigured",
-                "VIRGA_MODEL_PATH is not set: deploy with runtime = \"model\"",
+                format!(
+                    "{} is not set: deploy with runtime = \"model\"",
+                    contract::MODEL_PATH
+                ),
             )
         })?;
         Ok(ModelConfig {
-            engine: var("VIRGA_MODEL_ENGINE").unwrap_or_else(|| "classical".into()),
-            task: var("VIRGA_MODEL_TASK").unwrap_or_else(|| "tabular-classification".into()),
+            engine: var(contract::MODEL_ENGINE).unwrap_or_else(|| "classical".into()),
+            task: var(contract::MODEL_TASK).unwrap_or_else(|| "tabular-classification".into()),
             path,
-            max_batch: var("VIRGA_MODEL_MAX_BATCH")
+            max_batch: var(contract::MODEL_MAX_BATCH)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1000),
-            threads: var("VIRGA_MODEL_THREADS")
+            threads: var(contract::MODEL_THREADS)
                 .and_then(|v| v.parse().ok())
                 .filter(|&n| n > 0)
                 .unwrap_or(1),
@@ -425,9 +429,9 @@ impl ModelHandler {
                 }
             }
         }
-        let mut out = json!({ "batch": responses });
+        let mut out = json!({ contract::BATCH_FIELD: responses });
         if errors.iter().any(|e| !e.is_null()) {
-            out["errors"] = Value::from(errors);
+            out[contract::BATCH_ERRORS_FIELD] = Value::from(errors);
         }
         serde_json::to_vec(&out).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
     }
@@ -452,7 +456,7 @@ impl Handler for ModelHandler {
             FunctionError::new("InvalidInput", format!("the request is not JSON: {e}"))
         })?;
         if ctx.batch_size.is_some() {
-            if let Some(items) = v.get("batch").and_then(Value::as_array) {
+            if let Some(items) = v.get(contract::BATCH_FIELD).and_then(Value::as_array) {
                 return self.handle_batch(items);
             }
         }

@@ -113,7 +113,7 @@ pub(super) async fn aws_get_function(
     let f = state
         .scheduler
         .function(name)
-        .ok_or_else(|| ApiError::function_not_found(&name))?;
+        .ok_or_else(|| ApiError::function_not_found(name))?;
     Ok(Json(json!({ "Configuration": aws_configuration(&f) })))
 }
 

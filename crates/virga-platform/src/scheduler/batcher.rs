@@ -2,6 +2,7 @@
 //! the pure [`super::batch::BatchPolicy`] allows, and splits the answer.
 
 use super::*;
+use virga_spec::contract;
 
 /// The payload of a batch: `{"batch": [event, ...]}`, each event as sent
 /// (an empty one as `null`).
@@ -41,13 +42,15 @@ pub(super) fn split_batch_response(body: &[u8], n: usize) -> Vec<Result<Bytes, F
         Ok(v) => v,
         Err(e) => return invalid(format!("not JSON ({e})")),
     };
-    let Some(items) = v.get("batch").and_then(|b| b.as_array()) else {
+    let Some(items) = v.get(contract::BATCH_FIELD).and_then(|b| b.as_array()) else {
         return invalid("no \"batch\" list".into());
     };
     if items.len() != n {
         return invalid(format!("{} responses", items.len()));
     }
-    let errors = v.get("errors").and_then(|e| e.as_array());
+    let errors = v
+        .get(contract::BATCH_ERRORS_FIELD)
+        .and_then(|e| e.as_array());
     items
         .iter()
         .enumerate()

@@ -2,6 +2,7 @@
 //! the API lists about them and their instances.
 
 use super::*;
+use virga_spec::contract;
 
 impl Scheduler {
     /// The deployed manifest of a function, with its version.
@@ -405,14 +406,14 @@ impl Scheduler {
             env.extend(
                 [
                     (
-                        "VIRGA_MODEL_PATH",
+                        contract::MODEL_PATH,
                         base_dir.join(&model.path).display().to_string(),
                     ),
-                    ("VIRGA_MODEL_ENGINE", model.engine.as_str().to_string()),
-                    ("VIRGA_MODEL_TASK", model.task.as_str().to_string()),
-                    ("VIRGA_MODEL_MAX_BATCH", model.max_batch.to_string()),
+                    (contract::MODEL_ENGINE, model.engine.as_str().to_string()),
+                    (contract::MODEL_TASK, model.task.as_str().to_string()),
+                    (contract::MODEL_MAX_BATCH, model.max_batch.to_string()),
                     (
-                        "VIRGA_MODEL_THREADS",
+                        contract::MODEL_THREADS,
                         model
                             .threads
                             .unwrap_or(vcpu.ceil().max(1.0) as u32)
