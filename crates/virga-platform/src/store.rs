@@ -30,6 +30,24 @@ pub enum StoreError {
     },
 }
 
+/// A text column read as one of its known values; anything else is a
+/// corrupt row, reported rather than read as some default.
+fn parsed<T>(
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("a record has an unknown {what} {text:?}").into(),
+        )
+    })
+}
+
 /// Which invocation records are kept (`virga serve --retain-records`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Retention {
@@ -262,9 +280,9 @@ impl Store {
                         function: row.get(1)?,
                         version: row.get(2)?,
                         instance_id: row.get(3)?,
-                        trigger: Trigger::parse(&row.get::<_, String>(4)?).unwrap_or(Trigger::Http),
+                        trigger: parsed(row, 4, "trigger", Trigger::parse)?,
                         cold: row.get(5)?,
-                        status: Status::parse(&row.get::<_, String>(6)?).unwrap_or(Status::Error),
+                        status: parsed(row, 6, "status", Status::parse)?,
                         error_type: row.get(7)?,
                         queue_ms: row.get(8)?,
                         init_ms: row.get(9)?,
@@ -282,10 +300,11 @@ impl Store {
                             inference_ms: row.get(20)?,
                             postprocess_ms: row.get(21)?,
                         },
-                        mode: row
-                            .get::<_, Option<String>>(22)?
-                            .and_then(|m| virga_spec::Mode::parse(&m))
-                            .unwrap_or_default(),
+                        // Rows from before modes existed have none.
+                        mode: match row.get::<_, Option<String>>(22)? {
+                            Some(_) => parsed(row, 22, "mode", virga_spec::Mode::parse)?,
+                            None => Default::default(),
+                        },
                         batch_size: row.get::<_, Option<u32>>(23)?.unwrap_or(1),
                         vcpu: row.get(24)?,
                         task_started_at: row.get(25)?,
@@ -476,6 +495,20 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupt_row_is_an_error_not_a_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.insert(record("f", Status::Success));
+        store.flush().unwrap();
+        store
+            .conn()
+            .execute("UPDATE invocations SET status = 'exploded'", [])
+            .unwrap();
+        let e = store.records(&RecordFilter::default()).unwrap_err();
+        assert!(e.to_string().contains("unknown status \"exploded\""), "{e}");
+    }
 
     #[test]
     fn retention_parses_ages_and_counts() {

@@ -7,7 +7,7 @@
 //! one fsync. An accept is acknowledged only after its commit.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
@@ -17,7 +17,10 @@ use tokio::sync::oneshot;
 pub enum DurableError {
     /// the event store {0} failed: {1}
     #[error("the event store {0} failed: {1}")]
-    Sqlite(PathBuf, String),
+    Sqlite(PathBuf, #[source] Arc<rusqlite::Error>),
+    /// the event store's writer thread could not start
+    #[error("cannot start the event store's writer for {0}: {1}")]
+    Writer(PathBuf, #[source] std::io::Error),
     /// the event store's writer has stopped
     #[error("the event store is shutting down")]
     Closed,
@@ -56,7 +59,9 @@ pub struct ObjectMeta {
     pub last_modified: String,
 }
 
-type Ack = oneshot::Sender<Result<(), String>>;
+/// One commit's outcome, shared by every request of its group.
+type Outcome<T> = Result<T, Arc<rusqlite::Error>>;
+type Ack = oneshot::Sender<Outcome<()>>;
 
 enum Op {
     InsertEvents(Vec<EventRow>, Ack),
@@ -72,7 +77,7 @@ enum Op {
         attempts: u32,
         error: String,
     },
-    Redrive(String, oneshot::Sender<Result<Vec<EventRow>, String>>),
+    Redrive(String, oneshot::Sender<Outcome<Vec<EventRow>>>),
     InsertMessages(Vec<MessageRow>, Ack),
     DeleteMessages(Vec<String>),
     BumpMessage {
@@ -137,7 +142,7 @@ pub struct Durable {
 impl Durable {
     pub fn open(data_dir: &Path) -> Result<Durable, DurableError> {
         let path = data_dir.join("events.db");
-        let err = |e: rusqlite::Error| DurableError::Sqlite(path.clone(), e.to_string());
+        let err = |e: rusqlite::Error| DurableError::Sqlite(path.clone(), Arc::new(e));
         let conn = open(&path).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let writer_conn = open(&path).map_err(err)?;
@@ -145,7 +150,7 @@ impl Durable {
         let writer = std::thread::Builder::new()
             .name("virga-events".into())
             .spawn(move || write_loop(writer_conn, rx))
-            .map_err(|e| DurableError::Sqlite(path.clone(), e.to_string()))?;
+            .map_err(|e| DurableError::Writer(path.clone(), e))?;
         Ok(Durable {
             path,
             read: Mutex::new(conn),
@@ -239,7 +244,7 @@ impl Durable {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, DurableError> {
         let conn = self.read.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn).map_err(|e| DurableError::Sqlite(self.path.clone(), e.to_string()))
+        f(&conn).map_err(|e| DurableError::Sqlite(self.path.clone(), Arc::new(e)))
     }
 
     /// Events waiting for delivery (at start-up: whatever was pending or in flight).
@@ -475,7 +480,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, "event store write failed");
         }
-        let outcome = result.map_err(|e| e.to_string());
+        let outcome = result.map_err(Arc::new);
         for (i, op) in batch.into_iter().enumerate() {
             match op {
                 Op::InsertEvents(_, ack)
