@@ -43,7 +43,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 "127.0.0.1:0".parse().expect("literal address"),
                 data.path().to_path_buf(),
             );
-            config.builtin_runtime = Some(crate::builtin_runtime());
+            config.builtin_runtime = Some(crate::serve::builtin_runtime());
             // The lab stands in for a cloud's capacity: each configuration
             // gets the instances its limits ask for, whatever their sum.
             config.max_memory_mb = Some(u64::MAX);
@@ -128,12 +128,12 @@ fn ensure_models(preset: &Preset) -> Result<()> {
                     path.display(),
                     f.name
                 );
-                crate::train_model(algorithm, dataset, &path)?;
+                crate::models::train_model(algorithm, dataset, &path)?;
             }
             _ => {
                 let out = path.parent().unwrap_or(Path::new("models"));
                 println!("pulling {stem} into {} for {}", out.display(), f.name);
-                crate::pull_models(out, &stem, "").with_context(|| {
+                crate::models::pull_models(out, &stem, "").with_context(|| {
                     format!(
                         "{} needs {}: `virga models pull --only {stem}` failed; fix that first (it needs python3 with pip)",
                         f.name,

@@ -20,7 +20,7 @@ pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
     // The example model function needs its model: train it once.
     let model = functions.join("../models/iris-logistic.model");
     if functions.join("iris.toml").exists() && !model.exists() {
-        let info = crate::train_model("logistic", "iris", &model)?;
+        let info = crate::models::train_model("logistic", "iris", &model)?;
         println!(
             "trained {} (accuracy {:.3})",
             model.display(),
@@ -33,7 +33,7 @@ pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
         data.path().to_path_buf(),
     );
     config.functions_dir = Some(functions.to_path_buf());
-    config.builtin_runtime = Some(crate::builtin_runtime());
+    config.builtin_runtime = Some(crate::serve::builtin_runtime());
     let platform = virga_platform::Platform::start(config).await?;
     let endpoint = format!("http://{}", platform.addr());
     println!("virga demo: embedded platform listening on {endpoint}");

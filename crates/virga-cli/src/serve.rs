@@ -1,0 +1,93 @@
+//! `virga serve`: the platform in this process, until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use super::*;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub addr: SocketAddr,
+    /// Where records and deployed functions are kept.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Deploy every manifest (*.toml) in this directory at start.
+    #[arg(long)]
+    pub functions: Option<PathBuf>,
+    /// Never use cgroups, even where they are writable.
+    #[arg(long)]
+    pub no_cgroups: bool,
+    /// Most memory (the sum of `memory_mb`) running instances may hold;
+    /// a start past it stops idle instances or is throttled (429).
+    /// Default: the host's memory less a reserve (a tenth, at least 1 GiB).
+    #[arg(long)]
+    pub max_memory_mb: Option<u64>,
+    /// On SIGTERM or Ctrl-C, how long accepted invocations may finish
+    /// before their instances are stopped.
+    #[arg(long, default_value_t = virga_platform::DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+    /// Keep invocation records this long (7d, 12h, 30m) or only the
+    /// newest N; checked at start and every minute. Default: keep all.
+    #[arg(long)]
+    pub retain_records: Option<virga_platform::store::Retention>,
+}
+
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let ServeArgs {
+        addr,
+        data_dir,
+        functions,
+        no_cgroups,
+        max_memory_mb,
+        shutdown_grace_ms,
+        retain_records,
+    } = args;
+    init_tracing("info");
+    let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
+    config.functions_dir = functions;
+    config.cgroups = !no_cgroups;
+    config.max_memory_mb = max_memory_mb;
+    config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
+    config.retain_records = retain_records;
+    run_platform(config).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The built-in runtime an embedded platform starts: this very executable
+/// (through `/proc/self/exe`, so a binary replaced on disk while serving
+/// still starts the same code) with its `worker` subcommand.
+pub fn builtin_runtime() -> virga_platform::BuiltinRuntime {
+    virga_platform::BuiltinRuntime {
+        program: PathBuf::from("/proc/self/exe"),
+        args: vec!["worker".into()],
+    }
+}
+
+async fn run_platform(mut config: virga_platform::PlatformConfig) -> Result<()> {
+    config.builtin_runtime = Some(builtin_runtime());
+    let platform = virga_platform::Platform::start(config).await?;
+    if !platform.limits_enforced() {
+        eprintln!("warning: instances run without memory/CPU limits (cgroups not writable or disabled); records say limits_enforced=false");
+    }
+    println!("virga listening on http://{}", platform.addr());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    platform.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
