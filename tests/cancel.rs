@@ -448,10 +448,11 @@ async fn async_deliveries_survive_crashes_timeouts_redeploys_and_deletes() {
     let records = s.records_until("slow", SETTLE, |r| r.len() >= 7).await;
     assert_eq!(records.len(), 7, "{records:#?}");
     assert_eq!(records[6]["status"], "success", "{}", s.log());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        s.records(Some("slow")).await.len(),
-        7,
+    assert!(
+        common::throughout(Duration::from_millis(800), || async {
+            s.records(Some("slow")).await.len() == 7
+        })
+        .await,
         "not delivered twice"
     );
     // A delete while one runs and one waits: the running one finishes, the

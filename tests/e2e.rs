@@ -561,10 +561,16 @@ async fn provisioned_instances_start_at_deploy_and_are_warm() {
         v["env"]["AWS_LAMBDA_INITIALIZATION_TYPE"],
         "provisioned-concurrency"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
     // Past keep-alive, the provisioned instance is still there.
-    let v = s.get("/v1/functions/warm/instances").await;
-    assert_eq!(v["instances"].as_array().unwrap().len(), 1);
+    assert!(
+        common::throughout(Duration::from_millis(500), || async {
+            s.get("/v1/functions/warm/instances").await["instances"]
+                .as_array()
+                .map(Vec::len)
+                == Some(1)
+        })
+        .await
+    );
     assert_eq!(s.records(Some("warm")).await[0]["cold"], false);
 }
 
@@ -769,4 +775,21 @@ async fn old_records_go_past_their_retention() {
     let (code, _, err) = s.cli(&["serve", "--retain-records", "7w"]);
     assert_ne!(code, 0);
     assert!(err.contains("not a retention"), "{err}");
+}
+
+/// Function logs outlive a restart: they are written to rotated files under
+/// the data dir, and `virga logs` after a restart starts from them.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_survive_a_restart() {
+    let mut s = Server::start(&[("talk", manifest("talk", ""))]).await;
+    let (status, headers, _) = s.invoke("talk", r#"{"action":"print"}"#).await;
+    assert_eq!(status, 200);
+    let id = headers["x-amzn-requestid"].to_str().unwrap().to_string();
+    s.restart().await;
+    let (code, logs, err) = s.cli(&["logs", "talk"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(logs.contains(&format!("line 2 of {id}")), "{logs}");
+    assert!(logs.contains(&format!("REPORT RequestId: {id}")), "{logs}");
+    let file = std::fs::read_to_string(s.dir.path().join("data/logs/talk.log")).unwrap();
+    assert!(file.contains(&format!("START RequestId: {id}")), "{file}");
 }

@@ -6,23 +6,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{manifest, Server};
+use common::{eventually, manifest, throughout, Server};
 use serde_json::Value;
-
-/// Polls `check` every 50 ms for at most `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..secs * 20 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn event_invocations_are_stored_then_delivered() {
@@ -150,8 +135,13 @@ async fn topics_fan_out_to_every_subscriber() {
             "{logs}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(s.records(Some("c")).await.is_empty(), "not subscribed");
+    assert!(
+        throughout(Duration::from_millis(500), || async {
+            s.records(Some("c")).await.is_empty()
+        })
+        .await,
+        "not subscribed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -172,9 +162,14 @@ async fn bucket_uploads_fire_matching_triggers_once_and_bad_keys_are_refused() {
         assert!(out.contains("etag"), "{out}");
     }
     assert!(eventually(10, || async { s.records(Some("thumbs")).await.len() == 2 }).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        throughout(Duration::from_millis(500), || async {
+            s.records(Some("thumbs")).await.len() == 2
+        })
+        .await,
+        "one invocation per matching upload"
+    );
     let recs = s.records(Some("thumbs")).await;
-    assert_eq!(recs.len(), 2, "one invocation per matching upload");
     assert!(recs.iter().all(|r| r["trigger"] == "bucket"));
     let logs = s.get("/v1/functions/thumbs/logs").await.to_string();
     assert!(

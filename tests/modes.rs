@@ -104,8 +104,12 @@ async fn a_service_with_a_minimum_starts_its_tasks_and_keeps_them() {
     assert_eq!(status, 200);
     assert_eq!(s.records(Some("svc-min")).await[0]["cold"], false);
     // Idle for several windows: never below the minimum.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(instances(&s, "svc-min").await.len(), 2);
+    assert!(
+        common::throughout(Duration::from_millis(1500), || async {
+            instances(&s, "svc-min").await.len() == 2
+        })
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,6 +26,44 @@ pub fn manifest(name: &str, extra: &str) -> String {
     )
 }
 
+/// Polls `check` every 50 ms for at most `secs` seconds: true once it holds.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// For "nothing happens" assertions: polls `check` every 50 ms for all of
+/// `window` and is false at the first poll where it does not hold (a single
+/// look at the window's end would miss what came and went).
+pub async fn throughout<F, Fut>(window: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + window;
+    loop {
+        if !check().await {
+            return false;
+        }
+        if std::time::Instant::now() >= end {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A `virga serve` process on 127.0.0.1:0 with its own data dir.
 pub struct Server {
     pub dir: tempfile::TempDir,

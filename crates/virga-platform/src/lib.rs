@@ -81,6 +81,11 @@ pub struct PlatformConfig {
     pub retain_records: Option<store::Retention>,
 }
 
+/// A function's log file rotates past this size ...
+const LOG_FILE_BYTES: u64 = 8 << 20;
+/// ... and this many rotated files are kept.
+const LOG_FILES_KEPT: usize = 3;
+
 /// How often records past their retention are deleted.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -154,6 +159,14 @@ impl Platform {
             SchedulerConfig {
                 search_path,
                 builtin: config.builtin_runtime.clone(),
+                log_files: Some(
+                    logs::LogFiles::open(
+                        &config.data_dir.join("logs"),
+                        LOG_FILE_BYTES,
+                        LOG_FILES_KEPT,
+                    )
+                    .map_err(|e| PlatformError::DataDir(config.data_dir.join("logs"), e))?,
+                ),
                 host_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 cgroups,
                 max_memory_mb: config
@@ -237,6 +250,9 @@ impl Platform {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.server).await;
         let store = self.scheduler.meter().store().clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        if let Some(files) = self.scheduler.log_files() {
+            let _ = tokio::task::spawn_blocking(move || files.flush()).await;
+        }
     }
 }
 

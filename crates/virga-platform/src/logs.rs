@@ -1,14 +1,22 @@
 //! Function logs: what instances print, plus the platform's START/END/REPORT
-//! lines, kept in a bounded ring per function (`virga logs`).
+//! lines, kept in a bounded ring per function (`virga logs`) and, where the
+//! platform has a data dir, in rotated files (`<data-dir>/logs/<function>.log`,
+//! then `.log.1` ...) that outlive restarts.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 /// The most recent lines of one function.
 #[derive(Debug)]
 pub struct LogRing {
     lines: Mutex<VecDeque<String>>,
     capacity: usize,
+    /// Where every line is also written, under this function's name.
+    file: Option<(Arc<LogFiles>, String)>,
 }
 
 impl LogRing {
@@ -16,10 +24,25 @@ impl LogRing {
         LogRing {
             lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
             capacity,
+            file: None,
+        }
+    }
+
+    /// A ring that also writes to `function`'s log file, starting with the
+    /// file's last lines (what the function logged before a restart).
+    pub fn persistent(capacity: usize, files: Arc<LogFiles>, function: &str) -> Self {
+        let lines = files.tail(function, capacity).into();
+        LogRing {
+            lines: Mutex::new(lines),
+            capacity,
+            file: Some((files, function.to_string())),
         }
     }
 
     pub fn push(&self, line: String) {
+        if let Some((files, function)) = &self.file {
+            files.append(function, &line);
+        }
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if lines.len() == self.capacity {
             lines.pop_front();
@@ -36,6 +59,168 @@ impl LogRing {
             .cloned()
             .collect()
     }
+}
+
+/// What the log writer is asked to do.
+enum Msg {
+    Line(String, String),
+    Flush(mpsc::Sender<()>),
+}
+
+/// Every function's log file, written by one thread so a log line never
+/// costs an invocation a write(2); files rotate at a size.
+#[derive(Debug)]
+pub struct LogFiles {
+    dir: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+}
+
+/// Written lines reach the disk at least this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+impl LogFiles {
+    /// Writes under `dir`, rotating a function's file past `max_bytes` and
+    /// keeping `keep` rotated files.
+    pub fn open(dir: &Path, max_bytes: u64, keep: usize) -> io::Result<Arc<LogFiles>> {
+        fs::create_dir_all(dir)?;
+        let (tx, rx) = mpsc::channel();
+        let writer_dir = dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("virga-logs".into())
+            .spawn(move || write_loop(&writer_dir, rx, max_bytes, keep))?;
+        Ok(Arc::new(LogFiles {
+            dir: dir.to_path_buf(),
+            tx: Mutex::new(Some(tx)),
+        }))
+    }
+
+    fn path(&self, function: &str, generation: usize) -> PathBuf {
+        file_path(&self.dir, function, generation)
+    }
+
+    pub fn append(&self, function: &str, line: &str) {
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(Msg::Line(function.to_string(), line.to_string()));
+        }
+    }
+
+    /// Waits until every line appended so far is in its file.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if tx.send(Msg::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+
+    /// The last `n` lines `function` logged, oldest first, across its
+    /// newest rotated file and the current one.
+    pub fn tail(&self, function: &str, n: usize) -> Vec<String> {
+        let mut lines = VecDeque::new();
+        for generation in [1, 0] {
+            let Ok(file) = File::open(self.path(function, generation)) else {
+                continue;
+            };
+            for line in BufReader::new(file).lines().map_while(Result::ok) {
+                if lines.len() == n {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        }
+        lines.into()
+    }
+}
+
+fn file_path(dir: &Path, function: &str, generation: usize) -> PathBuf {
+    match generation {
+        0 => dir.join(format!("{function}.log")),
+        g => dir.join(format!("{function}.log.{g}")),
+    }
+}
+
+/// An open log file and how big it is.
+struct Open {
+    out: BufWriter<File>,
+    bytes: u64,
+}
+
+fn open_append(path: &Path) -> io::Result<Open> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let bytes = file.metadata()?.len();
+    Ok(Open {
+        out: BufWriter::new(file),
+        bytes,
+    })
+}
+
+fn write_loop(dir: &Path, rx: mpsc::Receiver<Msg>, max_bytes: u64, keep: usize) {
+    let mut open: HashMap<String, Open> = HashMap::new();
+    let flush_all = |open: &mut HashMap<String, Open>| {
+        for f in open.values_mut() {
+            let _ = f.out.flush();
+        }
+    };
+    loop {
+        match rx.recv_timeout(FLUSH_EVERY) {
+            Ok(Msg::Line(function, line)) => {
+                if let Err(e) = write_line(dir, &mut open, &function, &line, max_bytes, keep) {
+                    tracing::warn!(function, error = %e, "cannot write the function's log file");
+                    open.remove(&function);
+                }
+            }
+            Ok(Msg::Flush(done)) => {
+                flush_all(&mut open);
+                let _ = done.send(());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => flush_all(&mut open),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                flush_all(&mut open);
+                return;
+            }
+        }
+    }
+}
+
+fn write_line(
+    dir: &Path,
+    open: &mut HashMap<String, Open>,
+    function: &str,
+    line: &str,
+    max_bytes: u64,
+    keep: usize,
+) -> io::Result<()> {
+    if !open.contains_key(function) {
+        open.insert(
+            function.to_string(),
+            open_append(&file_path(dir, function, 0))?,
+        );
+    }
+    let f = open.get_mut(function).expect("inserted above");
+    if f.bytes > 0 && f.bytes + line.len() as u64 + 1 > max_bytes {
+        f.out.flush()?;
+        open.remove(function);
+        // f.log.(keep-1) -> f.log.keep ... f.log -> f.log.1; the oldest goes.
+        for g in (0..keep).rev() {
+            let from = file_path(dir, function, g);
+            if from.exists() {
+                fs::rename(&from, file_path(dir, function, g + 1))?;
+            }
+        }
+        if keep == 0 {
+            fs::remove_file(file_path(dir, function, 0))?;
+        }
+        open.insert(
+            function.to_string(),
+            open_append(&file_path(dir, function, 0))?,
+        );
+    }
+    let f = open.get_mut(function).expect("present");
+    f.out.write_all(line.as_bytes())?;
+    f.out.write_all(b"\n")?;
+    f.bytes += line.len() as u64 + 1;
+    Ok(())
 }
 
 /// Lambda's tail for `X-Amz-Log-Type: Tail`: the last 4 KB of an invocation's log.
@@ -63,6 +248,29 @@ mod tests {
         }
         assert_eq!(r.tail(10), vec!["l2", "l3", "l4"]);
         assert_eq!(r.tail(1), vec!["l4"]);
+    }
+
+    #[test]
+    fn log_files_rotate_and_a_new_ring_starts_from_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LogFiles::open(dir.path(), 100, 2).unwrap();
+        let ring = LogRing::persistent(5, files.clone(), "f");
+        // 30 lines of 10 bytes (with the newline): three files' worth.
+        for i in 0..30 {
+            ring.push(format!("line {i:04}"));
+        }
+        files.flush();
+        let size = |p: &str| std::fs::metadata(dir.path().join(p)).map(|m| m.len());
+        assert!(size("f.log").unwrap() <= 100);
+        assert!(size("f.log.1").unwrap() <= 100 && size("f.log.2").unwrap() <= 100);
+        assert!(size("f.log.3").is_err(), "only two rotated files are kept");
+        // After a restart, the ring starts with the newest lines.
+        let again = LogRing::persistent(5, files.clone(), "f");
+        assert_eq!(
+            again.tail(5),
+            (25..30).map(|i| format!("line {i:04}")).collect::<Vec<_>>()
+        );
+        assert_eq!(files.tail("other", 5), Vec::<String>::new());
     }
 
     #[test]

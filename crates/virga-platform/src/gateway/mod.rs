@@ -234,6 +234,7 @@ mod route_tests {
             crate::scheduler::SchedulerConfig {
                 search_path: vec![],
                 builtin: None,
+                log_files: None,
                 host_cores: 1,
                 cgroups: None,
                 max_memory_mb: u64::MAX,

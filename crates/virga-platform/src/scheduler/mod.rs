@@ -135,6 +135,8 @@ pub struct SchedulerConfig {
     pub search_path: Vec<PathBuf>,
     /// The built-in runtime; `None` refuses functions that need it.
     pub builtin: Option<BuiltinRuntime>,
+    /// Where function logs are also written; `None` keeps them in memory.
+    pub log_files: Option<Arc<crate::logs::LogFiles>>,
     pub host_cores: usize,
     pub cgroups: Option<Box<dyn Cgroups>>,
     /// Most memory (sum of `memory_mb`) running instances may hold at once.
@@ -300,6 +302,11 @@ impl Scheduler {
 
     fn changed(&self) {
         self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// Where function logs are written, when they are.
+    pub fn log_files(&self) -> Option<Arc<crate::logs::LogFiles>> {
+        self.config.log_files.clone()
     }
 
     pub fn limits_enforced(&self) -> bool {

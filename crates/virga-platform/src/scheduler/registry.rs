@@ -76,7 +76,12 @@ impl Scheduler {
 
         let logs = lock(&self.logs)
             .entry(manifest.name.clone())
-            .or_insert_with(|| Arc::new(LogRing::new(LOG_LINES)))
+            .or_insert_with(|| {
+                Arc::new(match &self.config.log_files {
+                    Some(files) => LogRing::persistent(LOG_LINES, files.clone(), &manifest.name),
+                    None => LogRing::new(LOG_LINES),
+                })
+            })
             .clone();
         let limits = Limits {
             memory_mb: manifest.memory_mb,
