@@ -65,6 +65,8 @@ impl LogRing {
 enum Msg {
     Line(String, String),
     Flush(mpsc::Sender<()>),
+    /// The function is gone: close its file (a later line reopens it).
+    Close(String),
 }
 
 /// Every function's log file, written by one thread so a log line never
@@ -77,6 +79,8 @@ pub struct LogFiles {
 
 /// Written lines reach the disk at least this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// A file nobody wrote to for this long is closed: open files stay few.
+const CLOSE_IDLE: Duration = Duration::from_secs(30);
 
 impl LogFiles {
     /// Writes under `dir`, rotating a function's file past `max_bytes` and
@@ -101,6 +105,13 @@ impl LogFiles {
     pub fn append(&self, function: &str, line: &str) {
         if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = tx.send(Msg::Line(function.to_string(), line.to_string()));
+        }
+    }
+
+    /// Closes `function`'s file (after a delete).
+    pub fn close(&self, function: &str) {
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(Msg::Close(function.to_string()));
         }
     }
 
@@ -140,10 +151,11 @@ fn file_path(dir: &Path, function: &str, generation: usize) -> PathBuf {
     }
 }
 
-/// An open log file and how big it is.
+/// An open log file, how big it is and when it was last written.
 struct Open {
     out: BufWriter<File>,
     bytes: u64,
+    used: std::time::Instant,
 }
 
 fn open_append(path: &Path) -> io::Result<Open> {
@@ -152,6 +164,7 @@ fn open_append(path: &Path) -> io::Result<Open> {
     Ok(Open {
         out: BufWriter::new(file),
         bytes,
+        used: std::time::Instant::now(),
     })
 }
 
@@ -162,6 +175,7 @@ fn write_loop(dir: &Path, rx: mpsc::Receiver<Msg>, max_bytes: u64, keep: usize) 
             let _ = f.out.flush();
         }
     };
+    let mut flushed = std::time::Instant::now();
     loop {
         match rx.recv_timeout(FLUSH_EVERY) {
             Ok(Msg::Line(function, line)) => {
@@ -174,11 +188,22 @@ fn write_loop(dir: &Path, rx: mpsc::Receiver<Msg>, max_bytes: u64, keep: usize) 
                 flush_all(&mut open);
                 let _ = done.send(());
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => flush_all(&mut open),
+            Ok(Msg::Close(function)) => {
+                if let Some(mut f) = open.remove(&function) {
+                    let _ = f.out.flush();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 flush_all(&mut open);
                 return;
             }
+        }
+        // On a clock, not on quiet: steady traffic is flushed too.
+        if flushed.elapsed() >= FLUSH_EVERY {
+            flush_all(&mut open);
+            open.retain(|_, f| f.used.elapsed() < CLOSE_IDLE);
+            flushed = std::time::Instant::now();
         }
     }
 }
@@ -217,6 +242,7 @@ fn write_line(
         );
     }
     let f = open.get_mut(function).expect("present");
+    f.used = std::time::Instant::now();
     f.out.write_all(line.as_bytes())?;
     f.out.write_all(b"\n")?;
     f.bytes += line.len() as u64 + 1;

@@ -177,6 +177,9 @@ impl Scheduler {
         match removed {
             Some(f) => {
                 f.retire();
+                if let Some(files) = &self.config.log_files {
+                    files.close(name);
+                }
                 self.changed();
                 Ok(true)
             }
