@@ -260,6 +260,12 @@ fn init_tracing(default: &str) {
 
 fn main() -> std::process::ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    // Every cold start runs `virga worker`: skip building the whole
+    // command line's parser for it.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "worker") && args.next().is_none() {
+        return worker::main();
+    }
     let matches = Cli::command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
