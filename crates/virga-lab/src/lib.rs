@@ -10,7 +10,6 @@
 //! Invariant: the lab never links the platform; it speaks HTTP and `virga-spec` only.
 
 pub mod api;
-pub mod chart;
 pub mod load;
 pub mod payload;
 pub mod plot;

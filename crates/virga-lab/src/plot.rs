@@ -164,6 +164,81 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Line]) -> String
     })
 }
 
+/// One series of a two-axis chart: its name, unit and one value per x.
+pub struct Axis<'a> {
+    pub name: &'a str,
+    pub unit: &'a str,
+    pub values: &'a [f64],
+}
+
+/// Two series over the same x values, `left` on the left axis and `right`
+/// on the right (as AWS Lambda Power Tuning draws duration and cost against
+/// memory).
+pub fn dual_axis(title: &str, x_desc: &str, x: &[f64], left: &Axis, right: &Axis) -> String {
+    let (x0, x1) = range(x.iter().copied(), false);
+    let (l0, l1) = range(left.values.iter().copied(), true);
+    let (r0, r1) = range(right.values.iter().copied(), true);
+    let points =
+        |a: &Axis| -> Vec<(f64, f64)> { x.iter().copied().zip(a.values.iter().copied()).collect() };
+    let (lc, rc) = (colour(0), colour(5));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(64)
+            .right_y_label_area_size(72)
+            .build_cartesian_2d(x0..x1, l0..l1);
+        let Ok(chart) = chart else {
+            return String::new();
+        };
+        let mut chart = chart.set_secondary_coord(x0..x1, r0..r1);
+        let _ = chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(format!("{} ({})", left.name, left.unit))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw();
+        let _ = chart
+            .configure_secondary_axes()
+            .y_desc(format!("{} ({})", right.name, right.unit))
+            .y_label_formatter(&|v| format!("{v:.2e}"))
+            .draw();
+        let legend = |c: RGBColor| {
+            move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+        };
+        if let Ok(d) = chart.draw_series(LineSeries::new(points(left), lc.stroke_width(2))) {
+            d.label(left.name.to_string()).legend(legend(lc));
+        }
+        let _ = chart.draw_series(
+            points(left)
+                .into_iter()
+                .map(|p| Circle::new(p, 3, lc.filled())),
+        );
+        if let Ok(d) =
+            chart.draw_secondary_series(LineSeries::new(points(right), rc.stroke_width(2)))
+        {
+            d.label(right.name.to_string()).legend(legend(rc));
+        }
+        let _ = chart.draw_secondary_series(
+            points(right)
+                .into_iter()
+                .map(|p| Circle::new(p, 3, rc.filled())),
+        );
+        let _ = chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperMiddle)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .draw();
+        let _ = root.present();
+    }
+    svg
+}
+
 /// A scatter of latency over time, cold starts in red.
 pub fn timeline(title: &str, x_desc: &str, y_desc: &str, dots: &[Dot]) -> String {
     let (x0, x1) = range(dots.iter().map(|d| d.x), true);
@@ -220,6 +295,26 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..60.min(svg.len())]);
         assert!(svg.contains("Latency CDF") && svg.contains("a &amp; b"));
         assert!(svg.contains("<polyline") || svg.contains("<path"));
+        let d = dual_axis(
+            "tune",
+            "memory (MB)",
+            &[128.0, 512.0, 1024.0],
+            &Axis {
+                name: "p50 duration",
+                unit: "ms",
+                values: &[40.0, 12.0, 6.0],
+            },
+            &Axis {
+                name: "cost per invocation",
+                unit: "USD",
+                values: &[2.1e-7, 2.2e-7, 2.3e-7],
+            },
+        );
+        assert!(d.starts_with("<svg"));
+        assert!(d.contains("p50 duration (ms)") && d.contains("cost per invocation (USD)"));
+        // Both series are drawn, each in its own colour.
+        let drawn = |c: &str| d.to_uppercase().contains(&format!("STROKE=\"{c}\""));
+        assert!(drawn("#0072B2") && drawn("#D55E00"), "{d}");
         let t = timeline(
             "t",
             "s",

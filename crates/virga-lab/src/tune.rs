@@ -253,10 +253,10 @@ pub async fn tune(
 
 /// The chart of a result: p50 duration and cost per invocation against memory.
 pub fn chart(result: &TuneResult) -> String {
-    let x: Vec<String> = result
+    let x: Vec<f64> = result
         .points
         .iter()
-        .map(|p| p.memory_mb.to_string())
+        .map(|p| f64::from(p.memory_mb))
         .collect();
     let d: Vec<f64> = result.points.iter().map(|p| p.p50_ms).collect();
     let c: Vec<f64> = result
@@ -264,23 +264,21 @@ pub fn chart(result: &TuneResult) -> String {
         .iter()
         .map(|p| p.cost_per_invocation_usd)
         .collect();
-    crate::chart::dual_axis_svg(
+    crate::plot::dual_axis(
         &format!(
             "{}: duration and cost by memory ({})",
             result.function, result.profile
         ),
         "memory (MB)",
         &x,
-        &crate::chart::Series {
+        &crate::plot::Axis {
             name: "p50 duration",
             unit: "ms",
-            colour: "#1f77b4",
             values: &d,
         },
-        &crate::chart::Series {
+        &crate::plot::Axis {
             name: "cost per invocation",
             unit: "USD",
-            colour: "#d62728",
             values: &c,
         },
     )
