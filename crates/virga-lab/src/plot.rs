@@ -54,6 +54,21 @@ fn range(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
 
 type Chart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
+/// Where every chart starts: a white page, the title, margins and room for
+/// the axis labels.
+fn builder<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let _ = root.fill(&WHITE);
+    let mut b = ChartBuilder::on(root);
+    b.caption(title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(64);
+    b
+}
+
 /// The frame every chart shares: title, axes, grid; `draw` adds the data.
 fn frame(
     title: &str,
@@ -67,13 +82,7 @@ fn frame(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        let _ = root.fill(&WHITE);
-        let chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 17))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x0..x1, y0..y1);
+        let chart = builder(&root, title).build_cartesian_2d(x0..x1, y0..y1);
         let Ok(mut chart) = chart else {
             return String::new();
         };
@@ -184,12 +193,7 @@ pub fn dual_axis(title: &str, x_desc: &str, x: &[f64], left: &Axis, right: &Axis
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        let _ = root.fill(&WHITE);
-        let chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 17))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(64)
+        let chart = builder(&root, title)
             .right_y_label_area_size(72)
             .build_cartesian_2d(x0..x1, l0..l1);
         let Ok(chart) = chart else {
