@@ -145,7 +145,12 @@ async fn hanging_up_during_a_cold_start_lets_the_start_finish_and_run() {
     assert_eq!(records[0]["status"], "timeout");
     assert_eq!(records[0]["error_type"], "Sandbox.Timedout");
     assert_eq!(records[0]["caller_gone"], true);
-    assert!(s.instance_states("stuck").await.is_empty());
+    // The record is written as the kill is sent; the process goes after.
+    assert!(
+        common::eventually(5, || async { s.instance_states("stuck").await.is_empty() }).await,
+        "{:?}",
+        s.instance_states("stuck").await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
