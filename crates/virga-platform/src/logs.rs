@@ -16,7 +16,7 @@ pub struct LogRing {
     lines: Mutex<VecDeque<String>>,
     capacity: usize,
     /// Where every line is also written, under this function's name.
-    file: Option<(Arc<LogFiles>, String)>,
+    file: Option<(Arc<LogFiles>, Arc<str>)>,
 }
 
 impl LogRing {
@@ -35,7 +35,7 @@ impl LogRing {
         LogRing {
             lines: Mutex::new(lines),
             capacity,
-            file: Some((files, function.to_string())),
+            file: Some((files, Arc::from(function))),
         }
     }
 
@@ -63,7 +63,7 @@ impl LogRing {
 
 /// What the log writer is asked to do.
 enum Msg {
-    Line(String, String),
+    Line(Arc<str>, String),
     Flush(mpsc::Sender<()>),
     /// The function is gone: close its file (a later line reopens it).
     Close(String),
@@ -102,9 +102,10 @@ impl LogFiles {
         file_path(&self.dir, function, generation)
     }
 
-    pub fn append(&self, function: &str, line: &str) {
+    /// Queues a line; the function's name is shared, not copied per line.
+    pub fn append(&self, function: &Arc<str>, line: &str) {
         if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            let _ = tx.send(Msg::Line(function.to_string(), line.to_string()));
+            let _ = tx.send(Msg::Line(function.clone(), line.to_string()));
         }
     }
 
@@ -180,8 +181,8 @@ fn write_loop(dir: &Path, rx: mpsc::Receiver<Msg>, max_bytes: u64, keep: usize) 
         match rx.recv_timeout(FLUSH_EVERY) {
             Ok(Msg::Line(function, line)) => {
                 if let Err(e) = write_line(dir, &mut open, &function, &line, max_bytes, keep) {
-                    tracing::warn!(function, error = %e, "cannot write the function's log file");
-                    open.remove(&function);
+                    tracing::warn!(function = &*function, error = %e, "cannot write the function's log file");
+                    open.remove(&*function);
                 }
             }
             Ok(Msg::Flush(done)) => {
