@@ -448,6 +448,22 @@ async fn invoke_api_errors_use_lambdas_names() {
         "InvalidRequestContentException"
     );
 
+    // Valid JSON structure, invalid UTF-8 inside a string: Lambda answers 400
+    // and the runtime never sees the bytes.
+    let resp = s
+        .http
+        .post(s.url("/2015-03-31/functions/echo/invocations"))
+        .body(b"{\"card\":\"\xff\xfe\"}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.headers()["x-amzn-errortype"],
+        "InvalidRequestContentException"
+    );
+    assert!(resp.text().await.unwrap().contains("UTF-8"));
+
     let big = format!("\"{}\"", "a".repeat(6 * 1024 * 1024 + 10));
     let (status, headers, _) = s.invoke("echo", &big).await;
     assert_eq!(status, 413);

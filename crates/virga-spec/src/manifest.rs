@@ -409,6 +409,18 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 10;
 pub const MAX_INSTANCE_CONCURRENCY: u32 = 256;
 /// Largest `[batching] max_batch_size`.
 pub const MAX_BATCH_SIZE: u32 = 1024;
+/// Most instances one function may run at once (Lambda's default account
+/// concurrency); `max_concurrency = 0` means "as many as the host allows", not more.
+pub const MAX_CONCURRENCY: u32 = 1_000;
+/// Most provisioned instances (`min_instances`): each is a process started at
+/// deploy, so a manifest must not be able to fork the host to death.
+pub const MAX_MIN_INSTANCES: u32 = 100;
+/// Most service tasks (`max_instances`).
+pub const MAX_INSTANCES: u32 = 1_000;
+/// Most synchronous requests waiting for an instance (`max_queue`).
+pub const MAX_QUEUE: u32 = 10_000;
+/// Lambda's limit on all of a function's environment variables together (4 KB).
+pub const MAX_ENV_BYTES: usize = 4 * 1024;
 
 pub const MIN_MEMORY_MB: u32 = 128;
 pub const MAX_MEMORY_MB: u32 = 10_240;
@@ -553,6 +565,30 @@ impl Manifest {
                 ),
             ));
         }
+        if self.max_concurrency > MAX_CONCURRENCY {
+            return Err((
+                "max_concurrency",
+                format!(
+                    "{} is out of range: use 0 (as many as the host allows) or 1..={MAX_CONCURRENCY}",
+                    self.max_concurrency
+                ),
+            ));
+        }
+        if self.min_instances > MAX_MIN_INSTANCES {
+            return Err((
+                "min_instances",
+                format!(
+                    "{} is out of range: use 0..={MAX_MIN_INSTANCES} provisioned instances",
+                    self.min_instances
+                ),
+            ));
+        }
+        if self.max_queue > MAX_QUEUE {
+            return Err((
+                "max_queue",
+                format!("{} is out of range: use 0..={MAX_QUEUE}", self.max_queue),
+            ));
+        }
         if self.max_concurrency != 0 && self.min_instances > self.max_concurrency {
             return Err((
                 "min_instances",
@@ -604,6 +640,34 @@ impl Manifest {
             return Err((
                 "env",
                 format!("{key:?} is reserved: the platform sets it for every instance"),
+            ));
+        }
+        // A NUL cannot be passed to exec: refuse it here rather than fail every
+        // invocation later with an error that blames `command`.
+        if let Some((key, _)) = self.env.iter().find(|(_, v)| v.contains('\0')) {
+            return Err((
+                "env",
+                format!("the value of {key:?} contains a NUL byte, which no process environment can hold"),
+            ));
+        }
+        if let Some(arg) = self
+            .command
+            .iter()
+            .chain(self.handler.as_ref())
+            .find(|a| a.contains('\0'))
+        {
+            return Err((
+                "command",
+                format!("{arg:?} contains a NUL byte, which no program argument can hold"),
+            ));
+        }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if env_bytes > MAX_ENV_BYTES {
+            return Err((
+                "env",
+                format!(
+                    "the variables take {env_bytes} bytes together: Lambda's limit is {MAX_ENV_BYTES}; put large values in a file of the function's code"
+                ),
             ));
         }
         Ok(())
@@ -664,8 +728,11 @@ impl Manifest {
                 ));
             }
             let max = self.max_instances();
-            if max == 0 {
-                return Err(("max_instances", "must be at least 1".into()));
+            if !(1..=MAX_INSTANCES).contains(&max) {
+                return Err((
+                    "max_instances",
+                    format!("{max} is out of range: use 1..={MAX_INSTANCES}"),
+                ));
             }
             if self.min_instances > max {
                 return Err((
@@ -993,6 +1060,56 @@ env = { GREETING = "hi" }
         }
         let long = format!("name = \"{}\"\ncommand = [\"x\"]", "a".repeat(65));
         assert!(Manifest::parse(&long, "t.toml").is_err());
+    }
+
+    #[test]
+    fn refuses_limits_that_would_exhaust_the_host() {
+        for (extra, field) in [
+            ("max_concurrency = 0\nmin_instances = 200", "min_instances"),
+            (
+                "max_concurrency = 0\nmin_instances = 4000000000",
+                "min_instances",
+            ),
+            ("max_queue = 4294967295", "max_queue"),
+            ("max_concurrency = 100000", "max_concurrency"),
+            (
+                "mode = \"service\"\ncpu = 1\nmax_instances = 5000",
+                "max_instances",
+            ),
+        ] {
+            let text = format!("name = \"a\"\ncommand = [\"x\"]\n{extra}");
+            match Manifest::parse(&text, "t.toml") {
+                Err(ManifestError::Invalid { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: expected invalid {field}, got {other:?}"),
+            }
+        }
+        let edge = format!(
+            "name = \"a\"\ncommand = [\"x\"]\nmax_concurrency = 0\nmin_instances = {MAX_MIN_INSTANCES}\nmax_queue = {MAX_QUEUE}"
+        );
+        Manifest::parse(&edge, "t.toml").unwrap();
+    }
+
+    #[test]
+    fn refuses_env_and_arguments_a_process_cannot_hold() {
+        let huge = "v".repeat(128 * 1024);
+        for (extra, field) in [
+            ("env = { K = \"a\\u0000b\" }".to_string(), "env"),
+            (format!("env = {{ K = \"{huge}\" }}"), "env"),
+            ("handler = \"h\\u0000\"".to_string(), "command"),
+        ] {
+            let text = format!("name = \"a\"\ncommand = [\"x\"]\n{extra}");
+            match Manifest::parse(&text, "t.toml") {
+                Err(ManifestError::Invalid {
+                    field: f, message, ..
+                }) => {
+                    assert_eq!(f, field, "{message}");
+                    assert!(!message.contains(&huge), "the message echoes the value");
+                }
+                other => panic!("expected invalid {field}, got {other:?}"),
+            }
+        }
+        let text = "name = \"a\"\ncommand = [\"x\\u0000\"]";
+        assert!(Manifest::parse(text, "t.toml").is_err());
     }
 
     #[test]

@@ -83,7 +83,14 @@ pub(super) fn check_json(payload: &[u8]) -> Result<(), ApiError> {
     if payload.is_empty() {
         return Ok(());
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(payload)
+    // `from_slice` skips over string contents it ignores without checking
+    // their UTF-8, and runtimes crash on such bytes: check the whole body.
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Could not parse request body into json: the body is not valid UTF-8 ({e})"
+        ))
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
         .map_err(|e| ApiError::bad_request(format!("Could not parse request body into json: {e}")))
 }
