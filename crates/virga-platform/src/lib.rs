@@ -119,7 +119,7 @@ impl Platform {
     /// Opens the data dir, restores deployed functions, deploys the functions
     /// dir and starts serving. Returns once the listener is bound.
     pub async fn start(config: PlatformConfig) -> Result<Platform, PlatformError> {
-        std::fs::create_dir_all(&config.data_dir)
+        create_private_dir(&config.data_dir)
             .map_err(|e| PlatformError::DataDir(config.data_dir.clone(), e))?;
         let store = Arc::new(Store::open(&config.data_dir)?);
         if let Some(keep) = config.retain_records {
@@ -196,12 +196,10 @@ impl Platform {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            gateway::serve(listener, app, async {
                 let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "gateway stopped");
-            }
+            })
+            .await;
         });
         Ok(Platform {
             addr,
@@ -254,6 +252,14 @@ impl Platform {
             let _ = tokio::task::spawn_blocking(move || files.flush()).await;
         }
     }
+}
+
+/// Creates `dir` (and its parents) and makes it `0700`: the data dir holds the
+/// database, logs, keys and code bundles, none of which is anyone else's.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Deploys every `*.toml` in `dir`, in name order.

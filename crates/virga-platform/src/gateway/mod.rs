@@ -33,8 +33,11 @@ use crate::store::{RecordFilter, StoreError};
 mod errors;
 mod lambda;
 mod manage;
+mod serve;
 mod storage;
 mod v2;
+
+pub use serve::{serve, HEADER_READ_TIMEOUT};
 
 use errors::too_large;
 pub use errors::ApiError;

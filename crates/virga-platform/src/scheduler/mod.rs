@@ -235,6 +235,10 @@ pub struct Scheduler {
     /// Bumped on every deploy and delete, so event sources can follow.
     changes: tokio::sync::watch::Sender<u64>,
     functions: RwLock<HashMap<String, Arc<Function>>>,
+    /// Held across a deploy's or delete's read of the stored version, its
+    /// save and its swap into `functions`, so concurrent deploys of one name
+    /// get distinct versions and the live revision is the last one stored.
+    deploying: Mutex<()>,
     logs: Mutex<HashMap<String, Arc<LogRing>>>,
     meter: Meter,
     instance_seq: AtomicU64,
@@ -250,6 +254,7 @@ impl Scheduler {
         Arc::new(Scheduler {
             changes: tokio::sync::watch::channel(0).0,
             functions: RwLock::new(HashMap::new()),
+            deploying: Mutex::new(()),
             logs: Mutex::new(HashMap::new()),
             meter,
             instance_seq: AtomicU64::new(0),

@@ -50,6 +50,7 @@ impl Scheduler {
         }
         let store = self.meter.store();
         let base = base_dir.display().to_string();
+        let _deploying = lock(&self.deploying);
         let previous = store.function(&manifest.name)?;
         if let (Some(prev), Some(live)) = (&previous, self.get(&manifest.name)) {
             if prev.manifest == manifest_text
@@ -168,6 +169,7 @@ impl Scheduler {
 
     /// Removes a function; its busy instances finish their requests first.
     pub fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let _deploying = lock(&self.deploying);
         let removed = self
             .functions
             .write()
