@@ -50,10 +50,14 @@ async fn echo_is_cold_then_warm_with_lambda_report_lines() {
         "second invoke is warm: {err}"
     );
     let body2: Value = serde_json::from_str(out2.trim()).unwrap();
-    assert_eq!(body["pid"], body2["pid"], "the warm instance is reused");
+    assert_eq!(body2["echo"]["x"], 2);
 
     let recs = s.records(Some("echo")).await;
     assert_eq!(recs.len(), 2);
+    assert_eq!(
+        recs[0]["instance_id"], recs[1]["instance_id"],
+        "the warm instance is reused"
+    );
     assert_eq!(recs[0]["cold"], true);
     assert!(recs[0]["init_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(recs[1]["cold"], false);

@@ -48,10 +48,12 @@ async fn failing_events_are_retried_then_dead_lettered_and_can_be_redriven() {
         ),
     )])
     .await;
-    let flag = s.dir.path().join("ready");
-    let payload = format!(r#"{{"action":"fail_unless","path":"{}"}}"#, flag.display());
+    // The function's directory is its code, seen read-only at /var/task: a
+    // file the test adds there is the function's cue.
+    let flag = s.dir.path().join("fns/ready");
+    let payload = r#"{"action":"fail_unless","path":"/var/task/ready"}"#;
     let resp = s
-        .invoke_raw("flaky", &payload, &[("x-amz-invocation-type", "Event")])
+        .invoke_raw("flaky", payload, &[("x-amz-invocation-type", "Event")])
         .await;
     assert_eq!(resp.status(), 202);
     let id = resp.headers()["x-amzn-requestid"]
@@ -317,13 +319,20 @@ async fn schedules_wake_functions_scaled_to_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_accepted_event_is_lost_when_the_server_is_killed() {
-    let mut s = Server::start(&[(
-        "sink",
-        manifest(
+    // The evidence must outlive the platform, so the function writes it to
+    // the host: unsandboxed (a sandboxed function can write only its /tmp).
+    let mut s = Server::start_with(
+        &common::virga_bin(),
+        &[],
+        &["--isolation", "off"],
+        &[(
             "sink",
-            "memory_mb = 1769\nmax_concurrency = 2\nretry_delay_ms = 50",
-        ),
-    )])
+            manifest(
+                "sink",
+                "memory_mb = 1769\nmax_concurrency = 2\nretry_delay_ms = 50",
+            ),
+        )],
+    )
     .await;
     let log = s.dir.path().join("delivered.txt");
     let payload = format!(r#"{{"action":"append","path":"{}"}}"#, log.display());

@@ -45,7 +45,6 @@ async fn a_service_task_serves_several_requests_at_once() {
             })
         })
         .collect();
-    let mut pids = Vec::new();
     for (i, c) in calls.into_iter().enumerate() {
         let (status, _, body) = c.await.unwrap();
         assert_eq!(status, 200, "{body}");
@@ -53,10 +52,15 @@ async fn a_service_task_serves_several_requests_at_once() {
         assert_eq!(v["id"], i);
         assert_eq!(v["met"], true, "four requests in flight at once: {body}");
         assert_eq!(v["threads"], 4, "AWS_LAMBDA_MAX_CONCURRENCY is set");
-        pids.push(v["pid"].as_u64().unwrap());
     }
-    pids.dedup();
-    assert_eq!(pids.len(), 1, "one task served them all");
+    let mut tasks: Vec<Value> = s
+        .records(Some("svc"))
+        .await
+        .iter()
+        .map(|r| r["instance_id"].clone())
+        .collect();
+    tasks.dedup();
+    assert_eq!(tasks.len(), 1, "one task served them all");
     assert_eq!(instances(&s, "svc").await.len(), 1);
 
     let recs = s.records(Some("svc")).await;
@@ -119,17 +123,22 @@ async fn job_mode_starts_one_task_per_event_and_none_remain() {
         manifest("job", "mode = \"job\"\ncpu = 0.25\nmax_concurrency = 2"),
     )])
     .await;
-    let mut pids = Vec::new();
     for i in 0..3 {
         let (status, _, body) = s.invoke("job", &json!({"id": i}).to_string()).await;
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["id"], i);
-        pids.push(v["pid"].as_u64().unwrap());
     }
-    pids.sort_unstable();
-    pids.dedup();
-    assert_eq!(pids.len(), 3, "every event gets a fresh task");
+    // Instance ids, not pids: a sandboxed runtime is pid 2 in its namespace.
+    let mut ids: Vec<String> = s
+        .records(Some("job"))
+        .await
+        .iter()
+        .map(|r| r["instance_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "every event gets a fresh task");
     let mut left = usize::MAX;
     for _ in 0..100 {
         left = instances(&s, "job").await.len();

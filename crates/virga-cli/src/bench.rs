@@ -44,6 +44,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 data.path().to_path_buf(),
             );
             config.builtin_runtime = Some(crate::serve::builtin_runtime());
+            config.jailer = Some(crate::serve::jailer());
             // The lab stands in for a cloud's capacity: each configuration
             // gets the instances its limits ask for, whatever their sum.
             config.max_memory_mb = Some(u64::MAX);

@@ -34,6 +34,7 @@ pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
     );
     config.functions_dir = Some(functions.to_path_buf());
     config.builtin_runtime = Some(crate::serve::builtin_runtime());
+    config.jailer = Some(crate::serve::jailer());
     let platform = virga_platform::Platform::start(config).await?;
     let endpoint = format!("http://{}", platform.addr());
     println!("virga demo: embedded platform listening on {endpoint}");

@@ -135,6 +135,7 @@ pub async fn instances(client: &Client, args: InstancesArgs) -> Result<ExitCode>
             "invocations",
             "max_memory_mb",
             "limits_enforced",
+            "isolation",
             "started_at",
         ],
         format,

@@ -142,6 +142,10 @@ enum Command {
     /// `command = ["virga-worker"]` run. The platform starts it; it speaks
     /// the Lambda Runtime API at `AWS_LAMBDA_RUNTIME_API`.
     Worker,
+    /// Confine an instance and exec its runtime (what the platform starts
+    /// for every sandboxed instance; not for direct use).
+    #[command(hide = true)]
+    Jail,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -240,6 +244,7 @@ const RECORD_COLUMNS: &[&str] = &[
     "memory_mb",
     "max_memory_mb",
     "limits_enforced",
+    "isolation",
     "payload_bytes",
     "response_bytes",
     "received_at",
@@ -263,8 +268,15 @@ fn main() -> std::process::ExitCode {
     // Every cold start runs `virga worker`: skip building the whole
     // command line's parser for it.
     let mut args = std::env::args_os().skip(1);
-    if args.next().is_some_and(|a| a == "worker") && args.next().is_none() {
-        return worker::main();
+    let first = args.next();
+    if args.next().is_none() {
+        // The jailer must stay single-threaded: it runs before anything else.
+        if first.as_deref() == Some(std::ffi::OsStr::new("jail")) {
+            return virga_platform::sandbox::jail::main();
+        }
+        if first.as_deref() == Some(std::ffi::OsStr::new("worker")) {
+            return worker::main();
+        }
     }
     let matches = Cli::command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
@@ -274,8 +286,10 @@ fn main() -> std::process::ExitCode {
     cli.endpoint_given =
         matches.value_source("endpoint") == Some(clap::parser::ValueSource::CommandLine);
     // The runtime is synchronous: an instance gets no async runtime's threads.
-    if let Command::Worker = cli.command {
-        return worker::main();
+    match cli.command {
+        Command::Worker => return worker::main(),
+        Command::Jail => return virga_platform::sandbox::jail::main(),
+        _ => {}
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -409,6 +423,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             demo::run(&functions, warm, &out).await?;
         }
         Command::Worker => unreachable!("`virga worker` runs before the async runtime starts"),
+        Command::Jail => unreachable!("`virga jail` runs before the async runtime starts"),
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

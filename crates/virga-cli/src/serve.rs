@@ -18,6 +18,11 @@ pub struct ServeArgs {
     /// Never use cgroups, even where they are writable.
     #[arg(long)]
     pub no_cgroups: bool,
+    /// Sandbox every instance (own uid, namespaces, read-only root,
+    /// seccomp, pids limit) where the host allows it; `off` runs instances
+    /// as plain processes of the platform's user, for development only.
+    #[arg(long, value_enum, default_value_t = Isolation::On)]
+    pub isolation: Isolation,
     /// Most memory (the sum of `memory_mb`) running instances may hold;
     /// a start past it stops idle instances or is throttled (429).
     /// Default: the host's memory less a reserve (a tenth, at least 1 GiB).
@@ -33,12 +38,20 @@ pub struct ServeArgs {
     pub retain_records: Option<virga_platform::store::Retention>,
 }
 
+/// `--isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    On,
+    Off,
+}
+
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let ServeArgs {
         addr,
         data_dir,
         functions,
         no_cgroups,
+        isolation,
         max_memory_mb,
         shutdown_grace_ms,
         retain_records,
@@ -47,6 +60,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
     config.functions_dir = functions;
     config.cgroups = !no_cgroups;
+    config.isolation = isolation == Isolation::On;
     config.max_memory_mb = max_memory_mb;
     config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
     config.retain_records = retain_records;
@@ -64,8 +78,18 @@ pub fn builtin_runtime() -> virga_platform::BuiltinRuntime {
     }
 }
 
+/// The jailer an embedded platform confines instances with: this very
+/// executable's `jail` helper mode.
+pub fn jailer() -> virga_platform::BuiltinRuntime {
+    virga_platform::BuiltinRuntime {
+        program: PathBuf::from("/proc/self/exe"),
+        args: vec!["jail".into()],
+    }
+}
+
 async fn run_platform(mut config: virga_platform::PlatformConfig) -> Result<()> {
     config.builtin_runtime = Some(builtin_runtime());
+    config.jailer = Some(jailer());
     let platform = virga_platform::Platform::start(config).await?;
     if !platform.limits_enforced() {
         eprintln!("warning: instances run without memory/CPU limits (cgroups not writable or disabled); records say limits_enforced=false");

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+pub use virga_spec::Isolation;
+
 use crate::logs::LogRing;
 use crate::runtime_api;
 use crate::sandbox::{self, Cgroup, Cgroups, SandboxError, SpawnSpec};
@@ -129,6 +131,7 @@ pub struct Instance {
     /// For display and `/proc` reads only: signals go through `kill_group`.
     pub pid: u32,
     pub limits_enforced: bool,
+    pub isolation: Isolation,
     pub started: chrono::DateTime<chrono::Utc>,
     /// Invocations delivered to this instance.
     pub invocations: std::sync::atomic::AtomicU64,
@@ -162,18 +165,33 @@ impl Instance {
         cgroups: Option<&dyn Cgroups>,
         logs: Arc<LogRing>,
     ) -> Result<Arc<Instance>, SandboxError> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|source| SandboxError::Spawn {
-                program: "Runtime API listener".into(),
-                source,
-            })?;
-        let api_addr = listener
-            .local_addr()
-            .map_err(|source| SandboxError::Spawn {
-                program: "Runtime API listener".into(),
-                source,
-            })?;
+        let listener_error = |source| SandboxError::Spawn {
+            program: "Runtime API listener".into(),
+            source,
+        };
+        // A jailed instance gets its own network namespace with the listener
+        // inside at Lambda's fixed address; others share the platform's
+        // loopback on an ephemeral port.
+        let (listener, api_addr, net) = if spec.spawn.jail.is_some() {
+            let net = tokio::task::spawn_blocking(sandbox::netns::new_instance_net)
+                .await
+                .map_err(|e| listener_error(std::io::Error::other(e)))?
+                .map_err(listener_error)?;
+            net.listener.set_nonblocking(true).map_err(listener_error)?;
+            let listener =
+                tokio::net::TcpListener::from_std(net.listener).map_err(listener_error)?;
+            (
+                listener,
+                sandbox::netns::RUNTIME_API_ADDR.to_string(),
+                Some(net.namespace),
+            )
+        } else {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .map_err(listener_error)?;
+            let addr = listener.local_addr().map_err(listener_error)?;
+            (listener, addr.to_string(), None)
+        };
         let (jobs_tx, jobs_rx) = mpsc::channel(16);
         let (phase, _) = watch::channel(Phase::Starting);
         let shared = Arc::new(Shared {
@@ -193,8 +211,11 @@ impl Instance {
         let mut spawn_spec = spec.spawn;
         spawn_spec
             .env
-            .push(("AWS_LAMBDA_RUNTIME_API".into(), api_addr.to_string()));
-        let spawned = match sandbox::spawn(&spawn_spec, cgroups) {
+            .push(("AWS_LAMBDA_RUNTIME_API".into(), api_addr));
+        let spawned = sandbox::spawn(&spawn_spec, cgroups, net.as_ref());
+        // The instance has joined its namespace (or failed to start).
+        drop(net);
+        let spawned = match spawned {
             Ok(s) => s,
             Err(e) => {
                 server.abort();
@@ -253,7 +274,13 @@ impl Instance {
                 if let Some(peak) = g.peak_memory_bytes() {
                     let _ = watcher_shared.final_peak.set(peak);
                 }
-                let _ = tokio::task::spawn_blocking(move || g.remove()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    // A jailed instance's init and runtime die just after
+                    // the process the platform spawned: wait for them.
+                    g.empty(std::time::Duration::from_secs(5));
+                    g.remove()
+                })
+                .await;
             }
             watcher_shared.phase.send_replace(Phase::Dead(death));
             lock(&watcher_shared.pending).clear();
@@ -263,6 +290,11 @@ impl Instance {
             id: spec.id,
             pid: pid.unwrap_or_default(),
             limits_enforced: cgroup.is_some(),
+            isolation: if spawn_spec.jail.is_some() {
+                Isolation::Sandbox
+            } else {
+                Isolation::None
+            },
             started: chrono::Utc::now(),
             invocations: std::sync::atomic::AtomicU64::new(0),
             shared,

@@ -67,6 +67,11 @@ pub struct PlatformConfig {
     /// How to run the built-in runtime (model functions and `command =
     /// ["virga-worker"]`); `None` refuses such functions at deploy.
     pub builtin_runtime: Option<BuiltinRuntime>,
+    /// Sandbox every instance where the host allows it (`--isolation`).
+    pub isolation: bool,
+    /// How to run the jailer (e.g. the platform's own executable with
+    /// `jail`); `None` runs instances unsandboxed.
+    pub jailer: Option<BuiltinRuntime>,
     /// Use cgroups when the host allows it.
     pub cgroups: bool,
     /// Where cgroup file systems are mounted.
@@ -96,6 +101,8 @@ impl PlatformConfig {
             data_dir,
             functions_dir: None,
             builtin_runtime: None,
+            isolation: true,
+            jailer: None,
             cgroups: true,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             max_memory_mb: None,
@@ -155,8 +162,10 @@ impl Platform {
         let search_path = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect())
             .unwrap_or_default();
+        let isolation = isolation(&config)?;
         let scheduler = Scheduler::new(
             SchedulerConfig {
+                isolation,
                 search_path,
                 builtin: config.builtin_runtime.clone(),
                 log_files: Some(
@@ -252,6 +261,33 @@ impl Platform {
             let _ = tokio::task::spawn_blocking(move || files.flush()).await;
         }
     }
+}
+
+/// The sandbox instances get, or why they get none (said once, here).
+fn isolation(config: &PlatformConfig) -> Result<Option<scheduler::IsolationConfig>, PlatformError> {
+    if !config.isolation {
+        tracing::warn!("isolation is off: instances run as the platform's user, in its namespaces; records say isolation=none");
+        return Ok(None);
+    }
+    let Some(jailer) = &config.jailer else {
+        tracing::warn!("no jailer: instances run unsandboxed; records say isolation=none");
+        return Ok(None);
+    };
+    if !sandbox::jail::host_can_sandbox() {
+        tracing::warn!(
+            "this host cannot sandbox instances (the platform is not root, or namespaces are not available): they run unsandboxed; records say isolation=none"
+        );
+        return Ok(None);
+    }
+    let root = config.data_dir.join("jail");
+    create_private_dir(&root).map_err(|e| PlatformError::DataDir(root.clone(), e))?;
+    tracing::info!("instances are sandboxed (own uid, namespaces, root, seccomp, pids limit)");
+    Ok(Some(scheduler::IsolationConfig {
+        helper: jailer.program.clone(),
+        helper_args: jailer.args.clone(),
+        root,
+        data_dir: config.data_dir.clone(),
+    }))
 }
 
 /// Creates `dir` (and its parents) and makes it `0700`: the data dir holds the

@@ -182,6 +182,7 @@ mod tests {
             memory_mb: 512,
             max_memory_mb: Some(31),
             limits_enforced: true,
+            isolation: virga_spec::Isolation::None,
             payload_bytes: 0,
             response_bytes: 0,
             received_at: String::new(),

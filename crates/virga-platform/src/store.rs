@@ -263,7 +263,7 @@ impl Store {
                     queue_ms, init_ms, duration_ms, billed_ms, memory_mb, max_memory_mb,
                     limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
                     preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu,
-                    task_started_at, caller_gone
+                    task_started_at, caller_gone, isolation
              FROM invocations WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR status = ?2)
              ORDER BY id DESC",
         );
@@ -291,6 +291,7 @@ impl Store {
                         memory_mb: row.get(12)?,
                         max_memory_mb: row.get(13)?,
                         limits_enforced: row.get(14)?,
+                        isolation: parsed(row, 27, "isolation", virga_spec::Isolation::parse)?,
                         payload_bytes: row.get::<_, i64>(15)? as u64,
                         response_bytes: row.get::<_, i64>(16)? as u64,
                         received_at: row.get(17)?,
@@ -371,7 +372,7 @@ impl Drop for Store {
 /// (SQLite's `user_version`) to `i + 1`. Append only; never edit one that
 /// has shipped.
 const MIGRATIONS: &[fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>] =
-    &[v1_base, v2_caller_gone];
+    &[v1_base, v2_caller_gone, v3_isolation];
 
 /// Brings the database to the newest version, one transaction per
 /// migration. Returns the version found (newer than known: left untouched).
@@ -415,6 +416,11 @@ fn v2_caller_gone(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     conn.execute_batch("ALTER TABLE invocations ADD COLUMN caller_gone INTEGER NOT NULL DEFAULT 0")
 }
 
+/// 2 -> 3: how the instance was confined.
+fn v3_isolation(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    conn.execute_batch("ALTER TABLE invocations ADD COLUMN isolation TEXT NOT NULL DEFAULT 'none'")
+}
+
 fn stored_function(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFunction> {
     Ok(StoredFunction {
         name: row.get(0)?,
@@ -453,8 +459,8 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                 status, error_type, queue_ms, init_ms, duration_ms, billed_ms, memory_mb,
                 max_memory_mb, limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
                 preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu, task_started_at,
-                caller_gone)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+                caller_gone, isolation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
         )?;
         for m in batch {
             let Msg::Record(r) = m else { continue };
@@ -486,6 +492,7 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                 r.vcpu,
                 r.task_started_at,
                 r.caller_gone,
+                r.isolation.as_str(),
             ])?;
         }
     }
@@ -574,6 +581,7 @@ mod tests {
             memory_mb: 128,
             max_memory_mb: Some(12),
             limits_enforced: true,
+            isolation: virga_spec::Isolation::Sandbox,
             payload_bytes: 3,
             response_bytes: 4,
             received_at: "2026-01-01T00:00:00Z".into(),

@@ -18,4 +18,4 @@ pub use manifest::{
     BatchingSpec, BucketEvent, Destination, Manifest, ManifestError, Mode, ModelEngine, ModelSpec,
     ModelTask, Runtime, ScalingSpec, TriggerSpec, BUILTIN_RUNTIME,
 };
-pub use record::{InvocationRecord, Status, Trigger, WorkerSplit};
+pub use record::{InvocationRecord, Isolation, Status, Trigger, WorkerSplit};

@@ -221,6 +221,9 @@ pub struct Manifest {
     pub max_queue: u32,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Size of the instance's `/tmp`, in MB (Lambda's 512..=10240).
+    #[serde(default = "defaults::ephemeral_storage_mb")]
+    pub ephemeral_storage_mb: u32,
     /// Asynchronous invocations: retries after the first failure (0..=10).
     #[serde(default = "defaults::max_retries")]
     pub max_retries: u32,
@@ -359,6 +362,9 @@ mod defaults {
     }
     pub fn max_queue() -> u32 {
         100
+    }
+    pub fn ephemeral_storage_mb() -> u32 {
+        512
     }
     pub fn max_retries() -> u32 {
         2
@@ -595,6 +601,15 @@ impl Manifest {
                 format!(
                     "{} provisioned instances exceed max_concurrency = {}",
                     self.min_instances, self.max_concurrency
+                ),
+            ));
+        }
+        if !(512..=10_240).contains(&self.ephemeral_storage_mb) {
+            return Err((
+                "ephemeral_storage_mb",
+                format!(
+                    "{} is out of range: use 512..=10240 (MB of /tmp)",
+                    self.ephemeral_storage_mb
                 ),
             ));
         }

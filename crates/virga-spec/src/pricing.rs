@@ -898,6 +898,7 @@ mod tests {
             memory_mb: 1024,
             max_memory_mb: None,
             limits_enforced: true,
+            isolation: crate::Isolation::None,
             payload_bytes: 0,
             response_bytes: 0,
             received_at: start.into(),

@@ -102,6 +102,9 @@ pub struct InvocationRecord {
     pub max_memory_mb: Option<u32>,
     /// Whether memory and CPU limits were enforced by cgroups.
     pub limits_enforced: bool,
+    /// How the instance was confined.
+    #[serde(default)]
+    pub isolation: Isolation,
     pub payload_bytes: u64,
     pub response_bytes: u64,
     /// RFC 3339.
@@ -129,6 +132,36 @@ pub struct InvocationRecord {
     /// for deliveries that have no caller).
     #[serde(default)]
     pub caller_gone: bool,
+}
+
+/// How an instance is confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// The platform's sandbox: own user, namespaces, read-only root,
+    /// seccomp, pids limit.
+    Sandbox,
+    /// A plain process of the platform's user (isolation off, or a host
+    /// that cannot sandbox).
+    #[default]
+    None,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Sandbox => "sandbox",
+            Isolation::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Isolation> {
+        match s {
+            "sandbox" => Some(Isolation::Sandbox),
+            "none" => Some(Isolation::None),
+            _ => None,
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -184,6 +217,7 @@ mod tests {
             memory_mb: 128,
             max_memory_mb: Some(10),
             limits_enforced: false,
+            isolation: Isolation::Sandbox,
             payload_bytes: 1,
             response_bytes: 2,
             received_at: "2026-01-01T00:00:00Z".into(),
@@ -212,6 +246,7 @@ mod tests {
             "memory_mb",
             "max_memory_mb",
             "limits_enforced",
+            "isolation",
             "payload_bytes",
             "response_bytes",
             "received_at",

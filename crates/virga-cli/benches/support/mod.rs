@@ -34,6 +34,10 @@ pub async fn platform(name: &str, manifest: &str) -> (tempfile::TempDir, virga_p
         program: PathBuf::from(env!("CARGO_BIN_EXE_virga")),
         args: vec!["worker".into()],
     });
+    config.jailer = Some(virga_platform::BuiltinRuntime {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_virga")),
+        args: vec!["jail".into()],
+    });
     // As in the lab: 64 instances of 1769 MB exceed a 24 GiB host's budget.
     config.max_memory_mb = Some(u64::MAX);
     let platform = virga_platform::Platform::start(config).await.unwrap();

@@ -240,6 +240,7 @@ mod route_tests {
                 log_files: None,
                 host_cores: 1,
                 cgroups: None,
+                isolation: None,
                 max_memory_mb: u64::MAX,
             },
             crate::meter::Meter::new(store),

@@ -53,6 +53,7 @@ pub(super) struct Executed {
     pub(super) duration_ms: f64,
     pub(super) max_memory_mb: Option<u32>,
     pub(super) limits_enforced: bool,
+    pub(super) isolation: Isolation,
     pub(super) mode: Mode,
     pub(super) vcpu: f64,
     pub(super) batch_size: u32,
@@ -70,6 +71,7 @@ impl Executed {
         r.duration_ms = self.duration_ms;
         r.max_memory_mb = self.max_memory_mb.or(r.max_memory_mb);
         r.limits_enforced = self.limits_enforced;
+        r.isolation = self.isolation;
         r.mode = self.mode;
         r.vcpu = Some(self.vcpu);
         r.batch_size = self.batch_size;
@@ -457,6 +459,7 @@ impl Scheduler {
             memory_mb: 0,
             max_memory_mb: None,
             limits_enforced: self.limits_enforced(),
+            isolation: self.isolation(),
             payload_bytes: req.payload.len() as u64,
             response_bytes: 0,
             received_at: now.clone(),
@@ -535,6 +538,7 @@ impl Scheduler {
             duration_ms: 0.0,
             max_memory_mb: None,
             limits_enforced: self.limits_enforced(),
+            isolation: self.isolation(),
             mode: f.mode(),
             vcpu: f.spawn.limits.vcpu,
             batch_size: batch.unwrap_or(1) as u32,
@@ -601,6 +605,7 @@ impl Scheduler {
         }
         run.max_memory_mb = inst.peak_memory_mb();
         run.limits_enforced = inst.limits_enforced;
+        run.isolation = inst.isolation;
 
         let (healthy, outcome) = match result {
             RunResult::Reply(Reply::Response(body)) => (true, Ok(body)),
@@ -655,6 +660,7 @@ impl Scheduler {
             memory_mb: f.manifest.memory_mb,
             max_memory_mb: None,
             limits_enforced: self.limits_enforced(),
+            isolation: self.isolation(),
             payload_bytes: req.payload.len() as u64,
             response_bytes: 0,
             received_at: p.received_at.clone(),
@@ -759,6 +765,7 @@ mod tests {
             memory_mb: 128,
             max_memory_mb: None,
             limits_enforced: false,
+            isolation: Isolation::None,
             payload_bytes: 0,
             response_bytes: 0,
             received_at: String::new(),

@@ -38,10 +38,10 @@ use virga_spec::{
     Trigger, BUILTIN_RUNTIME,
 };
 
-use crate::instance::{Instance, Job, LaunchSpec, Phase, Reply, RunResult};
+use crate::instance::{Instance, Isolation, Job, LaunchSpec, Phase, Reply, RunResult};
 use crate::logs::LogRing;
 use crate::meter::{report_line, Meter};
-use crate::sandbox::{resolve_program, Cgroups, Limits, SandboxError, SpawnSpec};
+use crate::sandbox::{self, resolve_program, Cgroups, Jail, Limits, SandboxError, SpawnSpec};
 use crate::store::{StoreError, StoredFunction};
 use autoscale::{AutoscaleConfig, Autoscaler};
 use batch::BatchPolicy;
@@ -129,6 +129,23 @@ pub struct BuiltinRuntime {
     pub args: Vec<String>,
 }
 
+/// How instances are sandboxed: the helper that confines them (e.g. the
+/// platform's own executable with `jail`), and the platform's empty
+/// directory each jail mounts its root on.
+#[derive(Debug, Clone)]
+pub struct IsolationConfig {
+    pub helper: PathBuf,
+    pub helper_args: Vec<String>,
+    pub root: PathBuf,
+    /// Never visible inside a jail.
+    pub data_dir: PathBuf,
+}
+
+/// The first uid (and gid) given to a function's instances; each function
+/// gets the next, kept for the platform's life. Far above the host's
+/// accounts, so no instance shares a uid with anything on the host.
+pub const JAIL_UID_BASE: u32 = 1_000_000;
+
 /// Host facts and seams the scheduler needs.
 pub struct SchedulerConfig {
     /// Where bare program names are looked up (PATH).
@@ -139,6 +156,8 @@ pub struct SchedulerConfig {
     pub log_files: Option<Arc<crate::logs::LogFiles>>,
     pub host_cores: usize,
     pub cgroups: Option<Box<dyn Cgroups>>,
+    /// Sandbox every instance; `None` runs them as plain processes.
+    pub isolation: Option<IsolationConfig>,
     /// Most memory (sum of `memory_mb`) running instances may hold at once.
     pub max_memory_mb: u64,
 }
@@ -223,6 +242,8 @@ pub struct InstanceInfo {
     pub invocations: u64,
     pub started_at: String,
     pub limits_enforced: bool,
+    /// `sandbox` or `none`.
+    pub isolation: Isolation,
     pub max_memory_mb: Option<u32>,
 }
 
@@ -239,6 +260,8 @@ pub struct Scheduler {
     /// save and its swap into `functions`, so concurrent deploys of one name
     /// get distinct versions and the live revision is the last one stored.
     deploying: Mutex<()>,
+    /// Each function's uid inside its sandbox.
+    uids: Mutex<HashMap<String, u32>>,
     logs: Mutex<HashMap<String, Arc<LogRing>>>,
     meter: Meter,
     instance_seq: AtomicU64,
@@ -255,6 +278,7 @@ impl Scheduler {
             changes: tokio::sync::watch::channel(0).0,
             functions: RwLock::new(HashMap::new()),
             deploying: Mutex::new(()),
+            uids: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             meter,
             instance_seq: AtomicU64::new(0),
@@ -316,6 +340,14 @@ impl Scheduler {
 
     pub fn limits_enforced(&self) -> bool {
         self.config.cgroups.is_some()
+    }
+
+    /// How new instances are confined.
+    pub fn isolation(&self) -> Isolation {
+        match self.config.isolation {
+            Some(_) => Isolation::Sandbox,
+            None => Isolation::None,
+        }
     }
 
     /// Stops every instance of every function (platform shutdown) and waits

@@ -88,13 +88,16 @@ impl Scheduler {
             memory_mb: manifest.memory_mb,
             vcpu: manifest.vcpu(self.config.host_cores),
         };
+        let mut env = self.instance_env(&manifest, version, base_dir);
+        let jail = self.jail_of(&manifest, &program, &args, base_dir, &mut env);
         let spawn = SpawnSpec {
             name: String::new(),
             program,
             args,
             cwd: base_dir.to_path_buf(),
-            env: self.instance_env(&manifest, version, base_dir),
+            env,
             limits,
+            jail,
         };
         let pools = match manifest.mode {
             Mode::Service => Pools::Service(Mutex::new(ServicePool::new(
@@ -310,6 +313,7 @@ impl Scheduler {
                         .started
                         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     limits_enforced: i.limits_enforced,
+                    isolation: i.isolation,
                     max_memory_mb: i.peak_memory_mb(),
                 }
             })
@@ -360,6 +364,48 @@ impl Scheduler {
                 }
             })?;
         Ok((program, rest.to_vec()))
+    }
+
+    /// The sandbox of a function's instances, when the platform sandboxes;
+    /// rewrites `env`'s paths to what the instance sees inside.
+    fn jail_of(
+        &self,
+        m: &Manifest,
+        program: &Path,
+        args: &[String],
+        base_dir: &Path,
+        env: &mut Vec<(String, String)>,
+    ) -> Option<Jail> {
+        let iso = self.config.isolation.as_ref()?;
+        let model = m.model.as_ref().map(|model| base_dir.join(&model.path));
+        let plan = sandbox::plan::plan(&sandbox::plan::PlanInput {
+            program,
+            args,
+            base_dir,
+            model: model.as_deref(),
+            data_dir: &iso.data_dir,
+            root: &iso.root,
+            uid: self.uid_of(&m.name),
+            tmp_mb: m.ephemeral_storage_mb,
+        });
+        for (k, v) in plan.env {
+            match env.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => env.push((k, v)),
+            }
+        }
+        Some(Jail {
+            helper: iso.helper.clone(),
+            helper_args: iso.helper_args.clone(),
+            spec: plan.spec,
+        })
+    }
+
+    /// The function's own uid (and gid): never 0, never another function's.
+    fn uid_of(&self, name: &str) -> u32 {
+        let mut uids = lock(&self.uids);
+        let next = JAIL_UID_BASE + uids.len() as u32;
+        *uids.entry(name.to_string()).or_insert(next)
     }
 
     /// The standard Lambda environment of an instance, plus the manifest's `env`.

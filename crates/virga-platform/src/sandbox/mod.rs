@@ -13,6 +13,14 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+pub mod jail;
+pub mod netns;
+pub mod plan;
+
+/// Most processes and threads one instance may have (cgroup `pids.max`),
+/// Lambda's limit: a fork bomb stops at it.
+pub const MAX_PIDS: u32 = 1024;
+
 /// CPU and memory an instance may use.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -67,6 +75,48 @@ pub trait Cgroup: Send + Sync {
     fn oom_killed(&self) -> bool;
     /// Removes the group; its processes must have exited.
     fn remove(&self);
+
+    /// The processes still in the group.
+    fn pids(&self) -> Vec<i32> {
+        let Some(first) = self.procs_files().into_iter().next() else {
+            return Vec::new();
+        };
+        fs::read_to_string(first)
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Kills every process left in the group (a jailed instance's init and
+    /// whatever it had not reaped yet) and waits, at most `limit`, until
+    /// none is left; true when the group is empty.
+    fn empty(&self, limit: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return true;
+            }
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            for pid in pids {
+                kill_member(pid);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// SIGKILLs one process read from an instance's own cgroup.
+fn kill_member(pid: i32) {
+    if pid > 1 {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid was
+        // listed by the instance's own cgroup a moment ago.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Finds a writable cgroup hierarchy with memory and CPU control, if any.
@@ -77,9 +127,9 @@ pub fn detect_cgroups(base: &Path) -> Option<Box<dyn Cgroups>> {
             let root = base.join("virga");
             if fs::create_dir_all(&root).is_ok() {
                 // Children of `virga` may only use controllers enabled here.
-                let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +cpu");
-                let _ = fs::write(base.join("cgroup.subtree_control"), "+memory +cpu");
-                let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +cpu");
+                for dir in [&root, base, &root] {
+                    let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory +cpu +pids");
+                }
                 sweep_stale(&root);
                 return Some(Box::new(CgroupV2 { root }));
             }
@@ -89,13 +139,21 @@ pub fn detect_cgroups(base: &Path) -> Option<Box<dyn Cgroups>> {
     let mem = base.join("memory");
     let cpu = base.join("cpu");
     if mem.join("memory.limit_in_bytes").exists() && cpu.join("cpu.cfs_quota_us").exists() {
+        let pids = base.join("pids");
         let v1 = CgroupV1 {
             memory_root: mem.join("virga"),
             cpu_root: cpu.join("virga"),
+            // Optional: limits still hold without it, the process count does not.
+            pids_root: (pids.join("pids.max").exists() || pids.join("cgroup.procs").exists())
+                .then(|| pids.join("virga"))
+                .filter(|p| fs::create_dir_all(p).is_ok()),
         };
         if fs::create_dir_all(&v1.memory_root).is_ok() && fs::create_dir_all(&v1.cpu_root).is_ok() {
             sweep_stale(&v1.memory_root);
             sweep_stale(&v1.cpu_root);
+            if let Some(p) = &v1.pids_root {
+                sweep_stale(p);
+            }
             return Some(Box::new(v1));
         }
     }
@@ -128,6 +186,8 @@ fn sweep_stale(root: &Path) {
 pub struct CgroupV1 {
     pub memory_root: PathBuf,
     pub cpu_root: PathBuf,
+    /// The `pids` hierarchy's group, when the host has one.
+    pub pids_root: Option<PathBuf>,
 }
 
 impl Cgroups for CgroupV1 {
@@ -140,10 +200,20 @@ impl Cgroups for CgroupV1 {
         let cpu = self.cpu_root.join(name);
         fs::create_dir_all(&memory)?;
         fs::create_dir_all(&cpu)?;
+        let pids = match &self.pids_root {
+            Some(root) => {
+                let dir = root.join(name);
+                fs::create_dir_all(&dir)?;
+                fs::write(dir.join("pids.max"), MAX_PIDS.to_string())?;
+                Some(dir)
+            }
+            None => None,
+        };
         let group = GroupV1 {
             peak: File::open(memory.join("memory.max_usage_in_bytes")).ok(),
             memory,
             cpu,
+            pids,
         };
         let bytes = limits.memory_bytes().to_string();
         fs::write(group.memory.join("memory.limit_in_bytes"), &bytes)?;
@@ -169,16 +239,19 @@ impl Cgroups for CgroupV1 {
 struct GroupV1 {
     memory: PathBuf,
     cpu: PathBuf,
+    pids: Option<PathBuf>,
     /// Kept open: the peak is read after every invocation.
     peak: Option<File>,
 }
 
 impl Cgroup for GroupV1 {
     fn procs_files(&self) -> Vec<PathBuf> {
-        vec![
+        let mut files = vec![
             self.memory.join("cgroup.procs"),
             self.cpu.join("cgroup.procs"),
-        ]
+        ];
+        files.extend(self.pids.as_ref().map(|p| p.join("cgroup.procs")));
+        files
     }
 
     fn peak_memory_bytes(&self) -> Option<u64> {
@@ -202,6 +275,9 @@ impl Cgroup for GroupV1 {
     fn remove(&self) {
         remove_dir_retrying(&self.memory);
         remove_dir_retrying(&self.cpu);
+        if let Some(p) = &self.pids {
+            remove_dir_retrying(p);
+        }
     }
 }
 
@@ -225,6 +301,10 @@ impl Cgroups for CgroupV2 {
             dir.join("cpu.max"),
             format!("{} {CFS_PERIOD_US}", limits.cpu_quota_us()),
         )?;
+        // Present when the pids controller is enabled for the group.
+        if dir.join("pids.max").exists() {
+            fs::write(dir.join("pids.max"), MAX_PIDS.to_string())?;
+        }
         Ok(Box::new(GroupV2 {
             peak: File::open(dir.join("memory.peak")).ok(),
             dir,
@@ -303,6 +383,17 @@ pub struct SpawnSpec {
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
     pub limits: Limits,
+    /// Run confined by the jailer; `None` runs the program directly.
+    pub jail: Option<Jail>,
+}
+
+/// How an instance is confined: the helper program that confines it
+/// (`virga jail`) and what it is told.
+#[derive(Debug, Clone)]
+pub struct Jail {
+    pub helper: PathBuf,
+    pub helper_args: Vec<String>,
+    pub spec: jail::JailSpec,
 }
 
 /// A started instance process.
@@ -311,8 +402,13 @@ pub struct Spawned {
     pub cgroup: Option<Box<dyn Cgroup>>,
 }
 
-/// Starts `spec` in a new process group and, when `cgroups` is given, in a new cgroup.
-pub fn spawn(spec: &SpawnSpec, cgroups: Option<&dyn Cgroups>) -> Result<Spawned, SandboxError> {
+/// Starts `spec` in a new process group and, when `cgroups` is given, in a
+/// new cgroup; with `net`, inside that network namespace (a jailed instance).
+pub fn spawn(
+    spec: &SpawnSpec,
+    cgroups: Option<&dyn Cgroups>,
+    net: Option<&std::os::fd::OwnedFd>,
+) -> Result<Spawned, SandboxError> {
     let cgroup = match cgroups {
         Some(c) => Some(
             c.create(&spec.name, &spec.limits)
@@ -338,28 +434,53 @@ pub fn spawn(spec: &SpawnSpec, cgroups: Option<&dyn Cgroups>) -> Result<Spawned,
         None => Vec::new(),
     };
 
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+    let mut cmd = match &spec.jail {
+        Some(j) => {
+            let mut cmd = Command::new(&j.helper);
+            let text = serde_json::to_string(&j.spec).map_err(|e| SandboxError::Spawn {
+                program: j.helper.display().to_string(),
+                source: io::Error::other(e),
+            })?;
+            cmd.args(&j.helper_args)
+                .current_dir("/")
+                .env_clear()
+                .envs(spec.env.iter().map(|(k, v)| (k, v)))
+                .env(jail::JAIL_SPEC_ENV, text);
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(&spec.program);
+            cmd.args(&spec.args)
+                .current_dir(&spec.cwd)
+                .env_clear()
+                .envs(spec.env.iter().map(|(k, v)| (k, v)));
+            cmd
+        }
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if !procs.is_empty() {
+    if !procs.is_empty() || net.is_some() {
         use std::os::fd::AsRawFd;
         let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+        let net = net.map(|n| n.as_raw_fd());
         // SAFETY: the closure runs in the forked child before exec, where only
-        // async-signal-safe calls are allowed: it calls write(2) on descriptors
-        // opened by the parent (kept open until after spawn) and allocates nothing.
+        // async-signal-safe calls are allowed: write(2) and setns(2) on
+        // descriptors opened by the parent (kept open until after spawn); it
+        // allocates nothing.
         #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(move || {
                 for &fd in &fds {
                     // Writing "0" moves the writing process itself into the group.
                     if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                if let Some(ns) = net {
+                    if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
                         return Err(io::Error::last_os_error());
                     }
                 }
@@ -377,7 +498,10 @@ pub fn spawn(spec: &SpawnSpec, cgroups: Option<&dyn Cgroups>) -> Result<Spawned,
                 g.remove();
             }
             Err(SandboxError::Spawn {
-                program: spec.program.display().to_string(),
+                program: match &spec.jail {
+                    Some(j) => j.helper.display().to_string(),
+                    None => spec.program.display().to_string(),
+                },
                 source,
             })
         }
@@ -441,6 +565,7 @@ mod tests {
         let v1 = CgroupV1 {
             memory_root: dir.path().join("memory/virga"),
             cpu_root: dir.path().join("cpu/virga"),
+            pids_root: Some(dir.path().join("pids/virga")),
         };
         (dir, v1)
     }
@@ -460,7 +585,11 @@ mod tests {
         );
         assert_eq!(read(v1.cpu_root.join("i-1/cpu.cfs_period_us")), "100000");
         assert_eq!(read(v1.cpu_root.join("i-1/cpu.cfs_quota_us")), "28943");
-        assert_eq!(g.procs_files().len(), 2);
+        assert_eq!(g.procs_files().len(), 3);
+        assert_eq!(
+            read(v1.pids_root.clone().unwrap().join("i-1/pids.max")),
+            "1024"
+        );
         fs::write(
             v1.memory_root.join("i-1/memory.oom_control"),
             "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
