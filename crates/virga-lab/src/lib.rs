@@ -3,8 +3,8 @@
 //! back for the server-side split, and reports.
 //!
 //! Flow of `virga bench`: [`preset`] (parse and check everything first) ->
-//! [`run`] (deploy, run each scenario with the generators of [`load`], join
-//! samples with records, summarise with [`stats`]) -> [`report`] (JSON, CSV,
+//! [`run`] (deploy, run each [`scenario`] with the generators of [`load`],
+//! join samples with records, summarise with [`stats`]) -> [`report`] (JSON, CSV,
 //! Markdown, HTML with [`plot`] charts).
 //!
 //! Invariant: the lab never links the platform; it speaks HTTP and `virga-spec` only.
@@ -16,6 +16,7 @@ pub mod plot;
 pub mod preset;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod stats;
 pub mod trace;
 pub mod tune;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::plot::{self, Dot, Line};
 use crate::run::{RunResult, ScenarioResult};
+use crate::scenario::Kind;
 use crate::stats;
 use crate::LabError;
 
@@ -235,8 +236,8 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
             .collect();
         plot::timeline(title, x_desc, "latency (ms)", &dots)
     };
-    match s.kind.as_str() {
-        "cold-start" | "warm-latency" | "compare" => {
+    match s.kind {
+        Kind::ColdStart | Kind::WarmLatency | Kind::Compare => {
             let lines = cdf_of(&|m| Some(m.sample.client_ms));
             out.push((
                 "Latency CDF per configuration (client side)".into(),
@@ -247,7 +248,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                     &lines,
                 ),
             ));
-            if s.kind == "cold-start" {
+            if s.kind == Kind::ColdStart {
                 // Request by request, in the order they ran.
                 let dots: Vec<Dot> = s
                     .groups
@@ -267,7 +268,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ));
             }
         }
-        "throughput" => {
+        Kind::Throughput => {
             let mut by_fn: Vec<Line> = Vec::new();
             let mut p99: Vec<Line> = Vec::new();
             for g in &s.groups {
@@ -319,7 +320,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
-        "ramp" | "trace" => {
+        Kind::Ramp | Kind::Trace => {
             let t = |f: &dyn Fn(&crate::run::Bucket) -> Option<f64>, name: &str| Line {
                 name: name.into(),
                 points: s
@@ -329,7 +330,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                     .collect(),
             };
             let mut load = vec![t(&|b| Some(b.hits_per_s), "hits/s")];
-            if s.kind == "ramp" {
+            if s.kind == Kind::Ramp {
                 load.push(t(&|b| Some(f64::from(b.users)), "users"));
             } else {
                 load.push(t(&|b| b.planned.map(f64::from), "planned per interval"));
@@ -353,7 +354,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 timeline("Cold and warm requests", "time (s)"),
             ));
         }
-        "keep-alive" => {
+        Kind::KeepAlive => {
             let dots: Vec<Dot> = s
                 .groups
                 .iter()
@@ -376,7 +377,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
-        "sweep" => {
+        Kind::Sweep => {
             let mut dur: Vec<Line> = Vec::new();
             let mut cost: Vec<Line> = Vec::new();
             let x_key = if s.groups.iter().any(|g| g.config.contains_key("memory_mb")) {
@@ -428,7 +429,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
-        "open-loop" => {
+        Kind::OpenLoop => {
             let mut lines = cdf_of(&|m| Some(m.sample.client_ms));
             for l in &mut lines {
                 l.name = format!("{} (corrected)", l.name);
@@ -448,7 +449,6 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
-        _ => {}
     }
     out.retain(|(_, svg)| !svg.is_empty());
     out
@@ -525,7 +525,7 @@ pub fn html(r: &RunResult) -> String {
             "<li><a href=\"#s{}\">{} ({})</a></li>",
             i + 1,
             esc(&s.title),
-            esc(&s.kind)
+            esc(s.kind.as_str())
         );
     }
     out.push_str("</ol></nav>");
@@ -536,7 +536,7 @@ pub fn html(r: &RunResult) -> String {
             i + 1,
             i + 1,
             esc(&s.title),
-            esc(&s.kind)
+            esc(s.kind.as_str())
         );
         out.push_str(&html_table(&s.columns, &s.rows));
         for n in &s.notes {
