@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
+use virga_lab::table;
 
 use crate::client::{report_line, Client};
-use crate::table;
 
 pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
     if !functions.is_dir() {
@@ -61,7 +61,7 @@ pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
         "server_p50_ms",
     ];
     println!();
-    print!("{}", table::render_cells(&columns, &rows));
+    print!("{}", table::text(&columns, &rows));
     println!("\n(cold_total and warm_* are client-side round trips; server_p50 is the instance's own duration)");
     write_report(out, &columns, &rows, warm, limits)?;
     Ok(())

@@ -18,6 +18,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod stats;
+pub mod table;
 pub mod trace;
 pub mod tune;
 

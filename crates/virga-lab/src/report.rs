@@ -12,64 +12,6 @@ use crate::scenario::Kind;
 use crate::stats;
 use crate::LabError;
 
-/// A plain-text table with aligned columns, for the terminal.
-pub fn text_table(columns: &[String], rows: &[Vec<String>]) -> String {
-    let mut w: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if let Some(x) = w.get_mut(i) {
-                *x = (*x).max(c.chars().count());
-            }
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = w
-                .get(i)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(c.chars().count());
-            if i > 0 {
-                s.push_str("  ");
-            }
-            // Text left, numbers right: tables read like the studies'.
-            if c.parse::<f64>().is_ok()
-                || c.ends_with('x') && c[..c.len() - 1].parse::<f64>().is_ok()
-            {
-                s.push_str(&" ".repeat(pad));
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                s.push_str(&" ".repeat(pad));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(columns);
-    out.push_str(&line(&w.iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>()));
-    for r in rows {
-        out.push_str(&line(r));
-    }
-    out
-}
-
-fn md_table(columns: &[String], rows: &[Vec<String>]) -> String {
-    let cell = |s: &String| s.replace('|', "\\|");
-    let mut out = format!(
-        "| {} |\n",
-        columns.iter().map(cell).collect::<Vec<_>>().join(" | ")
-    );
-    out.push_str(&format!("|{}\n", "---|".repeat(columns.len())));
-    for r in rows {
-        out.push_str(&format!(
-            "| {} |\n",
-            r.iter().map(cell).collect::<Vec<_>>().join(" | ")
-        ));
-    }
-    out
-}
-
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -194,7 +136,7 @@ pub fn summary_md(r: &RunResult) -> String {
     }
     for (i, s) in r.scenarios.iter().enumerate() {
         let _ = write!(out, "\n## {}. {} ({})\n\n", i + 1, s.title, s.kind);
-        out.push_str(&md_table(&s.columns, &s.rows));
+        out.push_str(&crate::table::markdown(&s.columns, &s.rows));
         for n in &s.notes {
             let _ = writeln!(out, "\n_{n}_");
         }
@@ -571,25 +513,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_tables_align() {
-        let t = text_table(
-            &["function".into(), "p50 ms".into()],
-            &[
-                vec!["iris".into(), "1.25".into()],
-                vec!["effnet".into(), "120.50".into()],
-            ],
-        );
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "function  p50 ms");
-        assert_eq!(lines[2], "iris        1.25");
-        assert_eq!(lines[3], "effnet    120.50");
-    }
-
-    #[test]
     fn csv_and_html_escape() {
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
         assert_eq!(csv_cell("say \"x\""), "\"say \"\"x\"\"\"");
         assert_eq!(esc("<a&b>"), "&lt;a&amp;b&gt;");
-        assert!(md_table(&["a|b".into()], &[]).contains("a\\|b"));
     }
 }

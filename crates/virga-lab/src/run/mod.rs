@@ -101,7 +101,7 @@ pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunRe
         }
         let r = lab.scenario(s).await?;
         if lab.verbose {
-            print!("{}", crate::report::text_table(&r.columns, &r.rows));
+            print!("{}", crate::table::text(&r.columns, &r.rows));
             for n in &r.notes {
                 println!("  note: {n}");
             }
