@@ -1,5 +1,6 @@
 //! Output formats for listings: aligned tables (the lab's renderer), JSON, CSV.
 
+use serde::Serialize;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,8 +34,15 @@ fn csv_cell(v: &Value) -> String {
     }
 }
 
-/// Prints `rows` (JSON objects) with the given columns.
-pub fn print(rows: &[Value], columns: &[&str], format: Format) {
+/// Prints `rows` (the API's answers) with the given columns.
+pub fn print(rows: &[impl Serialize], columns: &[&str], format: Format) {
+    // Through JSON values: cells are read by column name, and JSON output
+    // keeps the key order it always had.
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::to_value(r).expect("API answers serialise"))
+        .collect();
+    let rows = &rows[..];
     match format {
         Format::Json => {
             println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default());

@@ -22,4 +22,18 @@ pub mod table;
 pub mod trace;
 pub mod tune;
 
-pub use api::{Api, LabError};
+pub use api::{ApiError, Client};
+
+/// Why a lab run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// the platform's API failed
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// a setting of the run is wrong
+    #[error("{0}")]
+    Config(String),
+    /// writing results failed
+    #[error("cannot write {0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{json, Value};
+use virga_spec::api::FunctionInfo;
 use virga_spec::InvocationRecord;
 
 use crate::load::{Job, Sample, Stop, Target};
@@ -15,7 +16,7 @@ use crate::payload;
 use crate::preset::{FunctionSpec, Preset};
 use crate::scenario::Scenario;
 use crate::stats;
-use crate::{Api, LabError};
+use crate::{Client, LabError};
 
 mod result;
 
@@ -36,7 +37,7 @@ pub struct RunOptions {
 
 /// A run in progress: what every scenario kind runs with.
 pub(crate) struct Lab<'a> {
-    pub(crate) api: Api,
+    pub(crate) api: Client,
     pub(crate) target: Target,
     pub(crate) preset: &'a Preset,
     pub(crate) stop: Stop,
@@ -45,7 +46,7 @@ pub(crate) struct Lab<'a> {
     verbose: bool,
     profiles: Vec<virga_spec::pricing::Profile>,
     /// Function info (memory, vCPU, mode) by deployed name.
-    info: BTreeMap<String, Value>,
+    info: BTreeMap<String, FunctionInfo>,
     deployed: Vec<Deployed>,
 }
 
@@ -53,9 +54,9 @@ pub(crate) struct Lab<'a> {
 /// when stopped early (then `interrupted` is set).
 pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunResult, LabError> {
     let started_at = now();
-    let api = Api::new(&opts.endpoint);
+    let api = Client::new(&opts.endpoint);
     let target = Target::parse(&opts.endpoint)?;
-    let managed = api.get("/v1/functions").await.is_ok();
+    let managed = api.functions().await.is_ok();
     let profiles = preset
         .pricing
         .profiles
@@ -161,7 +162,7 @@ impl Lab<'_> {
         let base = std::fs::canonicalize(&base).unwrap_or(base);
         let info = self
             .api
-            .deploy(name, &manifest, &base.display().to_string())
+            .deploy(name, &manifest, &base.display().to_string(), None)
             .await
             .map_err(|e| {
                 LabError::Config(format!("deploying {name} (from {}): {e}", path.display()))
@@ -216,14 +217,8 @@ impl Lab<'_> {
             return Ok(());
         }
         for _ in 0..100 {
-            self.api
-                .delete(&format!("/v1/functions/{function}/instances"))
-                .await?;
-            let v = self
-                .api
-                .get(&format!("/v1/functions/{function}/instances"))
-                .await?;
-            if v["instances"].as_array().is_none_or(|a| a.is_empty()) {
+            self.api.stop_idle(function).await?;
+            if self.api.instances(function).await?.is_empty() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -248,7 +243,7 @@ impl Lab<'_> {
             for attempt in 0..50 {
                 let recs = self
                     .api
-                    .records(Some(function), Some(samples.len() + 64))
+                    .records(Some(function), None, Some(samples.len() + 64))
                     .await?;
                 records = recs
                     .into_iter()
@@ -269,10 +264,15 @@ impl Lab<'_> {
             }
         }
         if let Some(info) = self.info.get(function) {
-            for k in ["memory_mb", "vcpu", "max_concurrency", "runtime", "mode"] {
-                if let Some(v) = info.get(k) {
-                    config.entry(k.to_string()).or_insert(v.clone());
-                }
+            let described = [
+                ("memory_mb", json!(info.memory_mb)),
+                ("vcpu", json!(info.vcpu)),
+                ("max_concurrency", json!(info.max_concurrency)),
+                ("runtime", json!(info.runtime)),
+                ("mode", json!(info.mode)),
+            ];
+            for (k, v) in described {
+                config.entry(k.to_string()).or_insert(v);
             }
         }
         let measured: Vec<Measured> = samples

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
+use virga_spec::api::FunctionInfo;
 use virga_spec::InvocationRecord;
 
 use crate::load::Sample;
@@ -168,7 +169,7 @@ impl Host {
 pub struct Deployed {
     pub name: String,
     pub manifest: String,
-    pub info: Option<Value>,
+    pub info: Option<FunctionInfo>,
 }
 
 /// Everything one `virga bench` run measured.

@@ -210,10 +210,7 @@ impl Sweep {
                 pb.inc(1);
                 if lab.managed {
                     // Free the cell's instances before the next one.
-                    let _ = lab
-                        .api
-                        .delete(&format!("/v1/functions/{target_name}"))
-                        .await;
+                    let _ = lab.api.delete_function(&target_name).await;
                 }
             }
         }
