@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use virga_lab::table;
 use virga_lab::tune::TuneConfig;
-use virga_lab::Api;
+use virga_lab::Client;
 use virga_spec::pricing::{estimate, price_records, Bill, Profile, Workload};
-
-use crate::table;
 
 /// A built-in profile name, or the path of a profile file.
 pub fn load_profile(spec: &str) -> Result<Profile> {
@@ -49,9 +48,7 @@ pub fn print_bill(bill: &Bill) {
             ]
         })
         .collect();
-    for line in
-        table::render_cells(&["item", "quantity", "unit", "rate_usd", "cost_usd"], &rows).lines()
-    {
+    for line in table::text(&["item", "quantity", "unit", "rate_usd", "cost_usd"], &rows).lines() {
         println!("    {line}");
     }
     println!("    total: ${}", usd(bill.total_usd));
@@ -72,8 +69,8 @@ pub async fn cost(endpoint: &str, q: CostQuery) -> Result<()> {
         .iter()
         .map(|p| load_profile(p))
         .collect::<Result<_>>()?;
-    let api = Api::new(endpoint);
-    let mut records = api.records(q.function.as_deref(), None).await?;
+    let api = Client::new(endpoint);
+    let mut records = api.records(q.function.as_deref(), None, None).await?;
     if let Some(since) = &q.since {
         // RFC 3339 times in one format compare as strings; a bare date means its midnight.
         records.retain(|r| r.received_at.as_str() >= since.as_str());
@@ -117,7 +114,7 @@ pub async fn cost(endpoint: &str, q: CostQuery) -> Result<()> {
     };
     print!(
         "{}",
-        table::render_cells(
+        table::text(
             &[
                 "function",
                 "profile",
@@ -176,7 +173,7 @@ pub async fn tune(endpoint: &str, cfg: TuneConfig, out: PathBuf) -> Result<()> {
     if !(0.0..=1.0).contains(&cfg.balanced_weight) {
         bail!("--balanced-weight must be between 0 and 1");
     }
-    let api = Api::new(endpoint);
+    let api = Client::new(endpoint);
     println!(
         "tuning {} over {} memory sizes, {} warm invocations each ({})",
         cfg.function,
@@ -219,7 +216,7 @@ pub async fn tune(endpoint: &str, cfg: TuneConfig, out: PathBuf) -> Result<()> {
             ]
         })
         .collect();
-    let summary = table::render_cells(
+    let summary = table::text(
         &[
             "memory_mb",
             "p50_ms",

@@ -5,10 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
-
-use crate::client::{report_line, Client};
-use crate::table;
+use virga_lab::{table, Client};
+use virga_spec::Runtime;
 
 pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
     if !functions.is_dir() {
@@ -62,27 +60,18 @@ pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
         "server_p50_ms",
     ];
     println!();
-    print!("{}", table::render_cells(&columns, &rows));
+    print!("{}", table::text(&columns, &rows));
     println!("\n(cold_total and warm_* are client-side round trips; server_p50 is the instance's own duration)");
     write_report(out, &columns, &rows, warm, limits)?;
     Ok(())
 }
 
 async fn measure(client: &Client, warm: usize) -> Result<Vec<Vec<String>>> {
-    let functions = client.get_json("/v1/functions").await?;
     let mut rows = Vec::new();
-    for f in functions["functions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let name = f["name"].as_str().unwrap_or_default().to_string();
-        println!(
-            "\n== {name} ({} MB, {:.2} vCPU)",
-            f["memory_mb"],
-            f["vcpu"].as_f64().unwrap_or(0.0)
-        );
-        let payload = if f["runtime"] == "model" {
+    for f in client.functions().await? {
+        let name = f.name.clone();
+        println!("\n== {name} ({} MB, {:.2} vCPU)", f.memory_mb, f.vcpu);
+        let payload = if f.runtime == Runtime::Model {
             serde_json::to_vec(
                 &serde_json::json!({"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}),
             )?
@@ -92,13 +81,13 @@ async fn measure(client: &Client, warm: usize) -> Result<Vec<Vec<String>>> {
         let t = Instant::now();
         let cold = client.invoke(&name, payload.clone()).await?;
         let cold_total = t.elapsed().as_secs_f64() * 1e3;
-        if let Some(r) = cold.log_tail.as_deref().and_then(report_line) {
+        if let Some(r) = cold.report_line() {
             println!("cold  {r}");
         }
         if cold.function_error.is_some() {
             anyhow::bail!("{name} failed: {}", String::from_utf8_lossy(&cold.body));
         }
-        if f["runtime"] == "model" {
+        if f.runtime == Runtime::Model {
             println!("      -> {}", String::from_utf8_lossy(&cold.body));
         }
         let mut client_ms = Vec::with_capacity(warm);
@@ -107,33 +96,24 @@ async fn measure(client: &Client, warm: usize) -> Result<Vec<Vec<String>>> {
             let out = client.invoke(&name, payload.clone()).await?;
             client_ms.push(t.elapsed().as_secs_f64() * 1e3);
             if i < 3 || i + 1 == warm {
-                if let Some(r) = out.log_tail.as_deref().and_then(report_line) {
+                if let Some(r) = out.report_line() {
                     println!("warm  {r}");
                 }
             } else if i == 3 {
                 println!("warm  ...");
             }
         }
-        let records = client
-            .get_json(&format!("/v1/invocations?function={name}"))
-            .await?;
-        let recs = records["invocations"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let init = recs
-            .iter()
-            .find(|r| r["cold"] == Value::Bool(true))
-            .and_then(|r| r["init_ms"].as_f64());
+        let recs = client.records(Some(&name), None, None).await?;
+        let init = recs.iter().find(|r| r.cold).and_then(|r| r.init_ms);
         let mut server: Vec<f64> = recs
             .iter()
-            .filter(|r| r["cold"] == Value::Bool(false))
-            .filter_map(|r| r["duration_ms"].as_f64())
+            .filter(|r| !r.cold)
+            .map(|r| r.duration_ms)
             .collect();
         rows.push(vec![
             name,
-            f["memory_mb"].to_string(),
-            format!("{:.2}", f["vcpu"].as_f64().unwrap_or(0.0)),
+            f.memory_mb.to_string(),
+            format!("{:.2}", f.vcpu),
             init.map_or("-".into(), |v| format!("{v:.1}")),
             format!("{cold_total:.1}"),
             fmt_opt(median(&mut client_ms)),

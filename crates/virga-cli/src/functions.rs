@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use virga_spec::Status;
+
 use super::*;
 
 #[derive(Debug, clap::Args)]
@@ -23,17 +25,14 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<ExitCode> {
     let info = client
         .deploy(
             &parsed.name,
-            text,
+            &text,
             &base.display().to_string(),
-            &manifest.display().to_string(),
+            Some(&manifest.display().to_string()),
         )
         .await?;
     println!(
         "deployed {} version {} ({} MB, {:.2} vCPU)",
-        info["name"].as_str().unwrap_or_default(),
-        info["version"].as_str().unwrap_or_default(),
-        info["memory_mb"],
-        info["vcpu"].as_f64().unwrap_or_default()
+        info.name, info.version, info.memory_mb, info.vcpu
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -71,7 +70,7 @@ pub async fn invoke(client: &Client, args: InvokeArgs) -> Result<ExitCode> {
     }
     let out = client.invoke(&function, payload).await?;
     println!("{}", String::from_utf8_lossy(&out.body));
-    if let Some(report) = out.log_tail.as_deref().and_then(client::report_line) {
+    if let Some(report) = out.report_line() {
         eprintln!("{report}");
     }
     if let Some(kind) = out.function_error {
@@ -89,10 +88,8 @@ pub struct LsArgs {
 
 pub async fn ls(client: &Client, args: LsArgs) -> Result<ExitCode> {
     let LsArgs { format } = args;
-    let v = client.get_json("/v1/functions").await?;
-    let rows = array(&v, "functions");
     table::print(
-        &rows,
+        &client.functions().await?,
         &[
             "name",
             "version",
@@ -120,12 +117,8 @@ pub struct InstancesArgs {
 
 pub async fn instances(client: &Client, args: InstancesArgs) -> Result<ExitCode> {
     let InstancesArgs { function, format } = args;
-    let v = client
-        .get_json(&format!("/v1/functions/{function}/instances"))
-        .await?;
-    let rows = array(&v, "instances");
     table::print(
-        &rows,
+        &client.instances(&function).await?,
         &[
             "id",
             "version",
@@ -164,20 +157,13 @@ pub async fn invocations(client: &Client, args: InvocationsArgs) -> Result<ExitC
         limit,
         format,
     } = args;
-    let mut q = Vec::new();
-    if let Some(f) = function {
-        q.push(format!("function={f}"));
-    }
-    if let Some(s) = status {
-        q.push(format!("status={s}"));
-    }
-    if let Some(l) = limit {
-        q.push(format!("limit={l}"));
-    }
-    let v = client
-        .get_json(&format!("/v1/invocations?{}", q.join("&")))
-        .await?;
-    let rows = array(&v, "invocations");
+    let status = match status {
+        Some(s) => Some(Status::parse(&s).with_context(|| {
+            format!("status {s:?} is not one of success, error, throttled, timeout")
+        })?),
+        None => None,
+    };
+    let rows = client.records(function.as_deref(), status, limit).await?;
     let columns: &[&str] = if format == Format::Table {
         &[
             "request_id",
@@ -207,11 +193,8 @@ pub struct LogsArgs {
 
 pub async fn logs(client: &Client, args: LogsArgs) -> Result<ExitCode> {
     let LogsArgs { function, lines } = args;
-    let v = client
-        .get_json(&format!("/v1/functions/{function}/logs?lines={lines}"))
-        .await?;
-    for l in array(&v, "lines") {
-        println!("{}", l.as_str().unwrap_or_default());
+    for l in client.logs(&function, lines).await? {
+        println!("{l}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -223,7 +206,7 @@ pub struct DeleteArgs {
 
 pub async fn delete(client: &Client, args: DeleteArgs) -> Result<ExitCode> {
     let DeleteArgs { function } = args;
-    client.delete(&format!("/v1/functions/{function}")).await?;
+    client.delete_function(&function).await?;
     println!("deleted {function}");
     Ok(ExitCode::SUCCESS)
 }
@@ -235,13 +218,7 @@ pub struct ScaleToZeroArgs {
 
 pub async fn scale_to_zero(client: &Client, args: ScaleToZeroArgs) -> Result<ExitCode> {
     let ScaleToZeroArgs { function } = args;
-    let resp = client
-        .send_json(
-            reqwest::Method::DELETE,
-            &format!("/v1/functions/{function}/instances"),
-            Vec::new(),
-        )
-        .await?;
-    println!("stopped {} idle instances of {function}", resp["stopped"]);
+    let stopped = client.stop_idle(&function).await?;
+    println!("stopped {stopped} idle instances of {function}");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,6 @@
 //! `virga`: the command line of the virga platform.
 
 mod bench;
-mod client;
 mod cost;
 mod demo;
 mod functions;
@@ -16,10 +15,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use serde_json::Value;
 
-use client::Client;
 use table::Format;
+use virga_lab::{ApiError, Client};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -305,6 +303,12 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            let unreachable = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(ApiError::Unreachable { .. })));
+            if unreachable {
+                eprintln!("hint: is `virga serve` running? (--endpoint / VIRGA_ENDPOINT)");
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -431,11 +435,4 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
 /// Today's date (UTC), YYYY-MM-DD.
 fn chrono_today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
-fn array(v: &Value, key: &str) -> Vec<Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
 }

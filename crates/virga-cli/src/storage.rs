@@ -27,17 +27,10 @@ pub struct PutArgs {
 pub async fn put(client: &Client, args: PutArgs) -> Result<ExitCode> {
     let PutArgs { bucket, key, file } = args;
     let body = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let v = client
-        .send_json(
-            reqwest::Method::PUT,
-            &format!("/v1/buckets/{bucket}/objects/{key}"),
-            body,
-        )
-        .await?;
+    let meta = client.put_object(&bucket, &key, body).await?;
     println!(
         "put {bucket}/{key} ({} bytes, etag {})",
-        v["size"],
-        v["etag"].as_str().unwrap_or_default()
+        meta.size, meta.etag
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -53,9 +46,7 @@ pub struct GetArgs {
 
 pub async fn get(client: &Client, args: GetArgs) -> Result<ExitCode> {
     let GetArgs { bucket, key, out } = args;
-    let body = client
-        .get_bytes(&format!("/v1/buckets/{bucket}/objects/{key}"))
-        .await?;
+    let body = client.get_object(&bucket, &key).await?;
     match out {
         Some(p) => {
             std::fs::write(&p, &body).with_context(|| format!("cannot write {}", p.display()))?
@@ -83,11 +74,8 @@ pub async fn objects(client: &Client, args: ObjectsArgs) -> Result<ExitCode> {
         prefix,
         format,
     } = args;
-    let v = client
-        .get_json(&format!("/v1/buckets/{bucket}/objects?prefix={prefix}"))
-        .await?;
     table::print(
-        &array(&v, "objects"),
+        &client.objects(&bucket, &prefix).await?,
         &["key", "size", "etag", "last_modified"],
         format,
     );
@@ -108,22 +96,12 @@ pub async fn publish(client: &Client, args: PublishArgs) -> Result<ExitCode> {
         message,
         subject,
     } = args;
-    let mut req_path = format!("/v1/topics/{topic}");
-    if let Some(s) = &subject {
-        req_path = format!("{req_path}?subject={s}");
-    }
-    let v = client
-        .send_json(reqwest::Method::POST, &req_path, message.into_bytes())
-        .await?;
-    let subs: Vec<String> = array(&v, "subscribers")
-        .iter()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect();
+    let p = client.publish(&topic, &message, subject.as_deref()).await?;
     println!(
         "published {} to {} subscribers: {}",
-        v["message_id"].as_str().unwrap_or_default(),
-        subs.len(),
-        subs.join(", ")
+        p.message_id,
+        p.subscribers.len(),
+        p.subscribers.join(", ")
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -136,14 +114,8 @@ pub struct SendArgs {
 
 pub async fn send(client: &Client, args: SendArgs) -> Result<ExitCode> {
     let SendArgs { queue, message } = args;
-    let v = client
-        .send_json(
-            reqwest::Method::POST,
-            &format!("/v1/queues/{queue}/messages"),
-            message.into_bytes(),
-        )
-        .await?;
-    println!("sent {}", v["message_id"].as_str().unwrap_or_default());
+    let id = client.send_message(&queue, &message).await?;
+    println!("sent {id}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -155,13 +127,17 @@ pub struct QueuesArgs {
 
 pub async fn queues(client: &Client, args: QueuesArgs) -> Result<ExitCode> {
     let QueuesArgs { format } = args;
-    let v = client.get_json("/v1/queues").await?;
+    let q = client.queues().await?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        // Through a JSON value, so keys print in the order they always have.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::to_value(&q)?)?
+        );
     } else {
         println!("asynchronous invocations:");
         table::print(
-            &array(&v, "functions"),
+            &q.functions,
             &[
                 "function",
                 "ready",
@@ -174,7 +150,7 @@ pub async fn queues(client: &Client, args: QueuesArgs) -> Result<ExitCode> {
         );
         println!("\nqueues:");
         table::print(
-            &array(&v, "queues"),
+            &q.queues,
             &["queue", "ready", "in_flight", "oldest_age_ms"],
             format,
         );
@@ -192,11 +168,8 @@ pub async fn dlq(client: &Client, args: DlqArgs) -> Result<ExitCode> {
     let DlqArgs { command } = args;
     match command {
         DlqCommand::Ls { function, format } => {
-            let v = client
-                .get_json(&format!("/v1/functions/{function}/dlq"))
-                .await?;
             table::print(
-                &array(&v, "dead_letters"),
+                &client.dead_letters(&function).await?,
                 &[
                     "request_id",
                     "trigger",
@@ -208,14 +181,8 @@ pub async fn dlq(client: &Client, args: DlqArgs) -> Result<ExitCode> {
             );
         }
         DlqCommand::Redrive { function } => {
-            let v = client
-                .send_json(
-                    reqwest::Method::POST,
-                    &format!("/v1/functions/{function}/dlq/redrive"),
-                    Vec::new(),
-                )
-                .await?;
-            println!("redriven {} events of {function}", v["redriven"]);
+            let n = client.redrive(&function).await?;
+            println!("redriven {n} events of {function}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
-//! Output formats for listings: aligned tables, JSON, CSV.
+//! Output formats for listings: aligned tables (the lab's renderer), JSON, CSV.
 
+use serde::Serialize;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,8 +34,15 @@ fn csv_cell(v: &Value) -> String {
     }
 }
 
-/// Prints `rows` (JSON objects) with the given columns.
-pub fn print(rows: &[Value], columns: &[&str], format: Format) {
+/// Prints `rows` (the API's answers) with the given columns.
+pub fn print(rows: &[impl Serialize], columns: &[&str], format: Format) {
+    // Through JSON values: cells are read by column name, and JSON output
+    // keeps the key order it always had.
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::to_value(r).expect("API answers serialise"))
+        .collect();
+    let rows = &rows[..];
     match format {
         Format::Json => {
             println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default());
@@ -50,35 +58,13 @@ pub fn print(rows: &[Value], columns: &[&str], format: Format) {
     }
 }
 
-/// An aligned text table.
+/// An aligned text table of `rows`' `columns`.
 pub fn render(rows: &[Value], columns: &[&str]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
         .collect();
-    render_cells(columns, &cells)
-}
-
-pub fn render_cells(columns: &[&str], cells: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
-    for row in cells {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |vals: Vec<&str>| -> String {
-        let parts: Vec<String> = vals
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:<w$}"))
-            .collect();
-        parts.join("  ").trim_end().to_string() + "\n"
-    };
-    let mut out = line(columns.to_vec());
-    for row in cells {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+    virga_lab::table::text(columns, &cells)
 }
 
 #[cfg(test)]
@@ -93,7 +79,10 @@ mod tests {
             json!({"a": "long,value", "b": null}),
         ];
         let t = render(&rows, &["a", "b"]);
-        assert_eq!(t, "a           b\nx           1.50\nlong,value\n");
+        assert_eq!(
+            t,
+            "a           b\n----------------\nx           1.50\nlong,value\n"
+        );
         assert_eq!(csv_cell(&json!("long,value")), "\"long,value\"");
         assert_eq!(csv_cell(&json!(3)), "3");
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::scenario::{Scenario, ScenarioKind, Trace};
 use crate::LabError;
 
 /// A whole experiment.
@@ -104,350 +105,6 @@ fn one() -> f64 {
     1.0
 }
 
-/// One ramp stage: move to `users` over `ramp_s`, then hold for `hold_s`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stage {
-    pub users: u32,
-    #[serde(default)]
-    pub ramp_s: f64,
-    #[serde(default)]
-    pub hold_s: f64,
-}
-
-/// Arrival process of an open-loop scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Arrival {
-    Constant,
-    Poisson,
-}
-
-/// One scenario. Every kind names the functions it targets (deployed by the
-/// preset) and the payload it sends (or each function's own `payload`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Scenario {
-    /// `repetitions` forced cold invocations per function (idle instances are
-    /// stopped before each), then `warm` warm ones for contrast.
-    ColdStart {
-        #[serde(default)]
-        title: Option<String>,
-        functions: Vec<String>,
-        #[serde(default)]
-        payload: Option<String>,
-        repetitions: u32,
-        #[serde(default)]
-        warm: u32,
-    },
-    /// Sequential warm invocations per payload (after one warm-up).
-    WarmLatency {
-        #[serde(default)]
-        title: Option<String>,
-        functions: Vec<String>,
-        payloads: Vec<String>,
-        requests: u32,
-    },
-    /// Closed-loop users for a fixed time, per user count and function.
-    Throughput {
-        #[serde(default)]
-        title: Option<String>,
-        functions: Vec<String>,
-        #[serde(default)]
-        payload: Option<String>,
-        users: Vec<u32>,
-        duration_s: f64,
-        #[serde(default)]
-        warmup_s: f64,
-    },
-    /// Users over time through stages; a time series per `bucket_s`.
-    Ramp {
-        #[serde(default)]
-        title: Option<String>,
-        functions: Vec<String>,
-        #[serde(default)]
-        payload: Option<String>,
-        stages: Vec<Stage>,
-        #[serde(default = "one")]
-        bucket_s: f64,
-        /// Think time between a user's requests.
-        #[serde(default)]
-        think_ms: f64,
-    },
-    /// Single requests after growing idle gaps (in units of `unit_s`
-    /// seconds); the function's keep-alive is set to `keep_alive_units`.
-    KeepAlive {
-        #[serde(default)]
-        title: Option<String>,
-        functions: Vec<String>,
-        #[serde(default)]
-        payload: Option<String>,
-        gaps: Vec<f64>,
-        unit_s: f64,
-        keep_alive_units: f64,
-    },
-    /// Replay of per-interval arrival counts (or an Azure-Functions-style
-    /// per-minute CSV row), arrivals uniformly random within each interval.
-    Trace {
-        #[serde(default)]
-        title: Option<String>,
-        functions: Vec<String>,
-        #[serde(default)]
-        payload: Option<String>,
-        #[serde(default)]
-        counts: Vec<u32>,
-        #[serde(default)]
-        csv: Option<PathBuf>,
-        #[serde(default)]
-        csv_row: usize,
-        /// The trace's interval, in trace seconds (60 for per-minute counts).
-        interval_s: f64,
-        /// Wall seconds per trace second (0.1: a minute replays in 6 s).
-        #[serde(default = "one")]
-        time_scale: f64,
-        #[serde(default = "default_seed")]
-        seed: u64,
-    },
-    /// A grid: each cell redeploys the function with `memory_mb`,
-    /// `max_concurrency` and a payload of `batch_size` rows, then sends
-    /// `cold` forced-cold and `requests - cold` warm invocations from `users`.
-    Sweep {
-        #[serde(default)]
-        title: Option<String>,
-        functions: Vec<String>,
-        #[serde(default)]
-        payload: Option<String>,
-        #[serde(default)]
-        memory_mb: Vec<u32>,
-        #[serde(default)]
-        max_concurrency: Vec<u32>,
-        /// Rows per request (the payload must be of kind `rows`).
-        #[serde(default)]
-        batch_size: Vec<u32>,
-        requests: u32,
-        #[serde(default)]
-        cold: u32,
-        #[serde(default = "one_u32")]
-        users: u32,
-    },
-    /// The same closed-loop workload against several deployments (function,
-    /// service, job) of one model.
-    Compare {
-        #[serde(default)]
-        title: Option<String>,
-        functions: Vec<String>,
-        #[serde(default)]
-        payload: Option<String>,
-        users: u32,
-        duration_s: f64,
-        #[serde(default)]
-        warmup_s: f64,
-    },
-    /// Arrivals at a fixed rate regardless of responses; latency counted from
-    /// each request's intended start (corrected for coordinated omission).
-    OpenLoop {
-        #[serde(default)]
-        title: Option<String>,
-        functions: Vec<String>,
-        #[serde(default)]
-        payload: Option<String>,
-        rate: f64,
-        duration_s: f64,
-        #[serde(default = "constant")]
-        arrival: Arrival,
-        #[serde(default = "default_connections")]
-        connections: u32,
-        #[serde(default = "default_seed")]
-        seed: u64,
-    },
-}
-
-fn default_seed() -> u64 {
-    1998
-}
-fn one_u32() -> u32 {
-    1
-}
-fn constant() -> Arrival {
-    Arrival::Constant
-}
-fn default_connections() -> u32 {
-    16
-}
-
-impl Scenario {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Scenario::ColdStart { .. } => "cold-start",
-            Scenario::WarmLatency { .. } => "warm-latency",
-            Scenario::Throughput { .. } => "throughput",
-            Scenario::Ramp { .. } => "ramp",
-            Scenario::KeepAlive { .. } => "keep-alive",
-            Scenario::Trace { .. } => "trace",
-            Scenario::Sweep { .. } => "sweep",
-            Scenario::Compare { .. } => "compare",
-            Scenario::OpenLoop { .. } => "open-loop",
-        }
-    }
-
-    pub fn title(&self) -> String {
-        let t = match self {
-            Scenario::ColdStart { title, .. }
-            | Scenario::WarmLatency { title, .. }
-            | Scenario::Throughput { title, .. }
-            | Scenario::Ramp { title, .. }
-            | Scenario::KeepAlive { title, .. }
-            | Scenario::Trace { title, .. }
-            | Scenario::Sweep { title, .. }
-            | Scenario::Compare { title, .. }
-            | Scenario::OpenLoop { title, .. } => title.clone(),
-        };
-        t.unwrap_or_else(|| self.kind().to_string())
-    }
-
-    pub fn functions(&self) -> &[String] {
-        match self {
-            Scenario::ColdStart { functions, .. }
-            | Scenario::WarmLatency { functions, .. }
-            | Scenario::Throughput { functions, .. }
-            | Scenario::Ramp { functions, .. }
-            | Scenario::KeepAlive { functions, .. }
-            | Scenario::Trace { functions, .. }
-            | Scenario::Sweep { functions, .. }
-            | Scenario::Compare { functions, .. }
-            | Scenario::OpenLoop { functions, .. } => functions,
-        }
-    }
-
-    /// The scenario's own payload, if it names one (warm-latency names a list).
-    pub fn payload(&self) -> Option<&str> {
-        match self {
-            Scenario::WarmLatency { .. } => None,
-            Scenario::ColdStart { payload, .. }
-            | Scenario::Throughput { payload, .. }
-            | Scenario::Ramp { payload, .. }
-            | Scenario::KeepAlive { payload, .. }
-            | Scenario::Trace { payload, .. }
-            | Scenario::Sweep { payload, .. }
-            | Scenario::Compare { payload, .. }
-            | Scenario::OpenLoop { payload, .. } => payload.as_deref(),
-        }
-    }
-
-    /// Shrinks the scenario to a smoke run of a few seconds (`--quick`).
-    pub fn quick(&mut self) {
-        fn cap<T: Copy + PartialOrd>(v: &mut T, max: T) {
-            if *v > max {
-                *v = max;
-            }
-        }
-        fn first<T>(v: &mut Vec<T>, n: usize) {
-            v.truncate(n);
-        }
-        match self {
-            Scenario::ColdStart {
-                repetitions, warm, ..
-            } => {
-                cap(repetitions, 2);
-                cap(warm, 2);
-            }
-            Scenario::WarmLatency { requests, .. } => cap(requests, 3),
-            Scenario::Throughput {
-                users,
-                duration_s,
-                warmup_s,
-                ..
-            } => {
-                first(users, 2);
-                for u in users.iter_mut() {
-                    cap(u, 4);
-                }
-                cap(duration_s, 1.0);
-                cap(warmup_s, 0.2);
-            }
-            Scenario::Ramp {
-                stages, bucket_s, ..
-            } => {
-                first(stages, 3);
-                for s in stages.iter_mut() {
-                    cap(&mut s.users, 3);
-                    cap(&mut s.ramp_s, 0.5);
-                    cap(&mut s.hold_s, 0.5);
-                }
-                cap(bucket_s, 0.25);
-            }
-            Scenario::KeepAlive {
-                gaps,
-                unit_s,
-                keep_alive_units,
-                ..
-            } => {
-                first(gaps, 3);
-                // Keep the shape (which gaps exceed keep-alive), shrink time.
-                let longest = gaps.iter().cloned().fold(*keep_alive_units, f64::max);
-                let budget = 2.0;
-                if longest * *unit_s > budget {
-                    *unit_s = budget / longest;
-                }
-            }
-            Scenario::Trace {
-                counts,
-                interval_s,
-                time_scale,
-                csv,
-                ..
-            } => {
-                if csv.is_none() {
-                    first(counts, 2);
-                    for c in counts.iter_mut() {
-                        cap(c, 3);
-                    }
-                }
-                // Two intervals of at most one wall second each.
-                if *interval_s * *time_scale > 1.0 {
-                    *time_scale = 1.0 / *interval_s;
-                }
-            }
-            Scenario::Sweep {
-                memory_mb,
-                max_concurrency,
-                batch_size,
-                requests,
-                cold,
-                users,
-                ..
-            } => {
-                first(memory_mb, 2);
-                first(max_concurrency, 1);
-                first(batch_size, 1);
-                cap(requests, 3);
-                cap(cold, 1);
-                cap(users, 2);
-            }
-            Scenario::Compare {
-                users,
-                duration_s,
-                warmup_s,
-                ..
-            } => {
-                cap(users, 4);
-                cap(duration_s, 1.0);
-                cap(warmup_s, 0.2);
-            }
-            Scenario::OpenLoop {
-                rate,
-                duration_s,
-                connections,
-                ..
-            } => {
-                cap(rate, 20.0);
-                cap(duration_s, 1.0);
-                cap(connections, 4);
-            }
-        }
-    }
-}
-
 impl Preset {
     /// Reads and checks a preset file.
     pub fn load(path: &Path) -> Result<Preset, LabError> {
@@ -515,10 +172,10 @@ impl Preset {
         }
         for (i, s) in self.scenarios.iter().enumerate() {
             let at = format!("scenario {} ({})", i + 1, s.kind());
-            if s.functions().is_empty() {
+            if s.functions.is_empty() {
                 return Err(format!("{at}: `functions` is empty"));
             }
-            for f in s.functions() {
+            for f in &s.functions {
                 if !names.contains(f.as_str()) {
                     return Err(format!(
                         "{at}: unknown function {f:?}: declare it in [[functions]] (declared: {})",
@@ -527,11 +184,11 @@ impl Preset {
                 }
             }
             let mut used: Vec<&str> = Vec::new();
-            if let Scenario::WarmLatency { payloads, .. } = s {
-                used.extend(payloads.iter().map(String::as_str));
+            if let ScenarioKind::WarmLatency(w) = &s.kind {
+                used.extend(w.payloads.iter().map(String::as_str));
             } else {
-                for f in s.functions() {
-                    used.push(self.payload_for(s.payload(), f).ok_or_else(|| {
+                for f in &s.functions {
+                    used.push(self.payload_for(s.payload.as_deref(), f).ok_or_else(|| {
                         format!("{at}: no payload for {f:?}: give the scenario a `payload` or the function one")
                     })?);
                 }
@@ -544,7 +201,7 @@ impl Preset {
                     ));
                 }
             }
-            s.validate_numbers(self).map_err(|m| format!("{at}: {m}"))?;
+            s.check(self).map_err(|m| format!("{at}: {m}"))?;
         }
         Ok(())
     }
@@ -571,7 +228,7 @@ impl Preset {
             }
         }
         for s in &self.scenarios {
-            if let Scenario::Trace { csv: Some(c), .. } = s {
+            if let ScenarioKind::Trace(Trace { csv: Some(c), .. }) = &s.kind {
                 if !self.dir.join(c).is_file() {
                     return Err(LabError::Config(format!(
                         "trace csv {} does not exist",
@@ -596,131 +253,6 @@ impl Preset {
     pub fn quick(&mut self) {
         for s in &mut self.scenarios {
             s.quick();
-        }
-    }
-}
-
-impl Scenario {
-    fn validate_numbers(&self, preset: &Preset) -> Result<(), String> {
-        let positive = |what: &str, v: f64| {
-            if v > 0.0 && v.is_finite() {
-                Ok(())
-            } else {
-                Err(format!("`{what}` must be > 0 (got {v})"))
-            }
-        };
-        match self {
-            Scenario::ColdStart { repetitions, .. } => {
-                positive("repetitions", f64::from(*repetitions))
-            }
-            Scenario::WarmLatency {
-                requests, payloads, ..
-            } => {
-                if payloads.is_empty() {
-                    return Err("`payloads` is empty".into());
-                }
-                positive("requests", f64::from(*requests))
-            }
-            Scenario::Throughput {
-                users, duration_s, ..
-            } => {
-                if users.is_empty() || users.contains(&0) {
-                    return Err("`users` must list user counts > 0".into());
-                }
-                positive("duration_s", *duration_s)
-            }
-            Scenario::Ramp {
-                stages, bucket_s, ..
-            } => {
-                if stages.is_empty() {
-                    return Err("`stages` is empty".into());
-                }
-                if stages.iter().all(|s| s.ramp_s + s.hold_s <= 0.0) {
-                    return Err("every stage lasts 0 s: give `ramp_s` or `hold_s`".into());
-                }
-                positive("bucket_s", *bucket_s)
-            }
-            Scenario::KeepAlive {
-                gaps,
-                unit_s,
-                keep_alive_units,
-                ..
-            } => {
-                if gaps.is_empty() || gaps.iter().any(|g| *g < 0.0) {
-                    return Err("`gaps` must list idle gaps >= 0".into());
-                }
-                positive("unit_s", *unit_s)?;
-                positive("keep_alive_units", *keep_alive_units)
-            }
-            Scenario::Trace {
-                counts,
-                csv,
-                interval_s,
-                time_scale,
-                ..
-            } => {
-                match (counts.is_empty(), csv.is_some()) {
-                    (true, false) => return Err("give `counts` or `csv`".into()),
-                    (false, true) => return Err("give `counts` or `csv`, not both".into()),
-                    _ => {}
-                }
-                positive("interval_s", *interval_s)?;
-                positive("time_scale", *time_scale)
-            }
-            Scenario::Sweep {
-                memory_mb,
-                max_concurrency,
-                batch_size,
-                requests,
-                cold,
-                users,
-                payload,
-                functions,
-                ..
-            } => {
-                if memory_mb.is_empty() && max_concurrency.is_empty() && batch_size.is_empty() {
-                    return Err("bad grid: give at least one of `memory_mb`, `max_concurrency`, `batch_size`".into());
-                }
-                if let Some(m) = memory_mb.iter().find(|m| !(128..=10240).contains(*m)) {
-                    return Err(format!(
-                        "bad grid: memory_mb {m} is out of range: use 128..=10240"
-                    ));
-                }
-                if max_concurrency.contains(&0) || batch_size.contains(&0) {
-                    return Err("bad grid: max_concurrency and batch_size must be > 0".into());
-                }
-                for f in functions {
-                    let p = preset
-                        .payload_for(payload.as_deref(), f)
-                        .unwrap_or_default();
-                    if !batch_size.is_empty()
-                        && !matches!(preset.payloads.get(p), Some(PayloadSpec::Rows { .. }))
-                    {
-                        return Err(format!("bad grid: `batch_size` needs a payload of kind \"rows\" ({p:?} is not)"));
-                    }
-                }
-                if cold > requests {
-                    return Err(format!("`cold` ({cold}) exceeds `requests` ({requests})"));
-                }
-                positive("requests", f64::from(*requests))?;
-                positive("users", f64::from(*users))
-            }
-            Scenario::Compare {
-                users, duration_s, ..
-            } => {
-                positive("users", f64::from(*users))?;
-                positive("duration_s", *duration_s)
-            }
-            Scenario::OpenLoop {
-                rate,
-                duration_s,
-                connections,
-                ..
-            } => {
-                positive("rate", *rate)?;
-                positive("duration_s", *duration_s)?;
-                positive("connections", f64::from(*connections))
-            }
         }
     }
 }
@@ -754,7 +286,7 @@ duration_s = 5
     #[test]
     fn parses_a_good_preset() {
         let p = Preset::parse(OK, "p.toml").unwrap();
-        assert_eq!(p.scenarios[0].kind(), "throughput");
+        assert_eq!(p.scenarios[0].kind(), crate::scenario::Kind::Throughput);
         assert_eq!(p.functions[0].set["memory_mb"].as_integer(), Some(512));
     }
 
@@ -809,45 +341,48 @@ duration_s = 5
 
     #[test]
     fn quick_shrinks_every_kind() {
-        let mut s = Scenario::Throughput {
+        use crate::scenario::{KeepAlive, Throughput};
+        let scenario = |kind| Scenario {
             title: None,
             functions: vec!["f".into()],
             payload: Some("p".into()),
+            kind,
+        };
+        let mut s = scenario(ScenarioKind::Throughput(Throughput {
             users: vec![50, 100, 200],
             duration_s: 60.0,
             warmup_s: 10.0,
-        };
+        }));
         s.quick();
-        match s {
-            Scenario::Throughput {
-                users, duration_s, ..
-            } => {
-                assert_eq!(users, vec![4, 4]);
-                assert!(duration_s <= 1.0);
-            }
-            _ => unreachable!(),
-        }
-        let mut k = Scenario::KeepAlive {
-            title: None,
-            functions: vec!["f".into()],
-            payload: Some("p".into()),
+        let ScenarioKind::Throughput(t) = s.kind else {
+            unreachable!()
+        };
+        assert_eq!(t.users, vec![4, 4]);
+        assert!(t.duration_s <= 1.0);
+        let mut k = scenario(ScenarioKind::KeepAlive(KeepAlive {
             gaps: vec![0.0, 6.0, 16.0, 31.0, 61.0],
             unit_s: 1.0,
             keep_alive_units: 15.0,
-        };
+        }));
         k.quick();
-        match k {
-            Scenario::KeepAlive {
-                gaps,
-                unit_s,
-                keep_alive_units,
-                ..
-            } => {
-                assert_eq!(gaps.len(), 3);
-                // 16 units still exceed the 15-unit keep-alive; time shrinks.
-                assert!(16.0 * unit_s <= 2.0 + 1e-9 && keep_alive_units == 15.0);
-            }
-            _ => unreachable!(),
-        }
+        let ScenarioKind::KeepAlive(k) = k.kind else {
+            unreachable!()
+        };
+        assert_eq!(k.gaps.len(), 3);
+        // 16 units still exceed the 15-unit keep-alive; time shrinks.
+        assert!(16.0 * k.unit_s <= 2.0 + 1e-9 && k.keep_alive_units == 15.0);
+    }
+
+    #[test]
+    fn warm_latency_takes_payloads_not_payload() {
+        let warm = |extra: &str| {
+            format!(
+                "{OK}\n[[scenarios]]\nkind = \"warm-latency\"\nfunctions = [\"iris\"]\npayloads = [\"rows\"]\nrequests = 2\n{extra}\n"
+            )
+        };
+        let p = Preset::parse(&warm(""), "p.toml").unwrap();
+        assert_eq!(p.scenarios[1].kind(), crate::scenario::Kind::WarmLatency);
+        assert_eq!(p.scenarios[1].title(), "warm-latency");
+        assert!(err(&warm("payload = \"rows\"")).contains("`payloads`"));
     }
 }

@@ -8,66 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::plot::{self, Dot, Line};
 use crate::run::{RunResult, ScenarioResult};
+use crate::scenario::Kind;
 use crate::stats;
 use crate::LabError;
-
-/// A plain-text table with aligned columns, for the terminal.
-pub fn text_table(columns: &[String], rows: &[Vec<String>]) -> String {
-    let mut w: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if let Some(x) = w.get_mut(i) {
-                *x = (*x).max(c.chars().count());
-            }
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = w
-                .get(i)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(c.chars().count());
-            if i > 0 {
-                s.push_str("  ");
-            }
-            // Text left, numbers right: tables read like the studies'.
-            if c.parse::<f64>().is_ok()
-                || c.ends_with('x') && c[..c.len() - 1].parse::<f64>().is_ok()
-            {
-                s.push_str(&" ".repeat(pad));
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                s.push_str(&" ".repeat(pad));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(columns);
-    out.push_str(&line(&w.iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>()));
-    for r in rows {
-        out.push_str(&line(r));
-    }
-    out
-}
-
-fn md_table(columns: &[String], rows: &[Vec<String>]) -> String {
-    let cell = |s: &String| s.replace('|', "\\|");
-    let mut out = format!(
-        "| {} |\n",
-        columns.iter().map(cell).collect::<Vec<_>>().join(" | ")
-    );
-    out.push_str(&format!("|{}\n", "---|".repeat(columns.len())));
-    for r in rows {
-        out.push_str(&format!(
-            "| {} |\n",
-            r.iter().map(cell).collect::<Vec<_>>().join(" | ")
-        ));
-    }
-    out
-}
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -193,7 +136,7 @@ pub fn summary_md(r: &RunResult) -> String {
     }
     for (i, s) in r.scenarios.iter().enumerate() {
         let _ = write!(out, "\n## {}. {} ({})\n\n", i + 1, s.title, s.kind);
-        out.push_str(&md_table(&s.columns, &s.rows));
+        out.push_str(&crate::table::markdown(&s.columns, &s.rows));
         for n in &s.notes {
             let _ = writeln!(out, "\n_{n}_");
         }
@@ -235,8 +178,8 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
             .collect();
         plot::timeline(title, x_desc, "latency (ms)", &dots)
     };
-    match s.kind.as_str() {
-        "cold-start" | "warm-latency" | "compare" => {
+    match s.kind {
+        Kind::ColdStart | Kind::WarmLatency | Kind::Compare => {
             let lines = cdf_of(&|m| Some(m.sample.client_ms));
             out.push((
                 "Latency CDF per configuration (client side)".into(),
@@ -247,7 +190,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                     &lines,
                 ),
             ));
-            if s.kind == "cold-start" {
+            if s.kind == Kind::ColdStart {
                 // Request by request, in the order they ran.
                 let dots: Vec<Dot> = s
                     .groups
@@ -267,7 +210,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ));
             }
         }
-        "throughput" => {
+        Kind::Throughput => {
             let mut by_fn: Vec<Line> = Vec::new();
             let mut p99: Vec<Line> = Vec::new();
             for g in &s.groups {
@@ -319,7 +262,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
-        "ramp" | "trace" => {
+        Kind::Ramp | Kind::Trace => {
             let t = |f: &dyn Fn(&crate::run::Bucket) -> Option<f64>, name: &str| Line {
                 name: name.into(),
                 points: s
@@ -329,7 +272,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                     .collect(),
             };
             let mut load = vec![t(&|b| Some(b.hits_per_s), "hits/s")];
-            if s.kind == "ramp" {
+            if s.kind == Kind::Ramp {
                 load.push(t(&|b| Some(f64::from(b.users)), "users"));
             } else {
                 load.push(t(&|b| b.planned.map(f64::from), "planned per interval"));
@@ -353,7 +296,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 timeline("Cold and warm requests", "time (s)"),
             ));
         }
-        "keep-alive" => {
+        Kind::KeepAlive => {
             let dots: Vec<Dot> = s
                 .groups
                 .iter()
@@ -376,7 +319,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
-        "sweep" => {
+        Kind::Sweep => {
             let mut dur: Vec<Line> = Vec::new();
             let mut cost: Vec<Line> = Vec::new();
             let x_key = if s.groups.iter().any(|g| g.config.contains_key("memory_mb")) {
@@ -428,7 +371,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
-        "open-loop" => {
+        Kind::OpenLoop => {
             let mut lines = cdf_of(&|m| Some(m.sample.client_ms));
             for l in &mut lines {
                 l.name = format!("{} (corrected)", l.name);
@@ -448,7 +391,6 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
-        _ => {}
     }
     out.retain(|(_, svg)| !svg.is_empty());
     out
@@ -525,7 +467,7 @@ pub fn html(r: &RunResult) -> String {
             "<li><a href=\"#s{}\">{} ({})</a></li>",
             i + 1,
             esc(&s.title),
-            esc(&s.kind)
+            esc(s.kind.as_str())
         );
     }
     out.push_str("</ol></nav>");
@@ -536,7 +478,7 @@ pub fn html(r: &RunResult) -> String {
             i + 1,
             i + 1,
             esc(&s.title),
-            esc(&s.kind)
+            esc(s.kind.as_str())
         );
         out.push_str(&html_table(&s.columns, &s.rows));
         for n in &s.notes {
@@ -571,25 +513,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_tables_align() {
-        let t = text_table(
-            &["function".into(), "p50 ms".into()],
-            &[
-                vec!["iris".into(), "1.25".into()],
-                vec!["effnet".into(), "120.50".into()],
-            ],
-        );
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "function  p50 ms");
-        assert_eq!(lines[2], "iris        1.25");
-        assert_eq!(lines[3], "effnet    120.50");
-    }
-
-    #[test]
     fn csv_and_html_escape() {
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
         assert_eq!(csv_cell("say \"x\""), "\"say \"\"x\"\"\"");
         assert_eq!(esc("<a&b>"), "&lt;a&amp;b&gt;");
-        assert!(md_table(&["a|b".into()], &[]).contains("a\\|b"));
     }
 }

@@ -6,7 +6,8 @@ use serde::Serialize;
 use virga_spec::pricing::Profile;
 use virga_spec::Manifest;
 
-use crate::api::{Api, LabError};
+use crate::api::{ApiError, Client, Invoked};
+use crate::LabError;
 
 /// What to optimise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,7 +53,7 @@ pub struct TuneResult {
 
 /// A failed invocation in one line: Lambda's `errorType: errorMessage` when
 /// the body is an error document, else the status and the body's start.
-fn error_summary(r: &crate::api::Invoked) -> String {
+fn error_summary(r: &Invoked) -> String {
     let doc: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
     let field = |k: &str| {
         doc.as_ref()
@@ -143,7 +144,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// Runs the tuning against a platform, then restores the function's manifest.
 /// `progress` is told each memory size as it is measured.
 pub async fn tune(
-    api: &Api,
+    api: &Client,
     cfg: &TuneConfig,
     mut progress: impl FnMut(&TunePoint),
 ) -> Result<TuneResult, LabError> {
@@ -158,16 +159,8 @@ pub async fn tune(
             "give at least one memory size and one invocation".into(),
         ));
     }
-    let info = api.get(&format!("/v1/functions/{}", cfg.function)).await?;
-    let original: Manifest = serde_json::from_value(info["manifest"].clone()).map_err(|e| {
-        LabError::Protocol(api.endpoint().into(), format!("function manifest: {e}"))
-    })?;
-    let base_dir = info["base_dir"]
-        .as_str()
-        .ok_or_else(|| {
-            LabError::Protocol(api.endpoint().into(), "function without base_dir".into())
-        })?
-        .to_string();
+    let info = api.function(&cfg.function).await?;
+    let (original, base_dir) = (info.manifest, info.base_dir);
     let to_toml = |m: &Manifest| {
         toml::to_string(m)
             .map_err(|e| LabError::Config(format!("cannot write the manifest back: {e}")))
@@ -181,24 +174,33 @@ pub async fn tune(
             let mut m = original.clone();
             m.memory_mb = memory_mb;
             m.min_instances = 0;
-            api.deploy(&cfg.function, &to_toml(&m)?, &base_dir).await?;
+            api.deploy(&cfg.function, &to_toml(&m)?, &base_dir, None)
+                .await?;
             // One cold start first: tuning compares warm invocations.
-            api.invoke(&cfg.function, &cfg.payload).await?;
+            match api.invoke(&cfg.function, cfg.payload.clone()).await {
+                Ok(_) | Err(ApiError::Refused { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
             let mut ids = Vec::new();
             let mut errors = 0;
             let mut first_error = None;
             for _ in 0..cfg.invocations {
-                let r = api.invoke(&cfg.function, &cfg.payload).await?;
-                if r.status != 200 || r.function_error.is_some() {
+                // Refusals (throttling) count as errors, as failures do.
+                let error = match api.invoke(&cfg.function, cfg.payload.clone()).await {
+                    Ok(r) => {
+                        ids.extend(r.request_id.clone());
+                        r.function_error.is_some().then(|| error_summary(&r))
+                    }
+                    Err(e @ ApiError::Refused { .. }) => Some(e.to_string()),
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(e) = error {
                     errors += 1;
-                    first_error.get_or_insert_with(|| error_summary(&r));
-                }
-                if let Some(id) = r.request_id {
-                    ids.push(id);
+                    first_error.get_or_insert(e);
                 }
             }
             let records = api
-                .records(Some(&cfg.function), Some(cfg.invocations + 1))
+                .records(Some(&cfg.function), None, Some(cfg.invocations + 1))
                 .await?;
             let mine: Vec<_> = records
                 .iter()
@@ -235,7 +237,7 @@ pub async fn tune(
     .await;
     // Put the function back as it was, whatever happened.
     let restored = api
-        .deploy(&cfg.function, &to_toml(&original)?, &base_dir)
+        .deploy(&cfg.function, &to_toml(&original)?, &base_dir, None)
         .await;
     result?;
     restored?;

@@ -5,6 +5,7 @@
 //! This crate is pure: no I/O beyond what its callers hand it, no async runtime.
 //! Manifests are parsed from text the caller read; records are plain data.
 
+pub mod api;
 pub mod billing;
 pub mod contract;
 pub mod events;

@@ -49,15 +49,9 @@ pub struct MessageRow {
     pub receive_count: u32,
 }
 
-/// An object's metadata (its bytes are a file beside the database).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ObjectMeta {
-    pub bucket: String,
-    pub key: String,
-    pub size: u64,
-    pub etag: String,
-    pub last_modified: String,
-}
+// An object's metadata as the API shows it (its bytes are a file beside the
+// database).
+pub use virga_spec::api::ObjectMeta;
 
 /// One commit's outcome, shared by every request of its group.
 type Outcome<T> = Result<T, Arc<rusqlite::Error>>;

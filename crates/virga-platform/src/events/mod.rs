@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use virga_spec::{Destination, Trigger, TriggerSpec};
 
 use crate::scheduler::{InvokeError, InvokeRequest, Scheduler};
@@ -92,28 +91,7 @@ struct FnQueue {
     delayed: usize,
 }
 
-/// Queue depth and age of one function's asynchronous events.
-#[derive(Debug, Clone, Serialize)]
-pub struct AsyncDepth {
-    pub function: String,
-    pub ready: usize,
-    pub in_flight: usize,
-    pub delayed: usize,
-    pub oldest_age_ms: Option<i64>,
-    pub dead_letters: u64,
-}
-
-/// A dead-lettered event.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetter {
-    pub request_id: String,
-    pub function: String,
-    pub trigger: String,
-    pub attempts: u32,
-    pub error: Option<String>,
-    pub enqueued_at_ms: i64,
-    pub payload: serde_json::Value,
-}
+pub use virga_spec::api::{AsyncDepth, DeadLetter};
 
 pub struct Events {
     durable: Arc<Durable>,

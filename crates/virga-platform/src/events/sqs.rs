@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::sync::Notify;
 use virga_spec::events::{batch_item_failures, sqs_event, SqsMessage};
 use virga_spec::Trigger;
@@ -27,14 +26,7 @@ pub(crate) struct QueueState {
     notify: Arc<Notify>,
 }
 
-/// A queue's depth and age.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueDepth {
-    pub queue: String,
-    pub ready: usize,
-    pub in_flight: usize,
-    pub oldest_age_ms: Option<i64>,
-}
+pub use virga_spec::api::QueueDepth;
 
 impl Events {
     /// Sends a message to a queue; returns its id once it is on disk.

@@ -141,7 +141,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     for f in state.scheduler.functions() {
         let mut by_state = [("starting", 0usize), ("idle", 0), ("busy", 0)];
         for i in state.scheduler.instances(&f.name).unwrap_or_default() {
-            if let Some(n) = by_state.iter_mut().find(|(s, _)| *s == i.state) {
+            if let Some(n) = by_state.iter_mut().find(|(s, _)| *s == i.state.as_str()) {
                 n.1 += 1;
             }
         }

@@ -69,7 +69,7 @@ pub(super) async fn publish(
     Path(topic): Path<String>,
     Query(q): Query<PublishQuery>,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<virga_spec::api::Published>, ApiError> {
     let body = to_bytes(body, MAX_ASYNC_PAYLOAD_BYTES)
         .await
         .map_err(|_| too_large(MAX_ASYNC_PAYLOAD_BYTES, "A message"))?;
@@ -79,9 +79,10 @@ pub(super) async fn publish(
         .events
         .publish(&topic, &message, q.subject.as_deref())
         .await?;
-    Ok(Json(
-        json!({ "message_id": id, "subscribers": subscribers }),
-    ))
+    Ok(Json(virga_spec::api::Published {
+        message_id: id,
+        subscribers,
+    }))
 }
 
 pub(super) async fn send_message(
@@ -100,10 +101,11 @@ pub(super) async fn send_message(
 
 pub(super) async fn queues(
     State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<virga_spec::api::Queues>, ApiError> {
     let events = state.events.clone();
     let functions = tokio::task::spawn_blocking(move || events.async_depths()).await??;
-    Ok(Json(
-        json!({ "functions": functions, "queues": state.events.queue_depths() }),
-    ))
+    Ok(Json(virga_spec::api::Queues {
+        functions,
+        queues: state.events.queue_depths(),
+    }))
 }

@@ -23,7 +23,7 @@ pub(super) fn v2_function(
     name: &str,
 ) -> Result<crate::scheduler::FunctionInfo, V2Error> {
     match state.scheduler.function(name) {
-        Some(f) if f.runtime == "model" => Ok(f),
+        Some(f) if f.runtime == virga_spec::Runtime::Model => Ok(f),
         Some(_) => Err(v2_error(
             StatusCode::BAD_REQUEST,
             format!("{name} is not a model function (runtime = \"model\")"),

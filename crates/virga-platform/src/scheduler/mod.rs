@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -202,50 +201,9 @@ pub struct Invocation {
     pub log: String,
 }
 
-/// A deployed function's public description.
-#[derive(Debug, Clone, Serialize)]
-pub struct FunctionInfo {
-    pub name: String,
-    pub version: String,
-    pub deployed_at: String,
-    pub runtime: String,
-    /// `function`, `service` or `job`.
-    pub mode: String,
-    pub memory_mb: u32,
-    pub vcpu: f64,
-    /// Requests one instance serves at once.
-    pub instance_concurrency: usize,
-    pub timeout_ms: u64,
-    pub max_concurrency: u32,
-    pub keep_alive_ms: u64,
-    pub min_instances: u32,
-    pub max_queue: u32,
-    pub instances: usize,
-    pub busy: usize,
-    pub queued: usize,
-    pub limits_enforced: bool,
-    pub manifest: Manifest,
-    /// The manifest's directory: its relative paths are relative to it.
-    pub base_dir: String,
-}
-
-/// One instance's public description.
-#[derive(Debug, Clone, Serialize)]
-pub struct InstanceInfo {
-    pub id: String,
-    pub function: String,
-    pub version: String,
-    pub pid: u32,
-    /// `starting`, `idle` or `busy`.
-    pub state: &'static str,
-    pub init_ms: Option<f64>,
-    pub invocations: u64,
-    pub started_at: String,
-    pub limits_enforced: bool,
-    /// `sandbox` or `none`.
-    pub isolation: Isolation,
-    pub max_memory_mb: Option<u32>,
-}
+// The API's descriptions of functions and instances are the spec's, so
+// clients read back exactly what is sent.
+pub use virga_spec::api::{FunctionInfo, InstanceInfo};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

@@ -2,6 +2,7 @@
 //! the API lists about them and their instances.
 
 use super::*;
+use virga_spec::api::InstanceState;
 use virga_spec::contract;
 
 impl Scheduler {
@@ -265,11 +266,8 @@ impl Scheduler {
             name: m.name.clone(),
             version: f.version.to_string(),
             deployed_at: f.deployed_at.clone(),
-            runtime: match m.runtime {
-                Runtime::Command => "command".into(),
-                Runtime::Model => "model".into(),
-            },
-            mode: m.mode.as_str().into(),
+            runtime: m.runtime,
+            mode: m.mode,
             memory_mb: m.memory_mb,
             vcpu: f.spawn.limits.vcpu,
             instance_concurrency: m.concurrency_per_instance(),
@@ -300,9 +298,9 @@ impl Scheduler {
                     version: f.version.to_string(),
                     pid: i.pid,
                     state: match phase {
-                        Phase::Starting => "starting",
-                        _ if idle.contains(&i.id) => "idle",
-                        _ => "busy",
+                        Phase::Starting => InstanceState::Starting,
+                        _ if idle.contains(&i.id) => InstanceState::Idle,
+                        _ => InstanceState::Busy,
                     },
                     init_ms: match phase {
                         Phase::Ready { init_ms } => Some(init_ms),

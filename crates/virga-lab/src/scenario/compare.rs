@@ -1,0 +1,56 @@
+//! `compare`: the same closed-loop workload against several deployments
+//! (function, service, job) of one model.
+
+use serde::{Deserialize, Serialize};
+
+use super::positive;
+use crate::run::{Lab, ScenarioResult};
+use crate::LabError;
+
+/// `users` closed-loop users for `duration_s` after `warmup_s`, against
+/// each function in turn.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compare {
+    pub users: u32,
+    pub duration_s: f64,
+    #[serde(default)]
+    pub warmup_s: f64,
+}
+
+impl Compare {
+    pub(super) fn quick(&mut self) {
+        super::cap(&mut self.users, 4);
+        super::cap(&mut self.duration_s, 1.0);
+        super::cap(&mut self.warmup_s, 0.2);
+    }
+
+    pub(super) fn check(&self) -> Result<(), String> {
+        positive("users", f64::from(self.users))?;
+        positive("duration_s", self.duration_s)
+    }
+
+    pub(super) async fn run(
+        &self,
+        lab: &mut Lab<'_>,
+        r: &mut ScenarioResult,
+        functions: &[String],
+        payload: Option<&str>,
+    ) -> Result<(), LabError> {
+        super::throughput::closed_loop(
+            lab,
+            r,
+            functions,
+            payload,
+            &[self.users],
+            self.duration_s,
+            self.warmup_s,
+        )
+        .await?;
+        r.notes.push(
+            "the same closed-loop workload against each deployment; cost columns price each deployment's own records"
+                .into(),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,247 @@
+//! Scenarios: what every kind shares (a title, the functions it targets, the
+//! payload it sends) and one module per kind with that kind's settings, how
+//! `--quick` shrinks them, how they are checked and how the kind runs.
+
+use std::fmt;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::preset::Preset;
+use crate::run::{Lab, ScenarioResult};
+use crate::LabError;
+
+mod cold_start;
+mod compare;
+mod keep_alive;
+mod open_loop;
+mod ramp;
+mod sweep;
+mod throughput;
+mod trace;
+mod warm_latency;
+
+pub use cold_start::ColdStart;
+pub use compare::Compare;
+pub use keep_alive::KeepAlive;
+pub use open_loop::{Arrival, OpenLoop};
+pub use ramp::{Ramp, Stage};
+pub use sweep::Sweep;
+pub use throughput::Throughput;
+pub use trace::Trace;
+pub use warm_latency::WarmLatency;
+
+/// One scenario of a preset. Every kind names the functions it targets
+/// (deployed by the preset) and the payload it sends (or each function's own
+/// `payload`); `kind` says what it does, with that kind's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scenario {
+    #[serde(default)]
+    pub title: Option<String>,
+    pub functions: Vec<String>,
+    /// Warm-latency sends its own list (`payloads`) instead.
+    #[serde(default)]
+    pub payload: Option<String>,
+    // Flattened, so a preset writes `kind = "..."` beside the common fields;
+    // each kind's settings refuse fields they do not know.
+    #[serde(flatten)]
+    pub kind: ScenarioKind,
+}
+
+/// What a scenario does, with its settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ScenarioKind {
+    ColdStart(ColdStart),
+    WarmLatency(WarmLatency),
+    Throughput(Throughput),
+    Ramp(Ramp),
+    KeepAlive(KeepAlive),
+    Trace(Trace),
+    Sweep(Sweep),
+    Compare(Compare),
+    OpenLoop(OpenLoop),
+}
+
+/// A scenario's kind without its settings: what results and reports carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    ColdStart,
+    WarmLatency,
+    Throughput,
+    Ramp,
+    KeepAlive,
+    Trace,
+    Sweep,
+    Compare,
+    OpenLoop,
+}
+
+impl Kind {
+    /// The name presets and results use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ColdStart => "cold-start",
+            Kind::WarmLatency => "warm-latency",
+            Kind::Throughput => "throughput",
+            Kind::Ramp => "ramp",
+            Kind::KeepAlive => "keep-alive",
+            Kind::Trace => "trace",
+            Kind::Sweep => "sweep",
+            Kind::Compare => "compare",
+            Kind::OpenLoop => "open-loop",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ScenarioKind {
+    pub fn kind(&self) -> Kind {
+        match self {
+            ScenarioKind::ColdStart(_) => Kind::ColdStart,
+            ScenarioKind::WarmLatency(_) => Kind::WarmLatency,
+            ScenarioKind::Throughput(_) => Kind::Throughput,
+            ScenarioKind::Ramp(_) => Kind::Ramp,
+            ScenarioKind::KeepAlive(_) => Kind::KeepAlive,
+            ScenarioKind::Trace(_) => Kind::Trace,
+            ScenarioKind::Sweep(_) => Kind::Sweep,
+            ScenarioKind::Compare(_) => Kind::Compare,
+            ScenarioKind::OpenLoop(_) => Kind::OpenLoop,
+        }
+    }
+}
+
+impl Scenario {
+    pub fn kind(&self) -> Kind {
+        self.kind.kind()
+    }
+
+    pub fn title(&self) -> String {
+        self.title
+            .clone()
+            .unwrap_or_else(|| self.kind().as_str().to_string())
+    }
+
+    /// Shrinks the scenario to a smoke run of a few seconds (`--quick`).
+    pub fn quick(&mut self) {
+        match &mut self.kind {
+            ScenarioKind::ColdStart(k) => k.quick(),
+            ScenarioKind::WarmLatency(k) => k.quick(),
+            ScenarioKind::Throughput(k) => k.quick(),
+            ScenarioKind::Ramp(k) => k.quick(),
+            ScenarioKind::KeepAlive(k) => k.quick(),
+            ScenarioKind::Trace(k) => k.quick(),
+            ScenarioKind::Sweep(k) => k.quick(),
+            ScenarioKind::Compare(k) => k.quick(),
+            ScenarioKind::OpenLoop(k) => k.quick(),
+        }
+    }
+
+    /// Checks the kind's settings (the preset has checked names already).
+    pub(crate) fn check(&self, preset: &Preset) -> Result<(), String> {
+        match &self.kind {
+            ScenarioKind::ColdStart(k) => k.check(),
+            ScenarioKind::WarmLatency(k) => k.check(self.payload.as_deref()),
+            ScenarioKind::Throughput(k) => k.check(),
+            ScenarioKind::Ramp(k) => k.check(),
+            ScenarioKind::KeepAlive(k) => k.check(),
+            ScenarioKind::Trace(k) => k.check(),
+            ScenarioKind::Sweep(k) => k.check(preset, &self.functions, self.payload.as_deref()),
+            ScenarioKind::Compare(k) => k.check(),
+            ScenarioKind::OpenLoop(k) => k.check(),
+        }
+    }
+
+    /// Runs the scenario, filling `r`'s table, groups and notes.
+    pub(crate) async fn run(
+        &self,
+        lab: &mut Lab<'_>,
+        r: &mut ScenarioResult,
+    ) -> Result<(), LabError> {
+        let (functions, payload) = (&self.functions[..], self.payload.as_deref());
+        match &self.kind {
+            ScenarioKind::ColdStart(k) => k.run(lab, r, functions, payload).await,
+            ScenarioKind::WarmLatency(k) => k.run(lab, r, functions).await,
+            ScenarioKind::Throughput(k) => k.run(lab, r, functions, payload).await,
+            ScenarioKind::Ramp(k) => k.run(lab, r, functions, payload).await,
+            ScenarioKind::KeepAlive(k) => k.run(lab, r, functions, payload).await,
+            ScenarioKind::Trace(k) => k.run(lab, r, functions, payload).await,
+            ScenarioKind::Sweep(k) => k.run(lab, r, functions, payload).await,
+            ScenarioKind::Compare(k) => k.run(lab, r, functions, payload).await,
+            ScenarioKind::OpenLoop(k) => k.run(lab, r, functions, payload).await,
+        }
+    }
+}
+
+/// `v` is positive and finite, or an error naming `what`.
+fn positive(what: &str, v: f64) -> Result<(), String> {
+    if v > 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("`{what}` must be > 0 (got {v})"))
+    }
+}
+
+fn cap<T: Copy + PartialOrd>(v: &mut T, max: T) {
+    if *v > max {
+        *v = max;
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_seed() -> u64 {
+    1998
+}
+
+/// The column names of a table.
+fn columns(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn bar(len: u64, msg: String) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("  {msg:30} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+fn spinner(msg: String) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("  {spinner} {msg:30} {pos} requests {elapsed}")
+            .expect("static template"),
+    );
+    pb.set_message(msg);
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+fn f1(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn f2(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn opt(v: Option<f64>, f: fn(f64) -> String) -> String {
+    v.map_or_else(|| "-".into(), f)
+}
