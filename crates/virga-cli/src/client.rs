@@ -7,6 +7,8 @@ use serde_json::Value;
 pub struct Client {
     endpoint: String,
     http: reqwest::Client,
+    /// Signs every request (AWS Signature V4) when set.
+    signer: Option<virga_sigv4::Signer>,
 }
 
 /// A synchronous invocation's result, as the Invoke API returned it.
@@ -21,7 +23,14 @@ impl Client {
         Client {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
+            signer: None,
         }
+    }
+
+    /// Signs requests with these credentials (none: unsigned).
+    pub fn signed(mut self, signer: Option<virga_sigv4::Signer>) -> Client {
+        self.signer = signer;
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -30,7 +39,11 @@ impl Client {
 
     /// Sends a request and turns API errors into messages that say what to fix.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.with_context(|| {
+        let mut req = req.build()?;
+        if let Some(s) = &self.signer {
+            s.sign_reqwest(&mut req)?;
+        }
+        let resp = self.http.execute(req).await.with_context(|| {
             format!(
                 "cannot reach virga at {}: is `virga serve` running? (--endpoint / VIRGA_ENDPOINT)",
                 self.endpoint

@@ -36,6 +36,8 @@ pub struct Invoked {
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// Signs every request (AWS Signature V4) when set.
+    signer: Option<virga_sigv4::Signer>,
 }
 
 impl Api {
@@ -43,7 +45,26 @@ impl Api {
         Api {
             base: endpoint.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
+            signer: None,
         }
+    }
+
+    /// Signs requests with these credentials (none: unsigned).
+    pub fn signed(mut self, signer: Option<virga_sigv4::Signer>) -> Api {
+        self.signer = signer;
+        self
+    }
+
+    /// Sends a request, signed when there are credentials.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, LabError> {
+        let unreachable =
+            |e: reqwest::Error| LabError::Unreachable(self.base.clone(), e.to_string());
+        let mut req = req.build().map_err(unreachable)?;
+        if let Some(s) = &self.signer {
+            s.sign_reqwest(&mut req)
+                .map_err(|e| LabError::Config(e.to_string()))?;
+        }
+        self.http.execute(req).await.map_err(unreachable)
     }
 
     pub fn endpoint(&self) -> &str {
@@ -53,9 +74,9 @@ impl Api {
     async fn check(
         &self,
         url: &str,
-        resp: Result<reqwest::Response, reqwest::Error>,
+        resp: Result<reqwest::Response, LabError>,
     ) -> Result<reqwest::Response, LabError> {
-        let resp = resp.map_err(|e| LabError::Unreachable(self.base.clone(), e.to_string()))?;
+        let resp = resp?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -70,7 +91,9 @@ impl Api {
 
     pub async fn get(&self, path: &str) -> Result<Value, LabError> {
         let url = format!("{}{path}", self.base);
-        let resp = self.check(&url, self.http.get(&url).send().await).await?;
+        let resp = self
+            .check(&url, self.send(self.http.get(&url)).await)
+            .await?;
         resp.json()
             .await
             .map_err(|e| LabError::Protocol(url, e.to_string()))
@@ -78,7 +101,7 @@ impl Api {
 
     pub async fn delete(&self, path: &str) -> Result<(), LabError> {
         let url = format!("{}{path}", self.base);
-        self.check(&url, self.http.delete(&url).send().await)
+        self.check(&url, self.send(self.http.delete(&url)).await)
             .await?;
         Ok(())
     }
@@ -96,7 +119,7 @@ impl Api {
             .put(&url)
             .query(&[("base_dir", base_dir)])
             .body(manifest.to_string());
-        let resp = self.check(&url, req.send().await).await?;
+        let resp = self.check(&url, self.send(req).await).await?;
         resp.json()
             .await
             .map_err(|e| LabError::Protocol(url, e.to_string()))
@@ -106,12 +129,8 @@ impl Api {
         let url = format!("{}/2015-03-31/functions/{name}/invocations", self.base);
         let t = std::time::Instant::now();
         let resp = self
-            .http
-            .post(&url)
-            .body(payload.to_vec())
-            .send()
-            .await
-            .map_err(|e| LabError::Unreachable(self.base.clone(), e.to_string()))?;
+            .send(self.http.post(&url).body(payload.to_vec()))
+            .await?;
         let header = |n: &str| {
             resp.headers()
                 .get(n)

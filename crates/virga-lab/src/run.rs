@@ -207,6 +207,8 @@ pub struct RunOptions {
     pub limits_enforced: Option<bool>,
     /// Print progress and tables as the run goes.
     pub verbose: bool,
+    /// Signs the run's requests (AWS Signature V4) when set.
+    pub signer: Option<virga_sigv4::Signer>,
 }
 
 struct Lab<'a> {
@@ -226,8 +228,8 @@ struct Lab<'a> {
 /// when stopped early (then `interrupted` is set).
 pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunResult, LabError> {
     let started_at = now();
-    let api = Api::new(&opts.endpoint);
-    let target = Target::parse(&opts.endpoint)?;
+    let api = Api::new(&opts.endpoint).signed(opts.signer.clone());
+    let target = Target::parse(&opts.endpoint)?.signed(opts.signer.clone());
     let managed = api.get("/v1/functions").await.is_ok();
     let profiles = preset
         .pricing

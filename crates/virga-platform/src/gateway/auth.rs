@@ -153,7 +153,7 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
     if !caller.may(&action) {
         let denial = match &caller {
             Caller::Anonymous => Denial::unrecognized(
-                "Missing credentials: this server (--auth sigv4) needs requests signed with AWS Signature V4 by a key from `virga keys create` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --profile), or `Authorization: Bearer TOKEN` with a token from `virga keys create --token`",
+                "Missing credentials: this server (--auth sigv4) needs requests signed with AWS Signature V4 by a key from `virga keys create` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials), or `Authorization: Bearer TOKEN` with a token from `virga keys create --token`",
             ),
             _ => Denial::access_denied(format!(
                 "key {} is not authorized to {}{}: its role does not allow it (`virga keys ls` shows roles and functions)",
