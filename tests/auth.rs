@@ -327,3 +327,52 @@ fn a_non_loopback_bind_without_auth_refuses_to_start() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lab_signs_its_requests() {
+    let s = signed_server().await;
+    let admin = creds(&create_key(&data_dir(&s), "lab", "admin", &[]));
+    let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../functions/echo.toml");
+    let preset = s.dir.path().join("signed.toml");
+    std::fs::write(
+        &preset,
+        format!(
+            "name = \"signed\"\n\
+             [[functions]]\nname = \"echo-signed\"\nmanifest = \"{}\"\npayload = \"p\"\n\
+             [payloads.p]\nkind = \"json\"\nvalue = '{{\"n\": 1}}'\n\
+             [[scenarios]]\nkind = \"open-loop\"\nfunctions = [\"echo-signed\"]\nrate = 10\nduration_s = 1\nconnections = 2\n",
+            echo.display()
+        ),
+    )
+    .unwrap();
+    let out_dir = s.dir.path().join("results");
+    let (code, out, err) = virga(
+        &s,
+        &as_env(&admin),
+        &[
+            "--endpoint",
+            &s.url(""),
+            "bench",
+            preset.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let run = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(run.path().join("results.json")).unwrap()).unwrap();
+    // Deployed and read back through /v1 (signed by the lab's API client),
+    // invoked by the load generator (signed per request): all succeeded.
+    assert_eq!(results["managed"], true);
+    let stats = &results["scenarios"][0]["groups"][0]["stats"];
+    assert_eq!(stats["requests"], 10, "{stats}");
+    assert_eq!(stats["errors"], 0, "{stats}");
+    // `virga cost` reads the records through the lab's client too.
+    let (code, out, err) = virga(&s, &as_env(&admin), &["cost", "--function", "echo-signed"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
