@@ -13,6 +13,8 @@ pub struct BenchArgs {
     pub endpoint: Option<String>,
     pub out: PathBuf,
     pub quick: bool,
+    /// Signs requests to `endpoint` when set.
+    pub signer: Option<virga_sigv4::Signer>,
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -71,6 +73,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         quick: args.quick,
         limits_enforced: limits,
         verbose: true,
+        signer: args.signer.clone(),
     };
     let result = run::run(&preset, &opts, stop).await;
     if let Some(p) = platform {

@@ -63,13 +63,13 @@ pub struct CostQuery {
     pub json: bool,
 }
 
-pub async fn cost(endpoint: &str, q: CostQuery) -> Result<()> {
+pub async fn cost(endpoint: &str, signer: Option<virga_sigv4::Signer>, q: CostQuery) -> Result<()> {
     let profiles: Vec<Profile> = q
         .profiles
         .iter()
         .map(|p| load_profile(p))
         .collect::<Result<_>>()?;
-    let api = Client::new(endpoint);
+    let api = Client::new(endpoint).signed(signer);
     let mut records = api.records(q.function.as_deref(), None, None).await?;
     if let Some(since) = &q.since {
         // RFC 3339 times in one format compare as strings; a bare date means its midnight.
@@ -169,11 +169,16 @@ pub fn estimate_cmd(profiles: &[String], w: Workload, json: bool) -> Result<()> 
     Ok(())
 }
 
-pub async fn tune(endpoint: &str, cfg: TuneConfig, out: PathBuf) -> Result<()> {
+pub async fn tune(
+    endpoint: &str,
+    signer: Option<virga_sigv4::Signer>,
+    cfg: TuneConfig,
+    out: PathBuf,
+) -> Result<()> {
     if !(0.0..=1.0).contains(&cfg.balanced_weight) {
         bail!("--balanced-weight must be between 0 and 1");
     }
-    let api = Client::new(endpoint);
+    let api = Client::new(endpoint).signed(signer);
     println!(
         "tuning {} over {} memory sizes, {} warm invocations each ({})",
         cfg.function,

@@ -4,6 +4,7 @@ mod bench;
 mod cost;
 mod demo;
 mod functions;
+mod keys;
 mod models;
 mod serve;
 mod storage;
@@ -38,6 +39,11 @@ struct Cli {
     /// measures it instead of starting an embedded platform).
     #[arg(skip)]
     endpoint_given: bool,
+    /// Sign requests with this profile of ~/.aws/credentials (else
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, else AWS_PROFILE or the
+    /// default profile; without any, requests go unsigned).
+    #[arg(long, global = true, value_name = "NAME")]
+    aws_profile: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +52,12 @@ struct Cli {
 enum Command {
     /// Run the platform: gateway, scheduler and instances.
     Serve(serve::ServeArgs),
+    /// Access keys of a data dir: create, list, revoke (offline; a running
+    /// server sees the change at its next request).
+    Keys(keys::KeysArgs),
+    /// The audit log of a data dir: deploys, deletes, key changes, denied
+    /// requests.
+    Audit(keys::AuditArgs),
     /// Deploy (or redeploy) a function from its manifest.
     Deploy(functions::DeployArgs),
     /// Invoke a function synchronously and print its response and REPORT line.
@@ -314,10 +326,29 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Credentials to sign requests with, for commands that talk to a server.
+fn signer(cli: &Cli) -> Result<Option<virga_sigv4::Signer>> {
+    match &cli.command {
+        Command::Serve(_)
+        | Command::Keys(_)
+        | Command::Audit(_)
+        | Command::Models(_)
+        | Command::Demo { .. }
+        | Command::Worker => Ok(None),
+        _ => Ok(virga_sigv4::Signer::from_environment(
+            cli.aws_profile.as_deref(),
+            virga_platform::access::SERVICE,
+        )?),
+    }
+}
+
 async fn run(cli: Cli) -> Result<std::process::ExitCode> {
-    let client = Client::new(&cli.endpoint);
+    let signer = signer(&cli)?;
+    let client = Client::new(&cli.endpoint).signed(signer.clone());
     match cli.command {
         Command::Serve(args) => return serve::serve(args).await,
+        Command::Keys(args) => return keys::keys(args),
+        Command::Audit(args) => return keys::audit(args),
         Command::Deploy(args) => return functions::deploy(&client, args).await,
         Command::Invoke(args) => return functions::invoke(&client, args).await,
         Command::Ls(args) => return functions::ls(&client, args).await,
@@ -338,6 +369,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             None => {
                 cost::cost(
                     &cli.endpoint,
+                    signer,
                     cost::CostQuery {
                         function: args.function,
                         since: args.since,
@@ -405,7 +437,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 payload: payload.into_bytes(),
                 profile: cost::load_profile(&profile)?,
             };
-            cost::tune(&cli.endpoint, config, out).await?;
+            cost::tune(&cli.endpoint, signer, config, out).await?;
         }
         Command::Bench { preset, out, quick } => {
             init_tracing("warn");
@@ -413,6 +445,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 preset,
                 // With --endpoint: measure it; else an embedded platform.
                 endpoint: cli.endpoint_given.then(|| cli.endpoint.clone()),
+                signer,
                 out,
                 quick,
             })

@@ -36,6 +36,15 @@ pub struct ServeArgs {
     /// newest N; checked at start and every minute. Default: keep all.
     #[arg(long)]
     pub retain_records: Option<virga_platform::store::Retention>,
+    /// Who may call: `sigv4` (requests signed with AWS Signature V4, or
+    /// bearer tokens, of keys from `virga keys create`) or `none`, allowed
+    /// on a loopback --addr only.
+    #[arg(long, default_value = "none", value_name = "sigv4|none")]
+    pub auth: virga_platform::access::AuthMode,
+    /// On a loopback --addr, also answer requests whose Host is NAME
+    /// (others than localhost, 127.0.0.1 and [::1] get 403). Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
 }
 
 /// `--isolation`.
@@ -55,6 +64,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         max_memory_mb,
         shutdown_grace_ms,
         retain_records,
+        auth,
+        allow_hosts,
     } = args;
     init_tracing("info");
     let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
@@ -64,6 +75,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     config.max_memory_mb = max_memory_mb;
     config.shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
     config.retain_records = retain_records;
+    config.auth = auth;
+    config.allowed_hosts = allow_hosts;
     run_platform(config).await?;
     Ok(ExitCode::SUCCESS)
 }

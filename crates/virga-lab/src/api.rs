@@ -29,6 +29,9 @@ pub enum ApiError {
     /// the answer is not what the API promises
     #[error("unexpected answer from {url}: {detail}")]
     Protocol { url: String, detail: String },
+    /// the request could not be signed with the credentials given
+    #[error("cannot sign the request")]
+    Signing(#[source] virga_sigv4::SignError),
 }
 
 /// A synchronous invocation's answer.
@@ -59,6 +62,8 @@ impl Invoked {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Signs every request (AWS Signature V4) when set.
+    signer: Option<virga_sigv4::Signer>,
 }
 
 // The one-field envelopes `/v1/` wraps its answers in.
@@ -104,7 +109,14 @@ impl Client {
         Client {
             base: endpoint.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
+            signer: None,
         }
+    }
+
+    /// Signs requests with these credentials (none: unsigned).
+    pub fn signed(mut self, signer: Option<virga_sigv4::Signer>) -> Client {
+        self.signer = signer;
+        self
     }
 
     pub fn endpoint(&self) -> &str {
@@ -115,12 +127,18 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    /// Sends a request; an answer other than 2xx is [`ApiError::Refused`].
+    /// Sends a request, signed when there are credentials; an answer other
+    /// than 2xx is [`ApiError::Refused`].
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
-        let resp = req.send().await.map_err(|source| ApiError::Unreachable {
+        let unreachable = |source| ApiError::Unreachable {
             endpoint: self.base.clone(),
             source,
-        })?;
+        };
+        let mut req = req.build().map_err(unreachable)?;
+        if let Some(s) = &self.signer {
+            s.sign_reqwest(&mut req).map_err(ApiError::Signing)?;
+        }
+        let resp = self.http.execute(req).await.map_err(unreachable)?;
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -45,6 +45,8 @@ impl Sample {
 pub struct Target {
     authority: String,
     base_path: String,
+    /// Signs every request (AWS Signature V4) when set.
+    signer: Option<std::sync::Arc<virga_sigv4::Signer>>,
 }
 
 impl Target {
@@ -66,7 +68,14 @@ impl Target {
         Ok(Target {
             authority: authority.to_string(),
             base_path: path.to_string(),
+            signer: None,
         })
+    }
+
+    /// Signs requests with these credentials (none: unsigned).
+    pub fn signed(mut self, signer: Option<virga_sigv4::Signer>) -> Target {
+        self.signer = signer.map(std::sync::Arc::new);
+        self
     }
 
     fn invoke_path(&self, function: &str) -> String {
@@ -161,14 +170,25 @@ impl Conn {
 
     /// POSTs `body` to `path`.
     pub async fn post(&mut self, path: &str, body: Bytes) -> Result<Reply, String> {
-        let authority = self.target.authority.clone();
-        let sender = self.connect().await?;
-        sender.ready().await.map_err(|e| e.to_string())?;
-        let req = hyper::Request::post(path)
+        let authority = &self.target.authority;
+        let mut req = hyper::Request::post(path)
             .header(hyper::header::HOST, authority)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
+            .body(Full::new(body.clone()))
             .map_err(|e| e.to_string())?;
+        if let Some(s) = &self.target.signer {
+            s.sign(
+                "POST",
+                authority,
+                path,
+                None,
+                req.headers_mut(),
+                Some(&body),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        let sender = self.connect().await?;
+        sender.ready().await.map_err(|e| e.to_string())?;
         let result = async {
             let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
             let header = |n: &str| {

@@ -6,6 +6,7 @@
 //!
 //! Invariant: the platform never links an ML engine; models live in instance processes.
 
+pub mod access;
 pub mod events;
 pub mod gateway;
 pub mod instance;
@@ -52,6 +53,9 @@ pub enum PlatformError {
     /// the event store failed
     #[error(transparent)]
     Events(#[from] events::EventsError),
+    /// access control could not be set up (or is missing off loopback)
+    #[error(transparent)]
+    Access(#[from] access::AccessError),
 }
 
 /// `virga serve --shutdown-grace-ms`'s default.
@@ -84,6 +88,10 @@ pub struct PlatformConfig {
     pub shutdown_grace: std::time::Duration,
     /// Which invocation records are kept; `None` keeps them all.
     pub retain_records: Option<store::Retention>,
+    /// Who may call the gateway: `None` only on a loopback `addr`.
+    pub auth: access::AuthMode,
+    /// On a loopback bind, Host names served besides loopback ones.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A function's log file rotates past this size ...
@@ -108,6 +116,8 @@ impl PlatformConfig {
             max_memory_mb: None,
             shutdown_grace: std::time::Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
             retain_records: None,
+            auth: access::AuthMode::None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -126,8 +136,21 @@ impl Platform {
     /// Opens the data dir, restores deployed functions, deploys the functions
     /// dir and starts serving. Returns once the listener is bound.
     pub async fn start(config: PlatformConfig) -> Result<Platform, PlatformError> {
+        // Refused before anything starts: no auth off loopback.
+        let access = Arc::new(access::Access::new(
+            &config.data_dir,
+            config.auth,
+            config.addr,
+            &config.allowed_hosts,
+        )?);
         create_private_dir(&config.data_dir)
             .map_err(|e| PlatformError::DataDir(config.data_dir.clone(), e))?;
+        if config.auth == access::AuthMode::Sigv4 && access.keys.live()? == 0 {
+            tracing::warn!(
+                keys = %access.keys.path().display(),
+                "--auth sigv4 without any key: every request but health checks is refused; create one with `virga keys create NAME --role admin`"
+            );
+        }
         let store = Arc::new(Store::open(&config.data_dir)?);
         if let Some(keep) = config.retain_records {
             // Once now, then every minute, off the async threads.
@@ -202,6 +225,7 @@ impl Platform {
         let app = gateway::router(gateway::AppState {
             scheduler: scheduler.clone(),
             events: events.clone(),
+            access,
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

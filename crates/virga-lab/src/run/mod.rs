@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub limits_enforced: Option<bool>,
     /// Print progress and tables as the run goes.
     pub verbose: bool,
+    /// Signs the run's requests (AWS Signature V4) when set.
+    pub signer: Option<virga_sigv4::Signer>,
 }
 
 /// A run in progress: what every scenario kind runs with.
@@ -54,8 +56,8 @@ pub(crate) struct Lab<'a> {
 /// when stopped early (then `interrupted` is set).
 pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunResult, LabError> {
     let started_at = now();
-    let api = Client::new(&opts.endpoint);
-    let target = Target::parse(&opts.endpoint)?;
+    let api = Client::new(&opts.endpoint).signed(opts.signer.clone());
+    let target = Target::parse(&opts.endpoint)?.signed(opts.signer.clone());
     let managed = api.functions().await.is_ok();
     let profiles = preset
         .pricing

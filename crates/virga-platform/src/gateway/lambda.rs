@@ -124,11 +124,15 @@ pub(super) async fn aws_get_function(
     Ok(Json(json!({ "Configuration": aws_configuration(&f) })))
 }
 
-pub(super) async fn aws_list_functions(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub(super) async fn aws_list_functions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<serde_json::Value> {
     let fs: Vec<_> = state
         .scheduler
         .functions()
         .iter()
+        .filter(|f| caller.sees(&f.name))
         .map(aws_configuration)
         .collect();
     Json(json!({ "Functions": fs }))

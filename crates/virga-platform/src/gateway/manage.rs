@@ -2,19 +2,58 @@
 //! records and dead letters.
 
 use super::*;
+use crate::scheduler::FunctionInfo;
 
-pub(super) async fn list_functions(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "functions": state.scheduler.functions() }))
+/// What a hidden `env` value reads as.
+pub(super) const REDACTED: &str = "***";
+
+/// A function as its caller may see it: `env` values (secrets, often)
+/// only for callers with every right.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Shown {
+    #[serde(flatten)]
+    info: FunctionInfo,
+    /// Set when `env` values were replaced by `***`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    env_redacted: bool,
+}
+
+pub(super) fn shown(caller: &Caller, mut info: FunctionInfo) -> Shown {
+    let redact = !caller.sees_env() && !info.manifest.env.is_empty();
+    if redact {
+        for v in info.manifest.env.values_mut() {
+            *v = REDACTED.to_string();
+        }
+    }
+    Shown {
+        info,
+        env_redacted: redact,
+    }
+}
+
+pub(super) async fn list_functions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<serde_json::Value> {
+    let shown: Vec<Shown> = state
+        .scheduler
+        .functions()
+        .into_iter()
+        .filter(|f| caller.sees(&f.name))
+        .map(|f| shown(&caller, f))
+        .collect();
+    Json(json!({ "functions": shown }))
 }
 
 pub(super) async fn get_function(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> Result<Json<crate::scheduler::FunctionInfo>, ApiError> {
+) -> Result<Json<Shown>, ApiError> {
     state
         .scheduler
         .function(&name)
-        .map(Json)
+        .map(|f| Json(shown(&caller, f)))
         .ok_or_else(|| ApiError::function_not_found(&name))
 }
 

@@ -19,17 +19,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 use virga_spec::{Status, Trigger};
 
+use crate::access::{Access, Caller};
 use crate::events::{Events, EventsError};
 use crate::logs::tail_4kb;
 use crate::scheduler::{DeployError, InvokeError, InvokeRequest, Scheduler};
 use crate::store::{RecordFilter, StoreError};
 
+mod auth;
 mod errors;
 mod lambda;
 mod manage;
@@ -55,6 +57,8 @@ const MAX_MANIFEST_BYTES: usize = 256 * 1024;
 pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     pub events: Arc<Events>,
+    /// Who may call, and the audit log.
+    pub access: Arc<Access>,
 }
 
 /// Lambda's asynchronous payload limit (1 MB).
@@ -62,7 +66,8 @@ pub const MAX_ASYNC_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Largest object accepted by `PUT /v1/buckets/...`.
 pub const MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
 
-/// The whole HTTP surface, without a socket (tests drive it directly).
+/// The whole HTTP surface, without a socket (tests drive it directly):
+/// every route behind `auth::authorize`, everything behind the Host check.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
@@ -106,7 +111,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .fallback(not_found_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check_host,
+        ))
         .with_state(state)
 }
 
@@ -231,6 +244,10 @@ mod route_tests {
     use tower::ServiceExt;
 
     fn app() -> (tempfile::TempDir, Router) {
+        app_with(crate::access::AuthMode::None)
+    }
+
+    fn app_with(mode: crate::access::AuthMode) -> (tempfile::TempDir, Router) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
         let scheduler = Scheduler::new(
@@ -246,7 +263,16 @@ mod route_tests {
             crate::meter::Meter::new(store),
         );
         let events = crate::events::Events::start(dir.path(), scheduler.clone()).unwrap();
-        (dir, router(AppState { scheduler, events }))
+        let access = Access::new(dir.path(), mode, "127.0.0.1:9000".parse().unwrap(), &[]).unwrap();
+        let access = Arc::new(access);
+        (
+            dir,
+            router(AppState {
+                scheduler,
+                events,
+                access,
+            }),
+        )
     }
 
     async fn call(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
@@ -373,5 +399,241 @@ mod route_tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["live"], true);
+    }
+
+    /// A request to the app, signed by `signer` when given.
+    fn signed(
+        method: &str,
+        path: &str,
+        body: &str,
+        signer: Option<&virga_sigv4::Signer>,
+    ) -> Request<Body> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1:9000")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        if let Some(s) = signer {
+            let (p, q) = path
+                .split_once('?')
+                .map_or((path, None), |(p, q)| (p, Some(q)));
+            s.sign(
+                method,
+                "127.0.0.1:9000",
+                p,
+                q,
+                req.headers_mut(),
+                Some(body.as_bytes()),
+            )
+            .unwrap();
+        }
+        req
+    }
+
+    fn key(
+        dir: &std::path::Path,
+        name: &str,
+        role: crate::access::Role,
+        functions: &[&str],
+    ) -> virga_sigv4::Signer {
+        let functions: Vec<String> = functions.iter().map(|s| s.to_string()).collect();
+        let crate::access::NewKey::Sigv4 {
+            access_key_id,
+            secret_access_key,
+            ..
+        } = crate::access::KeyStore::new(dir)
+            .create(name, role, &functions, crate::access::KeyKind::Sigv4)
+            .unwrap()
+        else {
+            unreachable!()
+        };
+        virga_sigv4::Signer::new(
+            virga_sigv4::Credentials::new(&access_key_id, &secret_access_key, None),
+            "eu-west-1",
+            "lambda",
+        )
+    }
+
+    /// Deploys function `a` (with a secret in its `env`).
+    fn deploy_a(signer: Option<&virga_sigv4::Signer>) -> Request<Body> {
+        signed("PUT", "/v1/functions/a?base_dir=/tmp", MANIFEST, signer)
+    }
+
+    const MANIFEST: &str = "name = \"a\"\ncommand = [\"/bin/sh\"]\nenv = { TOKEN = \"hunter2\" }\n";
+
+    #[tokio::test]
+    async fn sigv4_mode_wants_a_live_key_with_the_right() {
+        use crate::access::{AuditEntry, Role};
+        let (d, app) = app_with(crate::access::AuthMode::Sigv4);
+        let admin = key(d.path(), "admin", Role::Admin, &[]);
+        let invoker = key(d.path(), "ci", Role::Invoke, &["b*"]);
+
+        // No credentials; then a key the server does not know.
+        let (status, headers, body) = call(&app, signed("GET", "/v1/functions", "", None)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers["x-amzn-errortype"], "UnrecognizedClientException");
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .contains("virga keys create"));
+        let stranger = virga_sigv4::Signer::new(
+            virga_sigv4::Credentials::new("VIRGANOBODY", "secret", None),
+            "us-east-1",
+            "lambda",
+        );
+        let (status, headers, _) =
+            call(&app, signed("GET", "/v1/functions", "", Some(&stranger))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers["x-amzn-errortype"], "UnrecognizedClientException");
+        // A known key with the wrong secret.
+        let mut forged = admin.clone();
+        forged.credentials.secret_access_key = "not-the-secret".into();
+        let (status, headers, body) =
+            call(&app, signed("GET", "/v1/functions", "", Some(&forged))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers["x-amzn-errortype"], "InvalidSignatureException");
+        assert!(body["message"].as_str().unwrap().contains("does not match"));
+        // The body is signed too.
+        let mut req = deploy_a(Some(&admin));
+        *req.body_mut() = Body::from(MANIFEST.replace("hunter2", "other"));
+        let (status, headers, _) = call(&app, req).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers["x-amzn-errortype"], "InvalidSignatureException");
+
+        // The admin deploys; the invoke key may not.
+        let (status, _, body) = call(&app, deploy_a(Some(&admin))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, headers, body) = call(
+            &app,
+            signed(
+                "PUT",
+                "/v1/functions/b?base_dir=/tmp",
+                MANIFEST,
+                Some(&invoker),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers["x-amzn-errortype"], "AccessDeniedException");
+        assert!(
+            body["message"].as_str().unwrap().contains("deploy"),
+            "{body}"
+        );
+        // Nor invoke, describe or list a function its patterns miss.
+        let (status, headers, _) = call(
+            &app,
+            signed(
+                "POST",
+                "/2015-03-31/functions/a/invocations",
+                "{}",
+                Some(&invoker),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers["x-amzn-errortype"], "AccessDeniedException");
+        let (status, _, body) =
+            call(&app, signed("GET", "/v1/functions", "", Some(&invoker))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["functions"], json!([]));
+
+        // env values reach the admin only.
+        let (_, _, body) = call(&app, signed("GET", "/v1/functions/a", "", Some(&admin))).await;
+        assert_eq!(body["manifest"]["env"]["TOKEN"], "hunter2");
+        assert!(body.get("env_redacted").is_none());
+        let reader = key(d.path(), "reader", Role::Invoke, &["a"]);
+        let (status, _, body) =
+            call(&app, signed("GET", "/v1/functions/a", "", Some(&reader))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["manifest"]["env"]["TOKEN"], "***");
+        assert_eq!(body["env_redacted"], true);
+        let (_, _, body) = call(&app, signed("GET", "/v1/functions", "", Some(&reader))).await;
+        assert_eq!(body["functions"][0]["manifest"]["env"]["TOKEN"], "***");
+
+        // Health needs nobody; a bearer token works where a signature would.
+        let (status, _, _) = call(&app, signed("GET", "/v2/health/ready", "", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let crate::access::NewKey::Token { token, .. } = crate::access::KeyStore::new(d.path())
+            .create(
+                "probe",
+                Role::Invoke,
+                &["a".to_string()],
+                crate::access::KeyKind::Token,
+            )
+            .unwrap()
+        else {
+            unreachable!()
+        };
+        let mut req = signed("GET", "/v2/models/a/ready", "", None);
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (status, _, body) = call(&app, req).await;
+        // Known to the token, but not a model function: V2's own answer.
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let mut req = signed("GET", "/v2/models/a/ready", "", None);
+        req.headers_mut()
+            .insert("authorization", "Bearer virga_guess".parse().unwrap());
+        let (status, headers, body) = call(&app, req).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers["x-amzn-errortype"], "UnrecognizedClientException");
+        assert!(body["error"].as_str().is_some(), "V2 errors on /v2: {body}");
+
+        // Deploys and denials are audited with their key.
+        let log = crate::access::audit::read(d.path(), None).unwrap();
+        let deploy: Vec<&AuditEntry> = log.iter().filter(|e| e.event == "deploy").collect();
+        assert_eq!(deploy.len(), 1);
+        assert_eq!(deploy[0].key, admin.credentials.access_key_id);
+        assert_eq!(deploy[0].function.as_deref(), Some("a"));
+        assert!(log
+            .iter()
+            .any(|e| e.event == "denied" && e.key == invoker.credentials.access_key_id));
+        assert!(log
+            .iter()
+            .any(|e| e.event == "denied" && e.key == "VIRGANOBODY"));
+    }
+
+    #[tokio::test]
+    async fn auth_none_serves_everyone_but_foreign_hosts() {
+        let (d, app) = app();
+        // Any signature passes: it is not checked.
+        let stranger = virga_sigv4::Signer::new(
+            virga_sigv4::Credentials::new("virga", "virga", None),
+            "us-east-1",
+            "lambda",
+        );
+        let (status, _, body) = call(&app, deploy_a(Some(&stranger))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, _, body) = call(&app, signed("GET", "/v1/functions/a", "", None)).await;
+        assert_eq!(body["manifest"]["env"]["TOKEN"], "hunter2");
+        for (host, ok) in [
+            ("evil.example", false),
+            ("evil.example:9000", false),
+            ("localhost", true),
+            ("127.0.0.1:9000", true),
+            ("[::1]", true),
+        ] {
+            let req = Request::get("/v1/functions")
+                .header("host", host)
+                .body(Body::empty())
+                .unwrap();
+            let (status, headers, body) = call(&app, req).await;
+            if ok {
+                assert_eq!(status, StatusCode::OK, "{host}");
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{host}");
+                assert_eq!(headers["x-amzn-errortype"], "AccessDeniedException");
+                assert!(body["message"].as_str().unwrap().contains("--allow-host"));
+            }
+        }
+        // Unknown routes are checked too.
+        let req = Request::get("/nowhere")
+            .header("host", "evil.example")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&app, req).await.0, StatusCode::FORBIDDEN);
+        let log = crate::access::audit::read(d.path(), None).unwrap();
+        assert!(log.iter().any(|e| e.event == "deploy" && e.key == "-"));
+        assert_eq!(log.iter().filter(|e| e.event == "denied").count(), 3);
     }
 }
