@@ -10,8 +10,11 @@
 //! day-of-week, years 1970-2199, and a lone `L` in day-of-week (Saturday;
 //! croner takes it but never fires).
 
+use std::fmt;
+
 use chrono::{DateTime, Duration, Utc};
 use croner::parser::{CronParser, Seconds, Year};
+use serde::{Deserialize, Serialize};
 
 /// A parsed schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -296,6 +299,59 @@ impl Cron {
     }
 }
 
+/// A schedule as a manifest wrote it, parsed once (at deploy): it serialises
+/// back to the very text it was read from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ScheduleExpression {
+    text: String,
+    schedule: Schedule,
+}
+
+impl ScheduleExpression {
+    pub fn parse(text: &str) -> Result<ScheduleExpression, ScheduleError> {
+        Ok(ScheduleExpression {
+            schedule: Schedule::parse(text)?,
+            text: text.to_string(),
+        })
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// The same text always parses to the same schedule.
+impl PartialEq for ScheduleExpression {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl fmt::Display for ScheduleExpression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl TryFrom<String> for ScheduleExpression {
+    type Error = ScheduleError;
+
+    fn try_from(text: String) -> Result<Self, ScheduleError> {
+        ScheduleExpression::parse(&text)
+    }
+}
+
+impl From<ScheduleExpression> for String {
+    fn from(e: ScheduleExpression) -> String {
+        e.text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +591,25 @@ mod tests {
                 "{expression} after {after}"
             );
         }
+    }
+
+    #[test]
+    fn expressions_serialise_as_written() {
+        for text in [
+            "rate(60 minutes)",
+            "cron(0 18 ? * mon-fri *)",
+            "rate(1 hour) ",
+        ] {
+            let e = ScheduleExpression::parse(text).unwrap();
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(json, serde_json::to_string(text).unwrap());
+            assert_eq!(
+                serde_json::from_str::<ScheduleExpression>(&json).unwrap(),
+                e
+            );
+        }
+        let refused = serde_json::from_str::<ScheduleExpression>("\"often\"").unwrap_err();
+        assert!(refused.to_string().contains("rate("), "{refused}");
     }
 
     #[test]

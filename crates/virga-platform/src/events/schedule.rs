@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use virga_spec::schedule::Schedule;
+use virga_spec::schedule::{Schedule, ScheduleExpression};
 use virga_spec::Trigger;
 
 use super::Events;
@@ -41,11 +41,11 @@ impl Events {
         self: Arc<Self>,
         function: String,
         rule: String,
-        schedule: Schedule,
+        schedule: ScheduleExpression,
         input: Option<String>,
     ) {
         let me = self.clone();
-        schedule_loop(&schedule, move || {
+        schedule_loop(schedule.schedule(), move || {
             let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let payload = match &input {
                 Some(i) => i.clone(),
