@@ -16,6 +16,10 @@ use chrono::{DateTime, Duration, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 use serde::{Deserialize, Serialize};
 
+/// The longest period of a rate: longer ones would never fire, and would
+/// overflow the clocks that time them.
+const MAX_RATE_MS: u64 = 36_500 * 86_400_000;
+
 /// A parsed schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
@@ -224,9 +228,11 @@ impl Schedule {
             if parts.next().is_some() {
                 return Err(err("rate takes a number and a unit".into()));
             }
-            return Ok(Schedule::Rate {
-                every_ms: n * unit_ms,
-            });
+            let every_ms = n
+                .checked_mul(unit_ms)
+                .filter(|ms| *ms <= MAX_RATE_MS)
+                .ok_or_else(|| err("a rate is at most 36500 days (a century)".into()))?;
+            return Ok(Schedule::Rate { every_ms });
         }
         if let Some(inner) = e.strip_prefix("cron(").and_then(|r| r.strip_suffix(')')) {
             return Cron::parse(inner).map(Schedule::Cron).map_err(err);
@@ -237,7 +243,8 @@ impl Schedule {
     /// The first firing strictly after `after` (for a rate: one period after it).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
-            Schedule::Rate { every_ms } => Some(after + Duration::milliseconds(*every_ms as i64)),
+            Schedule::Rate { every_ms } => after
+                .checked_add_signed(Duration::try_milliseconds(i64::try_from(*every_ms).ok()?)?),
             Schedule::Cron(c) => c.next_after(after),
         }
     }
@@ -382,6 +389,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("rate("));
+    }
+
+    #[test]
+    fn rates_past_a_century_are_refused_not_overflowed() {
+        assert_eq!(
+            Schedule::parse("rate(36500 days)").unwrap(),
+            Schedule::Rate {
+                every_ms: 36_500 * 86_400_000
+            }
+        );
+        for long in ["rate(36501 days)", "rate(18446744073709551615 seconds)"] {
+            let e = Schedule::parse(long).unwrap_err();
+            assert!(e.message.contains("36500 days"), "{e}");
+        }
+        let far = Schedule::Rate { every_ms: u64::MAX };
+        assert_eq!(far.next_after(at("2026-11-23T10:30:00Z")), None);
     }
 
     #[test]
