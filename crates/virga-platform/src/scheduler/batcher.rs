@@ -78,6 +78,16 @@ pub(super) fn split_batch_response(body: &[u8], n: usize) -> Vec<Result<Bytes, F
         .collect()
 }
 
+/// [`split_batch_response`] with each failure as its error type: public
+/// for the fuzz target and its property test.
+#[doc(hidden)]
+pub fn split_batch_answer(body: &[u8], n: usize) -> Vec<Result<Bytes, String>> {
+    split_batch_response(body, n)
+        .into_iter()
+        .map(|r| r.map_err(|f| f.error_type))
+        .collect()
+}
+
 impl Scheduler {
     /// The batch dispatcher of one function: takes the first waiting request,
     /// waits for a slot, gathers a batch as the policy allows and runs it.
