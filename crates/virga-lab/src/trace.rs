@@ -34,7 +34,10 @@ pub fn azure_counts(path: &Path, row: usize) -> Result<Vec<u32>, LabError> {
     parse_azure(&text, row).map_err(|m| LabError::Config(format!("{}: {m}", path.display())))
 }
 
-fn parse_azure(text: &str, row: usize) -> Result<Vec<u32>, String> {
+/// [`azure_counts`] of CSV text (public for the fuzz target and its
+/// property test).
+#[doc(hidden)]
+pub fn parse_azure(text: &str, row: usize) -> Result<Vec<u32>, String> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines
         .next()

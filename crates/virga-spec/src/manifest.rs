@@ -31,6 +31,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::schedule::ScheduleExpression;
+
 /// The name a manifest's `command` uses for virga's built-in runtime (the
 /// one `runtime = "model"` runs). The platform resolves it to its own
 /// executable, never by a lookup on PATH.
@@ -294,7 +296,8 @@ pub enum TriggerSpec {
     },
     /// A rate(...) or cron(...) schedule (e.g. keep-warm pings).
     Schedule {
-        expression: String,
+        /// Parsed when the manifest is, so a firing never parses it again.
+        expression: ScheduleExpression,
         /// The event to send, as JSON; default: an EventBridge scheduled event.
         #[serde(default)]
         input: Option<String>,
@@ -458,6 +461,9 @@ impl Manifest {
     /// Parses and validates a manifest. `source` names it in errors (a file path).
     pub fn parse(text: &str, source: &str) -> Result<Manifest, ManifestError> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            if let Some(bad) = bad_schedule(text, source) {
+                return bad;
+            }
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             let message = e.message().trim();
             // Type errors point at a value: name the field it belongs to.
@@ -476,13 +482,8 @@ impl Manifest {
         })?;
         // A bad trigger is named by its own `[[triggers]]` table.
         for (i, t) in manifest.triggers.iter().enumerate() {
-            t.validate().map_err(|message| ManifestError::Invalid {
-                file: source.to_string(),
-                line: nth_table_line(text, "triggers", i)
-                    .unwrap_or_else(|| field_line(text, "triggers")),
-                field: "triggers",
-                message,
-            })?;
+            t.validate()
+                .map_err(|message| trigger_error(text, source, i, message))?;
         }
         manifest
             .validate()
@@ -891,8 +892,7 @@ impl TriggerSpec {
                     return Err(format!("queue {queue:?}: max_receive must be at least 1"));
                 }
             }
-            TriggerSpec::Schedule { expression, input } => {
-                crate::schedule::Schedule::parse(expression).map_err(|e| e.to_string())?;
+            TriggerSpec::Schedule { input, .. } => {
                 if let Some(i) = input {
                     serde_json::from_str::<serde_json::Value>(i)
                         .map_err(|e| format!("schedule input is not JSON: {e}"))?;
@@ -900,6 +900,30 @@ impl TriggerSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// A schedule expression that does not parse, named by its own
+/// `[[triggers]]` table: serde's error for it points at the whole list.
+fn bad_schedule(text: &str, source: &str) -> Option<ManifestError> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let triggers = table.get("triggers")?.as_array()?;
+    triggers.iter().enumerate().find_map(|(i, t)| {
+        if t.get("type")?.as_str()? != "schedule" {
+            return None;
+        }
+        let e = ScheduleExpression::parse(t.get("expression")?.as_str()?).err()?;
+        Some(trigger_error(text, source, i, e.to_string()))
+    })
+}
+
+/// An error in the `i`th trigger, at its own `[[triggers]]` table.
+fn trigger_error(text: &str, source: &str, i: usize, message: String) -> ManifestError {
+    ManifestError::Invalid {
+        file: source.to_string(),
+        line: nth_table_line(text, "triggers", i).unwrap_or_else(|| field_line(text, "triggers")),
+        field: "triggers",
+        message,
     }
 }
 
@@ -1162,6 +1186,22 @@ input = '{"warm": true}'
                 suffix: None,
                 events: vec![BucketEvent::Put]
             }
+        );
+        // The schedule is parsed with the manifest, and written back as it
+        // was written (the API's JSON, a manifest rewritten as TOML).
+        let TriggerSpec::Schedule { expression, .. } = &m.triggers[3] else {
+            panic!("{:?}", m.triggers[3]);
+        };
+        assert_eq!(
+            expression.schedule(),
+            &crate::schedule::Schedule::Rate { every_ms: 60_000 }
+        );
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["triggers"][3]["expression"], "rate(1 minute)");
+        let back: Manifest = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            Manifest::parse(&toml::to_string(&back).unwrap(), "t.toml").unwrap(),
+            m
         );
         assert_eq!(
             Destination::parse("queue:done"),

@@ -532,15 +532,11 @@ impl Events {
                 continue;
             }
             let handle = match spec {
-                TriggerSpec::Schedule { expression, input } => {
-                    match virga_spec::schedule::Schedule::parse(&expression) {
-                        Ok(s) => {
-                            tokio::spawn(self.clone().run_schedule(function, key.clone(), s, input))
-                                .abort_handle()
-                        }
-                        Err(_) => continue,
-                    }
-                }
+                TriggerSpec::Schedule { expression, input } => tokio::spawn(
+                    self.clone()
+                        .run_schedule(function, key.clone(), expression, input),
+                )
+                .abort_handle(),
                 TriggerSpec::Queue {
                     queue,
                     batch_size,

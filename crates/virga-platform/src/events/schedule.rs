@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use virga_spec::schedule::Schedule;
+use virga_spec::schedule::{Schedule, ScheduleExpression};
 use virga_spec::Trigger;
 
 use super::Events;
@@ -41,11 +41,11 @@ impl Events {
         self: Arc<Self>,
         function: String,
         rule: String,
-        schedule: Schedule,
+        schedule: ScheduleExpression,
         input: Option<String>,
     ) {
         let me = self.clone();
-        schedule_loop(&schedule, move || {
+        schedule_loop(schedule.schedule(), move || {
             let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let payload = match &input {
                 Some(i) => i.clone(),
@@ -76,17 +76,23 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[tokio::test(start_paused = true)]
-    async fn rate_schedules_fire_once_per_period_on_a_paused_clock() {
+    /// Runs `expression`'s loop on a task; the counter counts its firings.
+    fn count_firings(expression: &str) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let s = Schedule::parse(expression).unwrap();
         let fired = Arc::new(AtomicUsize::new(0));
         let f = fired.clone();
         let task = tokio::spawn(async move {
-            let s = Schedule::parse("rate(1 minute)").unwrap();
             schedule_loop(&s, || {
                 f.fetch_add(1, Ordering::SeqCst);
             })
             .await
         });
+        (fired, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_schedules_fire_once_per_period_on_a_paused_clock() {
+        let (fired, task) = count_firings("rate(1 minute)");
         tokio::time::sleep(Duration::from_secs(59)).await;
         assert_eq!(
             fired.load(Ordering::SeqCst),
@@ -97,6 +103,15 @@ mod tests {
         assert_eq!(fired.load(Ordering::SeqCst), 1);
         tokio::time::sleep(Duration::from_secs(180)).await;
         assert_eq!(fired.load(Ordering::SeqCst), 4);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_rate_waits_without_overflowing_the_clock() {
+        let (fired, task) = count_firings("rate(36500 days)");
+        tokio::time::sleep(Duration::from_secs(400 * 86_400)).await;
+        assert_eq!(fired.load(Ordering::SeqCst), 0);
+        assert!(!task.is_finished(), "the schedule is still waiting");
         task.abort();
     }
 }

@@ -2,6 +2,7 @@
 //! the pure [`super::batch::BatchPolicy`] allows, and splits the answer.
 
 use super::*;
+use serde_json::value::RawValue;
 use virga_spec::contract;
 
 /// The payload of a batch: `{"batch": [event, ...]}`, each event as sent
@@ -38,23 +39,29 @@ pub(super) fn split_batch_response(body: &[u8], n: usize) -> Vec<Result<Bytes, F
             })
             .collect()
     };
-    let v: serde_json::Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => return invalid(format!("not JSON ({e})")),
-    };
-    let Some(items) = v.get(contract::BATCH_FIELD).and_then(|b| b.as_array()) else {
+    // Each answer is handed on as written, as a batch of one's would be:
+    // parsed into a `Value` and written again, its keys would be sorted and
+    // its floats could change in their last digit.
+    if let Err(e) = serde_json::from_slice::<&RawValue>(body) {
+        return invalid(format!("not JSON ({e})"));
+    }
+    let fields: HashMap<String, &RawValue> = serde_json::from_slice(body).unwrap_or_default();
+    let Some(items) = fields
+        .get(contract::BATCH_FIELD)
+        .and_then(|b| serde_json::from_str::<Vec<&RawValue>>(b.get()).ok())
+    else {
         return invalid("no \"batch\" list".into());
     };
     if items.len() != n {
         return invalid(format!("{} responses", items.len()));
     }
-    let errors = v
+    let errors = fields
         .get(contract::BATCH_ERRORS_FIELD)
-        .and_then(|e| e.as_array());
+        .and_then(|e| serde_json::from_str::<Vec<serde_json::Value>>(e.get()).ok());
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| match errors.and_then(|e| e.get(i)) {
+        .map(|(i, item)| match errors.as_ref().and_then(|e| e.get(i)) {
             Some(err) if !err.is_null() => {
                 let error_type = err
                     .get("errorType")
@@ -66,8 +73,18 @@ pub(super) fn split_batch_response(body: &[u8], n: usize) -> Vec<Result<Bytes, F
                     ..Failure::new(Status::Error, &error_type, String::new())
                 })
             }
-            _ => Ok(Bytes::from(item.to_string())),
+            _ => Ok(Bytes::copy_from_slice(item.get().as_bytes())),
         })
+        .collect()
+}
+
+/// [`split_batch_response`] with each failure as its error type: public
+/// for the fuzz target and its property test.
+#[doc(hidden)]
+pub fn split_batch_answer(body: &[u8], n: usize) -> Vec<Result<Bytes, String>> {
+    split_batch_response(body, n)
+        .into_iter()
+        .map(|r| r.map_err(|f| f.error_type))
         .collect()
 }
 
@@ -162,6 +179,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn batch_answers_are_handed_on_as_written() {
+        let out = split_batch_response(
+            br#"{"batch": [{"z": 1, "a": [1.9808579742613906e-10]}, "caf\u00e9"]}"#,
+            2,
+        );
+        assert_eq!(
+            &out[0].as_ref().unwrap()[..],
+            br#"{"z": 1, "a": [1.9808579742613906e-10]}"#
+        );
+        assert_eq!(&out[1].as_ref().unwrap()[..], br#""caf\u00e9""#);
+    }
+
+    #[test]
     fn batches_are_wrapped_and_answers_split_per_member() {
         let p = batch_payload(&[b"{\"a\":1}", b"", b"[2]"]);
         assert_eq!(&p[..], br#"{"batch":[{"a":1},null,[2]]}"#);
@@ -173,7 +203,13 @@ mod tests {
         let e = out[1].as_ref().unwrap_err();
         assert_eq!(e.error_type, "Bad");
         assert_eq!(&out[2].as_ref().unwrap()[..], b"3");
-        for bad in [&b"nope"[..], br#"{"batch":[1]}"#, br#"{"other":[1,2,3]}"#] {
+        for bad in [
+            &b"nope"[..],
+            br#"{"batch":[1]}"#,
+            br#"{"other":[1,2,3]}"#,
+            br#"[1,2,3]"#,
+            br#"{"batch":{"0":1}}"#,
+        ] {
             let out = split_batch_response(bad, 3);
             assert_eq!(out.len(), 3);
             assert!(out

@@ -49,6 +49,8 @@ use lease::{Lease, Waiting};
 use pool::{Acquire, Grant, Pool, PoolLimits};
 use service::ServicePool;
 
+#[doc(hidden)]
+pub use batcher::split_batch_answer;
 use function::{Function, Load, Pools};
 use invoke::{Failure, Pending};
 use lambda::{now_rfc3339, trace_id};

@@ -1,0 +1,15 @@
+//! `Preset::parse` (lab experiment files) on any text: never panics; what
+//! parses names only its own functions and writes back.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../crates/virga-lab/tests/invariants/mod.rs"]
+#[allow(dead_code)]
+mod invariants;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        invariants::preset(text);
+    }
+});
