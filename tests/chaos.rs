@@ -136,7 +136,7 @@ async fn chaos_leaves_the_platform_clean() {
                         // Redeploy with a change, so a new revision takes over.
                         let text = format!("{text}\nenv = {{ CHAOS = \"{}\" }}\n", rng.next());
                         let _ = client
-                            .put(format!("{url}/v1/functions/{name}?base_dir=/tmp"))
+                            .put(format!("{url}/v1/functions/{name}"))
                             .body(text)
                             .send()
                             .await;
@@ -149,7 +149,7 @@ async fn chaos_leaves_the_platform_clean() {
                             .await;
                         tokio::time::sleep(Duration::from_millis(rng.below(100))).await;
                         let _ = client
-                            .put(format!("{url}/v1/functions/flaky?base_dir=/tmp"))
+                            .put(format!("{url}/v1/functions/flaky"))
                             .body(text.clone())
                             .send()
                             .await;

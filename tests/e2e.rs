@@ -407,7 +407,7 @@ async fn malformed_manifests_are_refused_with_file_line_and_field() {
     // The API refuses it too, in Lambda's error shape.
     let resp = s
         .http
-        .put(s.url("/v1/functions/bad?base_dir=/tmp"))
+        .put(s.url("/v1/functions/bad"))
         .body("name = \"bad\"\ncommand = \"python3\"\n")
         .send()
         .await

@@ -40,20 +40,26 @@ async fn event_invocations_are_stored_then_delivered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_events_are_retried_then_dead_lettered_and_can_be_redriven() {
-    let s = Server::start(&[(
-        "flaky",
-        manifest(
+    // The cue that fixes the function is a file the test creates later on
+    // the host: unsandboxed, since a sandboxed function sees only the code
+    // captured at its deploy.
+    let s = Server::start_with(
+        &common::virga_bin(),
+        &[],
+        &["--isolation", "off"],
+        &[(
             "flaky",
-            "memory_mb = 1769\nmax_retries = 2\nretry_delay_ms = 50",
-        ),
-    )])
+            manifest(
+                "flaky",
+                "memory_mb = 1769\nmax_retries = 2\nretry_delay_ms = 50",
+            ),
+        )],
+    )
     .await;
-    // The function's directory is its code, seen read-only at /var/task: a
-    // file the test adds there is the function's cue.
-    let flag = s.dir.path().join("fns/ready");
-    let payload = r#"{"action":"fail_unless","path":"/var/task/ready"}"#;
+    let flag = s.dir.path().join("ready");
+    let payload = format!(r#"{{"action":"fail_unless","path":"{}"}}"#, flag.display());
     let resp = s
-        .invoke_raw("flaky", payload, &[("x-amz-invocation-type", "Event")])
+        .invoke_raw("flaky", &payload, &[("x-amz-invocation-type", "Event")])
         .await;
     assert_eq!(resp.status(), 202);
     let id = resp.headers()["x-amzn-requestid"]

@@ -45,7 +45,7 @@ async fn concurrent_deploys_of_one_name_get_distinct_versions() {
     let s = Server::start(&[]).await;
     let deploys = (0..30).map(|i| {
         let http = s.http.clone();
-        let url = s.url("/v1/functions/race?base_dir=/tmp");
+        let url = s.url("/v1/functions/race");
         let text = manifest("race", &format!("timeout_ms = {}", 1000 + i));
         async move {
             let resp = http.put(url).body(text).send().await.unwrap();
@@ -196,6 +196,10 @@ async fn a_function_cannot_reach_the_platforms_files() {
         data.join("virga.db"),
         data.clone(),
         s.dir.path().join("fns/victim.toml"),
+        // Its code is its own: the manifests beside it (with their `env`)
+        // are not part of it.
+        "/var/task/victim.toml".into(),
+        "/var/task/evil.toml".into(),
         "/etc/shadow".into(),
         "/root/.bash_history".into(),
         "/sys/fs/cgroup/memory/cgroup.procs".into(),

@@ -295,7 +295,12 @@ async fn the_model_runtime_merges_batched_requests_and_answers_each_caller() {
     let recs = s.records(Some("iris-svc")).await;
     assert_eq!(recs.len(), rows.len());
     for r in &recs {
-        assert_eq!(r["status"], "success");
+        assert_eq!(
+            r["status"],
+            "success",
+            "{r}\n{}",
+            s.get("/v1/functions/iris-svc/logs").await
+        );
         let b = r["batch_size"].as_u64().unwrap();
         assert!((1..=8).contains(&b), "{b}");
     }

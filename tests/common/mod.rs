@@ -229,7 +229,7 @@ impl Server {
     pub async fn deploy(&self, name: &str, manifest: &str) {
         let resp = self
             .http
-            .put(self.url(&format!("/v1/functions/{name}?base_dir=/tmp")))
+            .put(self.url(&format!("/v1/functions/{name}")))
             .body(manifest.to_string())
             .send()
             .await

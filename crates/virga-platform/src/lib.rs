@@ -7,6 +7,7 @@
 //! Invariant: the platform never links an ML engine; models live in instance processes.
 
 pub mod access;
+pub mod code;
 pub mod events;
 pub mod gateway;
 pub mod instance;
@@ -29,7 +30,7 @@ use crate::scheduler::{DeployError, Scheduler, SchedulerConfig};
 use crate::store::{Store, StoreError};
 
 pub use scheduler::{
-    BuiltinRuntime, FunctionInfo, InstanceInfo, Invocation, InvokeError, InvokeRequest,
+    BuiltinRuntime, CodeSource, FunctionInfo, InstanceInfo, Invocation, InvokeError, InvokeRequest,
 };
 
 /// Why the platform could not start.
@@ -189,6 +190,7 @@ impl Platform {
         let scheduler = Scheduler::new(
             SchedulerConfig {
                 isolation,
+                code: code::CodeStore::new(&config.data_dir),
                 search_path,
                 builtin: config.builtin_runtime.clone(),
                 log_files: Some(

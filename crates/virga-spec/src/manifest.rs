@@ -206,6 +206,11 @@ pub struct Manifest {
     /// Program and arguments; relative paths are relative to the manifest's directory.
     #[serde(default)]
     pub command: Vec<String>,
+    /// The function's code: a directory relative to the manifest's, captured
+    /// at deploy (default: the manifest's directory, without the manifests
+    /// in it). Relative paths in `command` are relative to it.
+    #[serde(default)]
+    pub code: Option<String>,
     /// Passed to the runtime as `_HANDLER` (e.g. `echo` for `virga-worker`).
     #[serde(default)]
     pub handler: Option<String>,
@@ -604,6 +609,21 @@ impl Manifest {
                     self.min_instances, self.max_concurrency
                 ),
             ));
+        }
+        if let Some(code) = &self.code {
+            let p = std::path::Path::new(code);
+            if code.is_empty()
+                || p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err((
+                    "code",
+                    format!(
+                        "{code:?} must be a directory inside the manifest's, e.g. code = \"src\""
+                    ),
+                ));
+            }
         }
         if !(512..=10_240).contains(&self.ephemeral_storage_mb) {
             return Err((

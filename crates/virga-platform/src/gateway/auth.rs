@@ -304,6 +304,7 @@ pub(super) fn classify(method: &Method, route: &str, name: Option<&str>) -> Acti
         | "/v2/models/{name}/ready"
         | "/v2/models/{name}/versions/{version}"
         | "/v2/models/{name}/versions/{version}/ready" => Action::Describe(f()),
+        "/2015-03-31/functions/{name}/code" => Action::Deploy(f()),
         "/v1/functions/{name}" => match *method {
             Method::GET | Method::HEAD => Action::Describe(f()),
             Method::PUT => Action::Deploy(f()),
@@ -337,6 +338,7 @@ mod tests {
         let routes: &[(&str, &[Method])] = &[
             ("/2015-03-31/functions/{name}/invocations", &[Method::POST]),
             ("/2015-03-31/functions/{name}", &[Method::GET]),
+            ("/2015-03-31/functions/{name}/code", &[Method::PUT]),
             ("/2015-03-31/functions", &[Method::GET]),
             ("/2015-03-31/functions/", &[Method::GET]),
             ("/v1/functions", &[Method::GET]),

@@ -87,6 +87,20 @@ impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         match e {
             DeployError::Store(s) => s.into(),
+            DeployError::NotFound(name) => ApiError::function_not_found(&name),
+            DeployError::Code(e @ crate::code::CodeError::Io { .. }) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                e.to_string(),
+            ),
+            DeployError::Code(
+                e @ (crate::code::CodeError::TooLarge { .. }
+                | crate::code::CodeError::TooManyFiles { .. }),
+            ) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "CodeStorageExceededException",
+                e.to_string(),
+            ),
             other => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "InvalidParameterValueException",

@@ -137,3 +137,39 @@ pub(super) async fn aws_list_functions(
         .collect();
     Json(json!({ "Functions": fs }))
 }
+
+/// Lambda's limit on a zip archive uploaded directly (not through S3).
+pub const MAX_ZIP_BYTES: usize = 50 * 1024 * 1024;
+
+/// `UpdateFunctionCode` (what `aws lambda update-function-code --zip-file`
+/// sends): the function's code becomes the archive's, as a new version
+/// with the same manifest.
+pub(super) async fn aws_update_code(
+    State(state): State<AppState>,
+    Path(raw_name): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct UpdateCode {
+        zip_file: Option<String>,
+    }
+    let name = function_name(&raw_name).to_string();
+    // Base64 makes the archive a third larger.
+    let limit = MAX_ZIP_BYTES / 3 * 4 + 4096;
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(MAX_ZIP_BYTES, "A zip archive"))?;
+    let req: UpdateCode = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!("Could not parse request body into json: {e}"))
+    })?;
+    let encoded = req.zip_file.ok_or_else(|| {
+        ApiError::bad_request("give the code as ZipFile (base64 of a zip archive); S3 locations and images are not supported")
+    })?;
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| ApiError::bad_request(format!("ZipFile is not base64: {e}")))?;
+    let scheduler = state.scheduler.clone();
+    let info = tokio::task::spawn_blocking(move || scheduler.update_code(&name, &zip)).await??;
+    Ok(Json(aws_configuration(&info)))
+}

@@ -80,15 +80,21 @@ pub(super) async fn deploy(
     })?;
     let text = std::str::from_utf8(&text)
         .map_err(|_| ApiError::bad_request("the manifest is not UTF-8 text"))?;
-    let base_dir = match q.base_dir {
-        Some(d) if d.is_absolute() => d,
+    // Without a directory on this host the function brings no code of its
+    // own (an absolute `command`, the built-in runtime, or code uploaded
+    // later with UpdateFunctionCode); its relative paths are the server's.
+    let (base_dir, code) = match q.base_dir {
+        Some(d) if d.is_absolute() => (d, CodeSource::Dir),
         Some(d) => {
             return Err(ApiError::bad_request(format!(
                 "base_dir {} must be an absolute path",
                 d.display()
             )))
         }
-        None => std::env::current_dir().unwrap_or_default(),
+        None => (
+            std::env::current_dir().unwrap_or_default(),
+            CodeSource::Empty,
+        ),
     };
     let source = q.source.unwrap_or_else(|| format!("{name}.toml"));
     let scheduler = state.scheduler.clone();
@@ -101,7 +107,7 @@ pub(super) async fn deploy(
                 m.name
             )));
         }
-        Ok(scheduler.deploy(&text, &source, &base_dir)?)
+        Ok(scheduler.deploy_with(&text, &source, &base_dir, code)?)
     });
     let info = info.await??;
     Ok((StatusCode::OK, Json(info)).into_response())

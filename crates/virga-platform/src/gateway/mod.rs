@@ -28,7 +28,7 @@ use virga_spec::{Status, Trigger};
 use crate::access::{Access, Caller};
 use crate::events::{Events, EventsError};
 use crate::logs::tail_4kb;
-use crate::scheduler::{DeployError, InvokeError, InvokeRequest, Scheduler};
+use crate::scheduler::{CodeSource, DeployError, InvokeError, InvokeRequest, Scheduler};
 use crate::store::{RecordFilter, StoreError};
 
 mod auth;
@@ -72,6 +72,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
         .route("/2015-03-31/functions/{name}", get(aws_get_function))
+        .route(
+            "/2015-03-31/functions/{name}/code",
+            axum::routing::put(aws_update_code),
+        )
         .route("/2015-03-31/functions", get(aws_list_functions))
         .route("/2015-03-31/functions/", get(aws_list_functions))
         .route("/v1/functions", get(list_functions))
@@ -258,6 +262,7 @@ mod route_tests {
                 host_cores: 1,
                 cgroups: None,
                 isolation: None,
+                code: crate::code::CodeStore::new(dir.path()),
                 max_memory_mb: u64::MAX,
             },
             crate::meter::Meter::new(store),
@@ -314,7 +319,7 @@ mod route_tests {
         let manifest = "name = \"a\"\ncommand = [\"/bin/sh\"]\n";
         let (status, _, body) = call(
             &app,
-            Request::put("/v1/functions/b?base_dir=/tmp")
+            Request::put("/v1/functions/b")
                 .body(Body::from(manifest))
                 .unwrap(),
         )
@@ -337,7 +342,7 @@ mod route_tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, _, body) = call(
             &app,
-            Request::put("/v1/functions/a?base_dir=/tmp")
+            Request::put("/v1/functions/a")
                 .body(Body::from(manifest))
                 .unwrap(),
         )
@@ -362,7 +367,7 @@ mod route_tests {
         let manifest = "name = \"w\"\ncommand = [\"virga-worker\"]\n";
         let (status, _, body) = call(
             &app,
-            Request::put("/v1/functions/w?base_dir=/tmp")
+            Request::put("/v1/functions/w")
                 .body(Body::from(manifest))
                 .unwrap(),
         )
@@ -457,7 +462,7 @@ mod route_tests {
 
     /// Deploys function `a` (with a secret in its `env`).
     fn deploy_a(signer: Option<&virga_sigv4::Signer>) -> Request<Body> {
-        signed("PUT", "/v1/functions/a?base_dir=/tmp", MANIFEST, signer)
+        signed("PUT", "/v1/functions/a", MANIFEST, signer)
     }
 
     const MANIFEST: &str = "name = \"a\"\ncommand = [\"/bin/sh\"]\nenv = { TOKEN = \"hunter2\" }\n";
@@ -506,12 +511,7 @@ mod route_tests {
         assert_eq!(status, StatusCode::OK, "{body}");
         let (status, headers, body) = call(
             &app,
-            signed(
-                "PUT",
-                "/v1/functions/b?base_dir=/tmp",
-                MANIFEST,
-                Some(&invoker),
-            ),
+            signed("PUT", "/v1/functions/b", MANIFEST, Some(&invoker)),
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN);

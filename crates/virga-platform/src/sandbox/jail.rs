@@ -216,6 +216,18 @@ fn build_root(spec: &JailSpec) -> io::Result<()> {
         F::NOSUID | F::NODEV,
         Some("size=1m,mode=0755"),
     )?;
+    // /tmp first: a bind below it (a model or script under /tmp on the
+    // host) then lands on top of it instead of being hidden by it.
+    let tmp_size = format!("size={}m,mode=1777", spec.tmp_mb);
+    let tmp = root.join("tmp");
+    mkdir_all(&tmp)?;
+    mount(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        F::NOSUID | F::NODEV,
+        Some(&tmp_size),
+    )?;
     let mut targets: BTreeMap<PathBuf, &Bind> = BTreeMap::new();
     for b in &spec.binds {
         targets.insert(b.target.clone(), b);
@@ -312,17 +324,15 @@ fn build_root(spec: &JailSpec) -> io::Result<()> {
     ] {
         symlink(to, dev.join(link))?;
     }
-    let size = format!("size={}m,mode=1777", spec.tmp_mb);
-    for dir in [root.join("tmp"), dev.join("shm")] {
-        mkdir_all(&dir)?;
-        mount(
-            Some("tmpfs"),
-            &dir,
-            Some("tmpfs"),
-            F::NOSUID | F::NODEV,
-            Some(&size),
-        )?;
-    }
+    let shm = dev.join("shm");
+    mkdir_all(&shm)?;
+    mount(
+        Some("tmpfs"),
+        &shm,
+        Some("tmpfs"),
+        F::NOSUID | F::NODEV,
+        Some(&tmp_size),
+    )?;
     // /dev's tmpfs is done being written: nothing may add device files.
     mount(
         None,

@@ -27,8 +27,8 @@ pub struct PlanInput<'a> {
     /// The program as resolved on the host (PATH or the manifest's directory).
     pub program: &'a Path,
     pub args: &'a [String],
-    /// The manifest's directory.
-    pub base_dir: &'a Path,
+    /// The version's code bundle: `/var/task`.
+    pub code: &'a Path,
     /// A model file the runtime opens, if any.
     pub model: Option<&'a Path>,
     /// The platform's data dir: never visible inside.
@@ -51,7 +51,7 @@ pub struct Plan {
 /// to ask a shim which program it runs.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut binds: Vec<Bind> = SYSTEM_DIRS.iter().map(|d| Bind::same(*d)).collect();
-    let base = canonical(input.base_dir);
+    let base = canonical(input.code);
     binds.push(Bind {
         source: base.clone(),
         target: TASK_ROOT.into(),
@@ -135,7 +135,12 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             program,
             args,
             cwd: TASK_ROOT.into(),
-            hide: hidden(&binds, &canonical(input.data_dir)),
+            // The bundle lives in the data dir by design: it is the one
+            // part of it a jail sees.
+            hide: hidden(
+                binds.iter().filter(|b| b.target != Path::new(TASK_ROOT)),
+                &canonical(input.data_dir),
+            ),
             binds,
             tmp_mb: input.tmp_mb,
             max_open_files: MAX_OPEN_FILES,
@@ -146,7 +151,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
 /// Where binds would show the data dir (or it would show in a bind's
 /// subtree), the paths inside the jail to cover.
-fn hidden(binds: &[Bind], data_dir: &Path) -> Vec<PathBuf> {
+fn hidden<'a>(binds: impl Iterator<Item = &'a Bind>, data_dir: &Path) -> Vec<PathBuf> {
     let mut hide = Vec::new();
     for b in binds {
         if let Ok(rel) = data_dir.strip_prefix(&b.source) {
@@ -241,7 +246,7 @@ mod tests {
         PlanInput {
             program,
             args,
-            base_dir: base,
+            code: base,
             model: None,
             data_dir: data,
             root: Path::new("/nonexistent/jail"),
@@ -295,10 +300,16 @@ mod tests {
     fn the_data_dir_is_covered_wherever_a_bind_would_show_it() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        // The manifest's directory holds the data dir (a repository run in place).
-        let p = plan(&input(Path::new("/proc/self/exe"), &[], dir.path(), &data));
-        assert_eq!(p.spec.hide, vec![PathBuf::from("/var/task/data")]);
+        let code = dir.path().join("data/code/f/1");
+        std::fs::create_dir_all(&code).unwrap();
+        // A script beside the data dir: its directory is bound, the data
+        // dir in it covered; the bundle (inside the data dir) stays visible.
+        let script = dir.path().join("run.py");
+        std::fs::write(&script, "").unwrap();
+        let args = vec![script.display().to_string()];
+        let p = plan(&input(Path::new("/proc/self/exe"), &args, &code, &data));
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(p.spec.hide, vec![real.join("data")]);
         assert_eq!(p.spec.program, Path::new("/proc/self/exe"));
     }
 

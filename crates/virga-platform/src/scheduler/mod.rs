@@ -117,6 +117,25 @@ pub enum DeployError {
     /// the store failed
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// the function's code could not be captured
+    #[error(transparent)]
+    Code(#[from] crate::code::CodeError),
+    /// new code for a function that is not deployed
+    #[error("Function not found: {0}; deploy its manifest first")]
+    NotFound(String),
+}
+
+/// Where a deploy takes the function's code from.
+#[derive(Debug, Clone, Copy)]
+pub enum CodeSource<'a> {
+    /// The manifest's directory (or its `code`), on the platform's host.
+    Dir,
+    /// No code of its own (a deploy that names no directory).
+    Empty,
+    /// An uploaded zip archive (`UpdateFunctionCode`).
+    Zip(&'a [u8]),
+    /// The bundle already kept for the stored version (a restart).
+    Stored,
 }
 
 /// How the platform starts its built-in runtime (`virga-worker` in a
@@ -159,6 +178,8 @@ pub struct SchedulerConfig {
     pub cgroups: Option<Box<dyn Cgroups>>,
     /// Sandbox every instance; `None` runs them as plain processes.
     pub isolation: Option<IsolationConfig>,
+    /// Where each version's code bundle is kept.
+    pub code: crate::code::CodeStore,
     /// Most memory (sum of `memory_mb`) running instances may hold at once.
     pub max_memory_mb: u64,
 }

@@ -30,16 +30,58 @@ impl Scheduler {
     }
 
     /// Deploys (or redeploys) a function from manifest text. `source` names the
-    /// manifest in errors; `base_dir` is its directory. Deploying an unchanged
-    /// manifest keeps the running revision and its warm instances.
+    /// manifest in errors; `base_dir` is its directory, whose code (or
+    /// `code = "dir"`) is captured as the version's bundle. Deploying an
+    /// unchanged manifest with unchanged code keeps the running revision and
+    /// its warm instances.
     pub fn deploy(
         self: &Arc<Self>,
         manifest_text: &str,
         source: &str,
         base_dir: &Path,
     ) -> Result<FunctionInfo, DeployError> {
+        self.deploy_code(manifest_text, source, base_dir, CodeSource::Dir)
+    }
+
+    /// Replaces a deployed function's code with a zip archive (Lambda's
+    /// `UpdateFunctionCode`): a new version with the same manifest.
+    pub fn update_code(
+        self: &Arc<Self>,
+        name: &str,
+        zip: &[u8],
+    ) -> Result<FunctionInfo, DeployError> {
+        let stored = self
+            .meter
+            .store()
+            .function(name)?
+            .ok_or_else(|| DeployError::NotFound(name.to_string()))?;
+        self.deploy_code(
+            &stored.manifest,
+            &format!("{name}.toml"),
+            Path::new(&stored.base_dir),
+            CodeSource::Zip(zip),
+        )
+    }
+
+    /// As [`Scheduler::deploy`], with the code from `code`.
+    pub fn deploy_with(
+        self: &Arc<Self>,
+        manifest_text: &str,
+        source: &str,
+        base_dir: &Path,
+        code: CodeSource<'_>,
+    ) -> Result<FunctionInfo, DeployError> {
+        self.deploy_code(manifest_text, source, base_dir, code)
+    }
+
+    fn deploy_code(
+        self: &Arc<Self>,
+        manifest_text: &str,
+        source: &str,
+        base_dir: &Path,
+        code: CodeSource<'_>,
+    ) -> Result<FunctionInfo, DeployError> {
         let manifest = Manifest::parse(manifest_text, source)?;
-        let (program, args) = self.program_of(&manifest, source, base_dir)?;
         if let Some(m) = &manifest.model {
             let path = base_dir.join(&m.path);
             if !path.is_file() {
@@ -49,24 +91,54 @@ impl Scheduler {
                 });
             }
         }
+        let name = manifest.name.clone();
         let store = self.meter.store();
         let base = base_dir.display().to_string();
         let _deploying = lock(&self.deploying);
-        let previous = store.function(&manifest.name)?;
-        if let (Some(prev), Some(live)) = (&previous, self.get(&manifest.name)) {
-            if prev.manifest == manifest_text
-                && prev.base_dir == base
-                && live.version == prev.version
-            {
+        let previous = store.function(&name)?;
+        let same_config = previous
+            .as_ref()
+            .is_some_and(|p| p.manifest == manifest_text && p.base_dir == base);
+        let staged = match code {
+            CodeSource::Dir => Some(self.stage_dir(&manifest, base_dir)?),
+            CodeSource::Zip(zip) => Some(self.config.code.stage_zip(&name, zip)?),
+            CodeSource::Empty => Some(self.config.code.stage_empty(&name)?),
+            CodeSource::Stored => None,
+        };
+        // The code of the stored version is unchanged when its digest is
+        // equal, or when a restart restores it as it is.
+        let same_code = previous.as_ref().is_some_and(|p| match &staged {
+            Some(s) => self.config.code.digest(&name, p.version).as_deref() == Some(&s.digest),
+            None => self.config.code.dir(&name, p.version).is_dir(),
+        });
+        if let (Some(prev), Some(live)) = (&previous, self.get(&name)) {
+            if same_config && same_code && live.version == prev.version {
+                if let Some(s) = staged {
+                    self.config.code.discard(s);
+                }
                 return Ok(self.info(&live));
             }
         }
         let version = match &previous {
-            // A restart reloading the same manifest keeps its version.
-            Some(p) if p.manifest == manifest_text && p.base_dir == base => p.version,
+            // A restart reloading the same manifest and code keeps its version.
+            Some(p) if same_config && same_code => p.version,
             Some(p) => p.version + 1,
             None => 1,
         };
+        let code_dir = match staged {
+            Some(s) if same_config && same_code => {
+                self.config.code.discard(s);
+                self.config.code.dir(&name, version)
+            }
+            Some(s) => self.config.code.commit(&name, version, s)?,
+            None if same_code => self.config.code.dir(&name, version),
+            None => {
+                // Restoring a data dir made before bundles: capture now.
+                let s = self.stage_dir(&manifest, base_dir)?;
+                self.config.code.commit(&name, version, s)?
+            }
+        };
+        let (program, args) = self.program_of(&manifest, source, &code_dir)?;
         let deployed_at = now_rfc3339();
         store.save_function(&StoredFunction {
             name: manifest.name.clone(),
@@ -89,13 +161,13 @@ impl Scheduler {
             memory_mb: manifest.memory_mb,
             vcpu: manifest.vcpu(self.config.host_cores),
         };
-        let mut env = self.instance_env(&manifest, version, base_dir);
-        let jail = self.jail_of(&manifest, &program, &args, base_dir, &mut env);
+        let mut env = self.instance_env(&manifest, version, base_dir, &code_dir);
+        let jail = self.jail_of(&manifest, &program, &args, base_dir, &code_dir, &mut env);
         let spawn = SpawnSpec {
             name: String::new(),
             program,
             args,
-            cwd: base_dir.to_path_buf(),
+            cwd: code_dir.clone(),
             env,
             limits,
             jail,
@@ -183,6 +255,7 @@ impl Scheduler {
         match removed {
             Some(f) => {
                 f.retire();
+                self.config.code.remove(name);
                 if let Some(files) = &self.config.log_files {
                     files.close(name);
                 }
@@ -198,7 +271,12 @@ impl Scheduler {
         let stored = self.meter.store().functions()?;
         let mut n = 0;
         for f in stored {
-            match self.deploy(&f.manifest, &f.name, Path::new(&f.base_dir)) {
+            match self.deploy_code(
+                &f.manifest,
+                &f.name,
+                Path::new(&f.base_dir),
+                CodeSource::Stored,
+            ) {
                 Ok(_) => n += 1,
                 Err(e) => {
                     tracing::warn!(function = %f.name, error = %e, "could not restore function")
@@ -355,13 +433,27 @@ impl Scheduler {
                     file: source.to_string(),
                     program: name.to_string(),
                     looked: if name.contains('/') {
-                        base_dir.display().to_string()
+                        "the function's code".into()
                     } else {
                         "PATH".into()
                     },
                 }
             })?;
         Ok((program, rest.to_vec()))
+    }
+
+    /// Captures the code a manifest names (its `code` directory, else the
+    /// manifest's own directory without the manifests in it).
+    fn stage_dir(&self, m: &Manifest, base_dir: &Path) -> Result<crate::code::Staged, DeployError> {
+        let source = match &m.code {
+            Some(dir) => base_dir.join(dir),
+            None => base_dir.to_path_buf(),
+        };
+        let exclude = crate::code::Exclude {
+            top_level_manifests: m.code.is_none(),
+            paths: self.config.code.private_paths(),
+        };
+        Ok(self.config.code.stage_dir(&m.name, &source, &exclude)?)
     }
 
     /// The sandbox of a function's instances, when the platform sandboxes;
@@ -372,6 +464,7 @@ impl Scheduler {
         program: &Path,
         args: &[String],
         base_dir: &Path,
+        code_dir: &Path,
         env: &mut Vec<(String, String)>,
     ) -> Option<Jail> {
         let iso = self.config.isolation.as_ref()?;
@@ -379,7 +472,7 @@ impl Scheduler {
         let plan = sandbox::plan::plan(&sandbox::plan::PlanInput {
             program,
             args,
-            base_dir,
+            code: code_dir,
             model: model.as_deref(),
             data_dir: &iso.data_dir,
             root: &iso.root,
@@ -412,6 +505,7 @@ impl Scheduler {
         m: &Manifest,
         version: u64,
         base_dir: &Path,
+        code_dir: &Path,
     ) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = ["HOME", "LANG", "TZ"]
             .iter()
@@ -434,8 +528,8 @@ impl Scheduler {
                 ("AWS_LAMBDA_LOG_STREAM_NAME", format!("{date}/[{version}]")),
                 ("AWS_REGION", REGION.to_string()),
                 ("AWS_DEFAULT_REGION", REGION.to_string()),
-                ("LAMBDA_TASK_ROOT", base_dir.display().to_string()),
-                ("LAMBDA_RUNTIME_DIR", base_dir.display().to_string()),
+                ("LAMBDA_TASK_ROOT", code_dir.display().to_string()),
+                ("LAMBDA_RUNTIME_DIR", code_dir.display().to_string()),
                 (
                     "_HANDLER",
                     match m.runtime {
