@@ -157,8 +157,8 @@ fn matrix(rows: &[Vec<f64>]) -> Result<X, EngineError> {
     DenseMatrix::from_2d_vec(&rows.to_vec()).map_err(|e| EngineError::Input(e.to_string()))
 }
 
-fn fail(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Inference(e.to_string())
+fn fail(e: impl Into<crate::BoxError>) -> EngineError {
+    EngineError::inference(e)
 }
 
 /// The dataset's own train/test split, else a seeded 80/20 split (a
@@ -545,27 +545,25 @@ impl ClassicalModel {
 
     pub fn save(&self, path: &Path) -> Result<(), EngineError> {
         let text = serde_json::to_vec(&self.file)
-            .map_err(|e| EngineError::Format(path.display().to_string(), e.to_string()))?;
+            .map_err(|e| EngineError::format(path.display().to_string(), e))?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| EngineError::Read(dir.display().to_string(), e.to_string()))?;
+                .map_err(|e| EngineError::read(dir.display().to_string(), e))?;
         }
-        std::fs::write(path, text)
-            .map_err(|e| EngineError::Read(path.display().to_string(), e.to_string()))
+        std::fs::write(path, text).map_err(|e| EngineError::read(path.display().to_string(), e))
     }
 
     pub fn load(path: &Path) -> Result<ClassicalModel, EngineError> {
         let name = path.display().to_string();
-        let bytes =
-            std::fs::read(path).map_err(|e| EngineError::Read(name.clone(), e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| EngineError::read(name.clone(), e))?;
         let file: ModelFile = serde_json::from_slice(&bytes).map_err(|e| {
-            EngineError::Format(
+            EngineError::format(
                 name.clone(),
                 format!("{e}; train one with `virga models train`"),
             )
         })?;
         if file.format != FORMAT || file.version != VERSION {
-            return Err(EngineError::Format(
+            return Err(EngineError::format(
                 name,
                 format!(
                     "format {} version {} (want {FORMAT} {VERSION})",
@@ -773,7 +771,7 @@ mod tests {
         std::fs::write(&path, b"{}").unwrap();
         assert!(matches!(
             ClassicalModel::load(&path),
-            Err(EngineError::Format(..))
+            Err(EngineError::Format { .. })
         ));
         assert!(Algorithm::parse("svc")
             .unwrap_err()

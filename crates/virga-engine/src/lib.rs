@@ -24,27 +24,60 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+/// An underlying error kept as the source of an [`EngineError`]: the
+/// engines' own error types differ (I/O, JSON, tract, onnxruntime,
+/// tokenizers), and a check of our own is a message.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// cannot read the model file
-    #[error("cannot read model {0}: {1}")]
-    Read(String, String),
+    #[error("cannot read model {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: BoxError,
+    },
     /// the model file is not in a format this engine reads
-    #[error("{0} is not a model this engine can load: {1}")]
-    Format(String, String),
+    #[error("{path} is not a model this engine can load: {source}")]
+    Format {
+        path: String,
+        #[source]
+        source: BoxError,
+    },
     /// the input does not fit the model
     #[error("{0}")]
     Input(String),
     /// the engine failed
     #[error("inference failed: {0}")]
-    Inference(String),
+    Inference(#[source] BoxError),
     /// no such engine / algorithm / dataset
     #[error("{0}")]
     Unknown(String),
     /// the engine is not in this build, or its runtime library is missing
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl EngineError {
+    pub(crate) fn read(path: impl Into<String>, source: impl Into<BoxError>) -> EngineError {
+        EngineError::Read {
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn format(path: impl Into<String>, source: impl Into<BoxError>) -> EngineError {
+        EngineError::Format {
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn inference(source: impl Into<BoxError>) -> EngineError {
+        EngineError::Inference(source.into())
+    }
 }
 
 /// How a model is loaded, besides its file and task.
@@ -152,7 +185,7 @@ pub fn load_with(
         }
     };
     if model.info().task != task {
-        return Err(EngineError::Format(
+        return Err(EngineError::format(
             path.display().to_string(),
             format!(
                 "the model is for {:?} but the manifest says {task:?}",

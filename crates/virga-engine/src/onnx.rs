@@ -105,12 +105,29 @@ struct TextSetup {
     normalize: bool,
 }
 
+/// A tract error, shown with its causes as `{:#}` does: tract's top message
+/// is often only the step that failed, the reason is below it.
+#[derive(Debug)]
+struct TractFailure(TractError);
+
+impl std::fmt::Display for TractFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for TractFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 fn err(path: &Path) -> impl Fn(TractError) -> EngineError + '_ {
-    move |e| EngineError::Format(path.display().to_string(), format!("{e:#}"))
+    move |e| EngineError::format(path.display().to_string(), TractFailure(e))
 }
 
 fn inference(e: TractError) -> EngineError {
-    EngineError::Inference(format!("{e:#}"))
+    EngineError::inference(TractFailure(e))
 }
 
 /// A graph run by tract.
@@ -223,30 +240,29 @@ impl OnnxModel {
     ) -> Result<OnnxModel, EngineError> {
         let sidecar_path = path.with_extension("json");
         let sidecar: Sidecar = match std::fs::read(&sidecar_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                EngineError::Format(sidecar_path.display().to_string(), e.to_string())
-            })?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| EngineError::format(sidecar_path.display().to_string(), e))?,
             Err(_) => Sidecar::default(),
         };
         if let Some(t) = sidecar.task {
             if t != task {
-                return Err(EngineError::Format(
+                return Err(EngineError::format(
                     path.display().to_string(),
                     format!("the model is for {t:?} but the manifest says {task:?}"),
                 ));
             }
         }
         if !path.is_file() {
-            return Err(EngineError::Read(
+            return Err(EngineError::read(
                 path.display().to_string(),
-                "no such file".into(),
+                "no such file",
             ));
         }
         let mut classes = sidecar.classes;
         if let Some(file) = &sidecar.classes_file {
             let p = path.parent().unwrap_or(Path::new(".")).join(file);
             let text = std::fs::read_to_string(&p)
-                .map_err(|e| EngineError::Read(p.display().to_string(), e.to_string()))?;
+                .map_err(|e| EngineError::read(p.display().to_string(), e))?;
             classes = text
                 .lines()
                 .map(str::trim)
@@ -258,7 +274,7 @@ impl OnnxModel {
             Task::ImageClassification => {
                 let r = sidecar.preprocess.unwrap_or_default();
                 r.validate()
-                    .map_err(|m| EngineError::Format(sidecar_path.display().to_string(), m))?;
+                    .map_err(|m| EngineError::format(sidecar_path.display().to_string(), m))?;
                 Some(r)
             }
             _ => None,
@@ -266,21 +282,20 @@ impl OnnxModel {
         let text = match task {
             Task::TextEmbedding => {
                 if sidecar.pooling.as_deref().is_some_and(|p| p != "mean") {
-                    return Err(EngineError::Format(
+                    return Err(EngineError::format(
                         sidecar_path.display().to_string(),
-                        "pooling: only \"mean\" is supported".into(),
+                        "pooling: only \"mean\" is supported",
                     ));
                 }
                 let file = sidecar.tokenizer.as_deref().ok_or_else(|| {
-                    EngineError::Format(
+                    EngineError::format(
                         sidecar_path.display().to_string(),
-                        "a text-embedding model needs \"tokenizer\": \"<file>.tokenizer.json\""
-                            .into(),
+                        "a text-embedding model needs \"tokenizer\": \"<file>.tokenizer.json\"",
                     )
                 })?;
                 let p = path.parent().unwrap_or(Path::new(".")).join(file);
                 let tokenizer = tokenizers::Tokenizer::from_file(&p)
-                    .map_err(|e| EngineError::Read(p.display().to_string(), e.to_string()))?;
+                    .map_err(|e| EngineError::read(p.display().to_string(), e))?;
                 Some(TextSetup {
                     tokenizer,
                     normalize: sidecar.normalize,
@@ -309,7 +324,7 @@ impl OnnxModel {
                         .iter()
                         .map(|d| d.map_or("?".into(), |n| n.to_string()))
                         .collect();
-                    EngineError::Format(
+                    EngineError::format(
                         path.display().to_string(),
                         format!(
                             "input [{}] has no fixed feature width: tabular models take [N, F]",
@@ -442,7 +457,7 @@ impl Model for OnnxModel {
         ])?;
         let dim = *states.shape.last().unwrap_or(&0);
         if states.shape.len() != 3 || states.values.len() != n * len * dim {
-            return Err(EngineError::Inference(format!(
+            return Err(EngineError::inference(format!(
                 "the model gave {:?}; a text encoder gives token states [batch, seq, dim]",
                 states.shape
             )));

@@ -171,8 +171,8 @@ mod engine {
         session: Mutex<Session>,
     }
 
-    fn inference(e: impl std::fmt::Display) -> EngineError {
-        EngineError::Inference(e.to_string())
+    fn inference(e: ort::Error) -> EngineError {
+        EngineError::inference(e)
     }
 
     impl Graph for OrtGraph {
@@ -215,8 +215,7 @@ mod engine {
     /// size along a symbolic dimension).
     pub(crate) fn load_graph(req: GraphRequest) -> Result<LoadedGraph, EngineError> {
         let env = environment(req.path)?;
-        let format =
-            |e: ort::Error| EngineError::Format(req.path.display().to_string(), e.to_string());
+        let format = |e: ort::Error| EngineError::format(req.path.display().to_string(), e);
         let session = Session::builder(&env)
             .map_err(format)?
             .with_intra_threads(req.threads)

@@ -165,21 +165,19 @@ impl Instance {
         cgroups: Option<&dyn Cgroups>,
         logs: Arc<LogRing>,
     ) -> Result<Arc<Instance>, SandboxError> {
-        let listener_error = |source| SandboxError::Spawn {
-            program: "Runtime API listener".into(),
-            source,
-        };
         // A jailed instance gets its own network namespace with the listener
         // inside at Lambda's fixed address; others share the platform's
         // loopback on an ephemeral port.
         let (listener, api_addr, net) = if spec.spawn.jail.is_some() {
             let net = tokio::task::spawn_blocking(sandbox::netns::new_instance_net)
                 .await
-                .map_err(|e| listener_error(std::io::Error::other(e)))?
-                .map_err(listener_error)?;
-            net.listener.set_nonblocking(true).map_err(listener_error)?;
+                .map_err(|e| SandboxError::Listener(std::io::Error::other(e)))?
+                .map_err(SandboxError::Listener)?;
+            net.listener
+                .set_nonblocking(true)
+                .map_err(SandboxError::Listener)?;
             let listener =
-                tokio::net::TcpListener::from_std(net.listener).map_err(listener_error)?;
+                tokio::net::TcpListener::from_std(net.listener).map_err(SandboxError::Listener)?;
             (
                 listener,
                 sandbox::netns::RUNTIME_API_ADDR.to_string(),
@@ -188,8 +186,8 @@ impl Instance {
         } else {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
                 .await
-                .map_err(listener_error)?;
-            let addr = listener.local_addr().map_err(listener_error)?;
+                .map_err(SandboxError::Listener)?;
+            let addr = listener.local_addr().map_err(SandboxError::Listener)?;
             (listener, addr.to_string(), None)
         };
         let (jobs_tx, jobs_rx) = mpsc::channel(16);

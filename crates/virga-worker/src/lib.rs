@@ -66,9 +66,14 @@ pub enum WorkerError {
     /// AWS_LAMBDA_RUNTIME_API is not set: this program runs inside a Lambda-compatible platform
     #[error("AWS_LAMBDA_RUNTIME_API is not set: run this program as a function of a Lambda-compatible platform")]
     NoRuntimeApi,
-    /// the Runtime API at {0} failed: {1}
-    #[error("the Runtime API at {0} failed: {1}")]
-    Api(String, String),
+    /// the Runtime API at {base} failed: {source}
+    #[error("the Runtime API at {base} failed: {source}")]
+    Api {
+        base: String,
+        /// The HTTP client's error, a read's, or what the answer lacked.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// the handler failed to initialise
     #[error("initialisation failed: {0}")]
     Init(String),
@@ -112,8 +117,11 @@ impl RuntimeClient {
             .build()
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> WorkerError {
-        WorkerError::Api(self.base.clone(), e.to_string())
+    fn err(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> WorkerError {
+        WorkerError::Api {
+            base: self.base.clone(),
+            source: e.into(),
+        }
     }
 
     /// Blocks until the next event arrives.

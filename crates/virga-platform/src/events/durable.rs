@@ -5,12 +5,18 @@
 //! One writer thread commits in groups: every write that arrives while a
 //! commit is under way joins the next one, so many concurrent accepts share
 //! one fsync. An accept is acknowledged only after its commit.
+//!
+//! Asynchronous events are reached through [`EventQueue`], so a broker can
+//! replace this store for them; queue messages and objects' metadata are
+//! still this store's own methods.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
+
+use super::queue::{EventQueue, QueueFuture};
 
 /// A storage failure of the event store.
 #[derive(Debug, thiserror::Error)]
@@ -164,48 +170,7 @@ impl Durable {
     }
 
     async fn acked(&self, make: impl FnOnce(Ack) -> Op) -> Result<(), DurableError> {
-        let (ack, done) = oneshot::channel();
-        self.send(make(ack))?;
-        done.await
-            .map_err(|_| DurableError::Closed)?
-            .map_err(|e| DurableError::Sqlite(self.path.clone(), e))
-    }
-
-    /// Stores events; returns once they are on disk.
-    pub async fn insert_events(&self, rows: Vec<EventRow>) -> Result<(), DurableError> {
-        self.acked(|ack| Op::InsertEvents(rows, ack)).await
-    }
-
-    /// The event was delivered: forget it.
-    pub fn delete_event(&self, id: &str) {
-        let _ = self.send(Op::DeleteEvent(id.to_string()));
-    }
-
-    pub fn retry_event(&self, id: &str, attempts: u32, available_at_ms: i64, error: &str) {
-        let _ = self.send(Op::RetryEvent {
-            id: id.to_string(),
-            attempts,
-            available_at_ms,
-            error: error.to_string(),
-        });
-    }
-
-    /// Moves an event to its function's dead-letter queue.
-    pub fn kill_event(&self, id: &str, attempts: u32, error: &str) {
-        let _ = self.send(Op::KillEvent {
-            id: id.to_string(),
-            attempts,
-            error: error.to_string(),
-        });
-    }
-
-    /// Moves a function's dead letters back to pending; returns them.
-    pub async fn redrive(&self, function: &str) -> Result<Vec<EventRow>, DurableError> {
-        let (reply, done) = oneshot::channel();
-        self.send(Op::Redrive(function.to_string(), reply))?;
-        done.await
-            .map_err(|_| DurableError::Closed)?
-            .map_err(|e| DurableError::Sqlite(self.path.clone(), e))
+        self.replied(make).await
     }
 
     pub async fn insert_messages(&self, rows: Vec<MessageRow>) -> Result<(), DurableError> {
@@ -241,15 +206,6 @@ impl Durable {
         f(&conn).map_err(|e| DurableError::Sqlite(self.path.clone(), Arc::new(e)))
     }
 
-    /// Events waiting for delivery (at start-up: whatever was pending or in flight).
-    pub fn pending_events(&self) -> Result<Vec<EventRow>, DurableError> {
-        self.events_in("pending", None)
-    }
-
-    pub fn dead_events(&self, function: &str) -> Result<Vec<EventRow>, DurableError> {
-        self.events_in("dead", Some(function))
-    }
-
     fn events_in(
         &self,
         state: &str,
@@ -261,17 +217,6 @@ impl Durable {
                  FROM events WHERE state = ?1 AND (?2 IS NULL OR function = ?2) ORDER BY enqueued_at_ms",
             )?;
             let rows = stmt.query_map(params![state, function], event_row)?;
-            rows.collect()
-        })
-    }
-
-    /// Dead letters per function.
-    pub fn dead_counts(&self) -> Result<Vec<(String, u64)>, DurableError> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT function, COUNT(*) FROM events WHERE state = 'dead' GROUP BY function ORDER BY function",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             rows.collect()
         })
     }
@@ -323,6 +268,74 @@ impl Durable {
         if let Some(w) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = w.join();
         }
+    }
+
+    fn replied<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Outcome<T>>) -> Op,
+    ) -> QueueFuture<'_, T> {
+        let (reply, done) = oneshot::channel();
+        let sent = self.send(make(reply));
+        Box::pin(async move {
+            sent?;
+            done.await
+                .map_err(|_| DurableError::Closed)?
+                .map_err(|e| DurableError::Sqlite(self.path.clone(), e))
+        })
+    }
+}
+
+impl EventQueue for Durable {
+    /// Resolves after the group commit holding the rows is fsync'd.
+    fn enqueue(&self, rows: Vec<EventRow>) -> QueueFuture<'_, ()> {
+        self.replied(|ack| Op::InsertEvents(rows, ack))
+    }
+
+    fn pending(&self) -> Result<Vec<EventRow>, DurableError> {
+        self.events_in("pending", None)
+    }
+
+    fn complete(&self, id: &str) {
+        let _ = self.send(Op::DeleteEvent(id.to_string()));
+    }
+
+    fn retry(&self, id: &str, attempts: u32, available_at_ms: i64, error: &str) {
+        let _ = self.send(Op::RetryEvent {
+            id: id.to_string(),
+            attempts,
+            available_at_ms,
+            error: error.to_string(),
+        });
+    }
+
+    fn dead_letter(&self, id: &str, attempts: u32, error: &str) {
+        let _ = self.send(Op::KillEvent {
+            id: id.to_string(),
+            attempts,
+            error: error.to_string(),
+        });
+    }
+
+    fn dead_letters(&self, function: &str) -> Result<Vec<EventRow>, DurableError> {
+        self.events_in("dead", Some(function))
+    }
+
+    fn dead_counts(&self) -> Result<Vec<(String, u64)>, DurableError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT function, COUNT(*) FROM events WHERE state = 'dead' GROUP BY function ORDER BY function",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        })
+    }
+
+    fn redrive<'a>(&'a self, function: &'a str) -> QueueFuture<'a, Vec<EventRow>> {
+        self.replied(|reply| Op::Redrive(function.to_string(), reply))
+    }
+
+    fn close(&self) {
+        Durable::close(self)
     }
 }
 
@@ -519,14 +532,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let d = Durable::open(dir.path()).unwrap();
-            d.insert_events(vec![ev("a", "f"), ev("b", "f"), ev("c", "g")])
+            d.enqueue(vec![ev("a", "f"), ev("b", "f"), ev("c", "g")])
                 .await
                 .unwrap();
-            d.delete_event("a");
-            d.kill_event("b", 3, "Unhandled");
+            d.complete("a");
+            d.dead_letter("b", 3, "Unhandled");
         }
         let d = Durable::open(dir.path()).unwrap();
-        let pending = d.pending_events().unwrap();
+        let pending = d.pending().unwrap();
         assert_eq!(
             pending
                 .iter()
@@ -534,7 +547,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["c"]
         );
-        let dead = d.dead_events("f").unwrap();
+        let dead = d.dead_letters("f").unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].attempts, 3);
         assert_eq!(dead[0].last_error.as_deref(), Some("Unhandled"));
@@ -542,8 +555,8 @@ mod tests {
         let back = d.redrive("f").await.unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].attempts, 0);
-        assert!(d.dead_events("f").unwrap().is_empty());
-        assert_eq!(d.pending_events().unwrap().len(), 2);
+        assert!(d.dead_letters("f").unwrap().is_empty());
+        assert_eq!(d.pending().unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -575,7 +588,7 @@ mod tests {
         d.delete_object("b", "k/1").await.unwrap();
         assert_eq!(d.object("b", "k/1").unwrap(), None);
         d.delete_messages(vec!["m1".into()]);
-        d.insert_events(vec![]).await.unwrap();
+        d.enqueue(vec![]).await.unwrap();
         assert!(d.messages().unwrap().is_empty());
     }
 }

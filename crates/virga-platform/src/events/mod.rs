@@ -1,7 +1,8 @@
 //! Event sources and asynchronous invocation: the *trigger* stage of the flow.
 //!
 //! - Asynchronous invocations (`X-Amz-Invocation-Type: Event`) are stored
-//!   durably ([`durable`]) before they are acknowledged, then delivered under
+//!   durably (an [`queue::EventQueue`], by default [`durable`]) before they
+//!   are acknowledged, then delivered under
 //!   the function's concurrency limit, retried with exponential backoff and
 //!   jitter, and dead-lettered after `max_retries` or `max_event_age_ms`.
 //!   Delivery is at least once; an event keeps its request id across retries.
@@ -11,6 +12,7 @@
 
 pub mod bucket;
 pub mod durable;
+pub mod queue;
 pub mod schedule;
 pub mod sqs;
 
@@ -24,6 +26,7 @@ use virga_spec::{Destination, Trigger, TriggerSpec};
 
 use crate::scheduler::{InvokeError, InvokeRequest, Scheduler};
 use durable::{Durable, DurableError, EventRow};
+use queue::EventQueue;
 
 /// Why an event was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,9 @@ struct FnQueue {
 pub use virga_spec::api::{AsyncDepth, DeadLetter};
 
 pub struct Events {
+    /// Where accepted asynchronous events live until delivered.
+    queue: Arc<dyn EventQueue>,
+    /// Queue messages and objects' metadata (the same SQLite store).
     durable: Arc<Durable>,
     scheduler: Arc<Scheduler>,
     objects_dir: std::path::PathBuf,
@@ -127,6 +133,7 @@ impl Events {
         let objects_dir = data_dir.join("objects");
         std::fs::create_dir_all(&objects_dir)?;
         let events = Arc::new_cyclic(|me| Events {
+            queue: durable.clone(),
             durable,
             scheduler,
             objects_dir,
@@ -136,7 +143,7 @@ impl Events {
             stopping: Default::default(),
             me: me.clone(),
         });
-        let pending = events.durable.pending_events()?;
+        let pending = events.queue.pending()?;
         if !pending.is_empty() {
             tracing::info!(
                 events = pending.len(),
@@ -198,8 +205,8 @@ impl Events {
         if events.is_empty() {
             return Ok(());
         }
-        self.durable
-            .insert_events(events.iter().map(Event::row).collect())
+        self.queue
+            .enqueue(events.iter().map(Event::row).collect())
             .await?;
         for ev in events {
             self.push(ev);
@@ -294,7 +301,7 @@ impl Events {
         let result = self.scheduler.invoke(req.clone()).await;
         match result {
             Ok(inv) if inv.function_error.is_none() => {
-                self.durable.delete_event(&ev.request_id);
+                self.queue.complete(&ev.request_id);
                 if let Some(dest) = manifest.on_success.as_deref().and_then(Destination::parse) {
                     let record =
                         destination_record(&ev, &manifest.name, "Success", Some(&inv.body));
@@ -318,7 +325,7 @@ impl Events {
                     }
                 } else {
                     let delay = retry_delay(manifest.retry_delay_ms, ev.attempts);
-                    self.durable.retry_event(
+                    self.queue.retry(
                         &ev.request_id,
                         ev.attempts,
                         now_ms() + delay.as_millis() as i64,
@@ -347,7 +354,7 @@ impl Events {
 
     fn dead_letter(&self, ev: &Event, error: &str) {
         tracing::warn!(function = %ev.function, request_id = %ev.request_id, error, "event dead-lettered");
-        self.durable.kill_event(&ev.request_id, ev.attempts, error);
+        self.queue.dead_letter(&ev.request_id, ev.attempts, error);
     }
 
     async fn send_to(&self, dest: &Destination, body: String) {
@@ -362,7 +369,7 @@ impl Events {
 
     /// Queue depth and age per function, with dead-letter counts.
     pub fn async_depths(&self) -> Result<Vec<AsyncDepth>, EventsError> {
-        let dead: HashMap<String, u64> = self.durable.dead_counts()?.into_iter().collect();
+        let dead: HashMap<String, u64> = self.queue.dead_counts()?.into_iter().collect();
         let now = now_ms();
         let mut out: Vec<AsyncDepth> = {
             let fns = lock(&self.functions);
@@ -395,8 +402,8 @@ impl Events {
 
     pub fn dead_letters(&self, function: &str) -> Result<Vec<DeadLetter>, EventsError> {
         Ok(self
-            .durable
-            .dead_events(function)?
+            .queue
+            .dead_letters(function)?
             .into_iter()
             .map(|r| DeadLetter {
                 payload: serde_json::from_slice(&r.payload).unwrap_or_else(|_| {
@@ -414,7 +421,7 @@ impl Events {
 
     /// Sends a function's dead letters through delivery again; returns how many.
     pub async fn redrive(&self, function: &str) -> Result<usize, EventsError> {
-        let rows = self.durable.redrive(function).await?;
+        let rows = self.queue.redrive(function).await?;
         let n = rows.len();
         for r in rows {
             self.push(Event::from_row(r));
@@ -491,8 +498,12 @@ impl Events {
         for (_, h) in lock(&self.sources).drain() {
             h.abort();
         }
-        let durable = self.durable.clone();
-        let _ = tokio::task::spawn_blocking(move || durable.close()).await;
+        let (queue, durable) = (self.queue.clone(), self.durable.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            queue.close();
+            durable.close();
+        })
+        .await;
     }
 
     /// Starts and stops schedules and queue pollers as functions are

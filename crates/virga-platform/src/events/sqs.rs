@@ -245,9 +245,9 @@ impl Events {
             available_at_ms: m.sent_at_ms,
             last_error: None,
         };
-        if self.durable.insert_events(vec![row]).await.is_ok() {
-            self.durable
-                .kill_event(&m.id, m.receive_count, "MaxReceiveExceeded");
+        if self.queue.enqueue(vec![row]).await.is_ok() {
+            self.queue
+                .dead_letter(&m.id, m.receive_count, "MaxReceiveExceeded");
             self.durable.delete_messages(vec![m.id]);
         }
     }

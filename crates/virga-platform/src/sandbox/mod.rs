@@ -55,6 +55,9 @@ pub enum SandboxError {
     /// the cgroup for {0} could not be created
     #[error("cannot create the cgroup of instance {0}: {1}")]
     Cgroup(String, #[source] io::Error),
+    /// the instance's Runtime API listener (or its network namespace) could not be set up
+    #[error("cannot open the instance's Runtime API listener: {0}")]
+    Listener(#[source] io::Error),
 }
 
 /// A cgroup hierarchy the platform may create instance groups in.

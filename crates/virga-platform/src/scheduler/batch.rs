@@ -1,86 +1,11 @@
-//! Adaptive batching: when to stop gathering requests into one invocation.
-//!
-//! A function with `[batching]` puts its requests in one FIFO. A dispatcher
-//! takes the first, waits for a slot on an instance, then takes whatever
-//! else is already waiting (up to `max_batch_size`). While requests pile up
-//! behind busy instances, batches therefore grow on their own. With a slot
-//! in hand and room left, it waits for more only while that is likely to pay:
-//! until the first member has waited `max_delay_ms` (never longer), and only
-//! when requests arrive faster than that (the smoothed gap between arrivals
-//! is shorter than the time left). At low load a lone request is dispatched
-//! at once, as Triton's dynamic batcher does with a zero queue delay, and
-//! under load batches fill up to the maximum (the BATCH paper's adaptive
-//! window). Sizes never exceed `max_batch_size`.
-//!
-//! [`BatchPolicy`] is pure (time is passed in); [`gather`] applies it to a
-//! channel and is tested on a paused clock.
-
-use std::time::Duration;
+//! Gathering a batch on tokio: [`gather`] applies the pure
+//! [`virga_policy::BatchPolicy`] (when to stop waiting for more) to a
+//! channel, and is tested on a paused clock.
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Weight of the newest gap in the smoothed inter-arrival gap.
-const GAP_WEIGHT: f64 = 0.2;
-
-#[derive(Debug, Clone)]
-pub struct BatchPolicy {
-    max_size: usize,
-    max_delay: Duration,
-    last_arrival: Option<Instant>,
-    /// Smoothed gap between arrivals, in seconds.
-    gap_s: Option<f64>,
-}
-
-impl BatchPolicy {
-    pub fn new(max_size: usize, max_delay: Duration) -> Self {
-        BatchPolicy {
-            max_size: max_size.max(1),
-            max_delay,
-            last_arrival: None,
-            gap_s: None,
-        }
-    }
-
-    pub fn max_size(&self) -> usize {
-        self.max_size
-    }
-
-    /// A request arrived at `at` (arrivals are observed in order).
-    pub fn observe(&mut self, at: Instant) {
-        if let Some(last) = self.last_arrival {
-            let gap = at.saturating_duration_since(last).as_secs_f64();
-            self.gap_s = Some(match self.gap_s {
-                Some(g) => g + GAP_WEIGHT * (gap - g),
-                None => gap,
-            });
-        }
-        self.last_arrival = Some(self.last_arrival.map_or(at, |l| l.max(at)));
-    }
-
-    /// The smoothed gap between arrivals, once two were seen.
-    pub fn gap(&self) -> Option<Duration> {
-        self.gap_s.map(Duration::from_secs_f64)
-    }
-
-    /// With `len` requests gathered, the first of which arrived at `first`:
-    /// until when to wait for more, or `None` to dispatch now.
-    pub fn wait_until(&self, now: Instant, first: Instant, len: usize) -> Option<Instant> {
-        if len >= self.max_size {
-            return None;
-        }
-        let deadline = first + self.max_delay;
-        if now >= deadline {
-            return None;
-        }
-        let left = deadline - now;
-        match self.gap() {
-            // Requests come faster than the time left: someone will likely join.
-            Some(gap) if gap < left => Some(deadline),
-            _ => None,
-        }
-    }
-}
+use super::policy::BatchPolicy;
 
 /// Gathers one batch: `first`, what already waits in `rx`, then (as the
 /// policy allows) what arrives before the deadline. `arrived` says when a
@@ -117,6 +42,7 @@ pub async fn gather<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -1,5 +1,5 @@
 //! The batch dispatcher: gathers waiting requests into one invocation as
-//! the pure [`super::batch::BatchPolicy`] allows, and splits the answer.
+//! the pure [`virga_policy::BatchPolicy`] allows, and splits the answer.
 
 use super::*;
 use serde_json::value::RawValue;

@@ -151,7 +151,12 @@ impl Scheduler {
             SandboxError::Spawn { .. } => {
                 Failure::new(Status::Error, "Runtime.InvalidEntrypoint", e.to_string())
             }
-            SandboxError::Cgroup(..) => {
+            // The platform's own fault, not the function's: Lambda reports
+            // what it cannot attribute to the function's code as
+            // `Runtime.Unknown`. (Its Invoke API `ServiceException` would
+            // fail the call before any record; here the attempt is recorded
+            // like any failed start.)
+            SandboxError::Cgroup(..) | SandboxError::Listener(_) => {
                 Failure::new(Status::Error, "Runtime.Unknown", e.to_string())
             }
         })?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::budget::Reservation;
-use super::pool::Grant;
+use super::policy::Grant;
 use super::Function;
 use crate::instance::Instance;
 

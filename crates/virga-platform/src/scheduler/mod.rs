@@ -1,25 +1,24 @@
 //! The scheduler: per-function instance pools, cold starts, keep-alive,
 //! provisioned instances and the run of one invocation from grant to record.
 //!
-//! Decisions are made by pure policies (`pool`, `service`, `autoscale`,
-//! `batch`: state and a `now` in, a decision out); the rest carries them out
-//! with real instances, in flow order: `registry` (deploy, delete, listings)
+//! Decisions are made by the pure policies of `virga-policy` (pools,
+//! autoscaling, batching: state and a `now` in, a decision out), put on
+//! tokio's clock by `policy`; the rest carries them out with real
+//! instances, in flow order: `registry` (deploy, delete, listings)
 //! -> `function` (a revision and its pools) -> `invoke` (admission, a slot
 //! held by a `lease`, cold starts within the `budget`, execution, record) and
 //! `batcher` (gathering a batch) -> `timers` (keep-alive, autoscaling);
 //! `lambda` is the Lambda identity (ARNs, trace ids). It knows nothing of HTTP.
 
-pub mod autoscale;
-pub mod batch;
+mod batch;
 mod batcher;
 pub mod budget;
 mod function;
 mod invoke;
 mod lambda;
 mod lease;
-pub mod pool;
+mod policy;
 mod registry;
-pub mod service;
 mod timers;
 
 use std::collections::HashMap;
@@ -42,12 +41,11 @@ use crate::logs::LogRing;
 use crate::meter::{report_line, Meter};
 use crate::sandbox::{self, resolve_program, Cgroups, Jail, Limits, SandboxError, SpawnSpec};
 use crate::store::{StoreError, StoredFunction};
-use autoscale::{AutoscaleConfig, Autoscaler};
-use batch::BatchPolicy;
 use budget::{MemoryBudget, Reservation};
 use lease::{Lease, Waiting};
-use pool::{Acquire, Grant, Pool, PoolLimits};
-use service::ServicePool;
+use policy::{
+    Acquire, AutoscaleConfig, Autoscaler, BatchPolicy, Grant, Pool, PoolLimits, ServicePool,
+};
 
 #[doc(hidden)]
 pub use batcher::split_batch_answer;

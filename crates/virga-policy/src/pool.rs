@@ -3,13 +3,18 @@
 //!
 //! No processes, no I/O, no clock of its own: callers pass `now`. That keeps
 //! the policy testable without processes and reusable by a trace-driven
-//! simulator. Instances are an opaque `I`.
+//! simulator. Instances are an opaque `I`, times a [`Moment`] `T`, and a
+//! queued request waits on the receiving end of an `H` hand-off.
+//!
+//! Keep-alive is fixed here ([`PoolLimits::keep_alive`]): an idle instance
+//! expires that long after its last request.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::time::Instant;
+use crate::clock::Moment;
+use crate::handoff::Handoff;
 
 /// What a queued request is eventually handed.
 #[derive(Debug)]
@@ -20,13 +25,14 @@ pub enum Grant<I> {
     Spawn,
 }
 
-/// The answer to "a request arrived".
+/// The answer to "a request arrived"; `R` is the receiving end the request
+/// waits on.
 #[derive(Debug)]
-pub enum Acquire<I> {
+pub enum Acquire<I, R> {
     Warm(I),
     Spawn,
     /// Wait in the FIFO for a released instance or a freed slot.
-    Wait(oneshot::Receiver<Grant<I>>),
+    Wait(R),
     /// Capacity and queue are full: 429.
     Throttle,
 }
@@ -45,15 +51,25 @@ pub struct PoolLimits {
 
 /// Instances of one function: idle ones (most recently used last) and a count
 /// of active ones (busy or starting), plus the FIFO of waiting requests.
-#[derive(Debug)]
-pub struct Pool<I> {
+pub struct Pool<I, T, H: Handoff> {
     limits: PoolLimits,
-    idle: Vec<(I, Instant)>,
+    idle: Vec<(I, T)>,
     active: usize,
-    waiters: VecDeque<oneshot::Sender<Grant<I>>>,
+    waiters: VecDeque<H::Sender<Grant<I>>>,
 }
 
-impl<I> Pool<I> {
+impl<I, T, H: Handoff> fmt::Debug for Pool<I, T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("limits", &self.limits)
+            .field("idle", &self.idle.len())
+            .field("active", &self.active)
+            .field("waiters", &self.waiters.len())
+            .finish()
+    }
+}
+
+impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
     pub fn new(limits: PoolLimits) -> Self {
         Pool {
             limits,
@@ -76,7 +92,7 @@ impl<I> Pool<I> {
     }
 
     pub fn queued(&mut self) -> usize {
-        self.waiters.retain(|w| !w.is_closed());
+        self.waiters.retain(|w| !H::is_closed(w));
         self.waiters.len()
     }
 
@@ -86,7 +102,7 @@ impl<I> Pool<I> {
 
     /// A request arrived: reuse the most recently used idle instance (so the
     /// least recently used ones age out), else spawn under the limit, else queue.
-    pub fn acquire(&mut self) -> Acquire<I> {
+    pub fn acquire(&mut self) -> Acquire<I, H::Receiver<Grant<I>>> {
         if let Some((inst, _)) = self.idle.pop() {
             self.active += 1;
             return Acquire::Warm(inst);
@@ -96,7 +112,7 @@ impl<I> Pool<I> {
             return Acquire::Spawn;
         }
         if self.queued() < self.limits.max_queue {
-            let (tx, rx) = oneshot::channel();
+            let (tx, rx) = H::channel();
             self.waiters.push_back(tx);
             return Acquire::Wait(rx);
         }
@@ -115,9 +131,9 @@ impl<I> Pool<I> {
 
     /// An active instance finished its request and is healthy: hand it to the
     /// first live waiter, else keep it idle.
-    pub fn release(&mut self, mut inst: I, now: Instant) {
+    pub fn release(&mut self, mut inst: I, now: T) {
         while let Some(w) = self.waiters.pop_front() {
-            match w.send(Grant::Warm(inst)) {
+            match H::send(w, Grant::Warm(inst)) {
                 Ok(()) => return,
                 // That waiter gave up (its client went away): try the next.
                 Err(Grant::Warm(back)) => inst = back,
@@ -132,7 +148,7 @@ impl<I> Pool<I> {
     /// slot, and let the first live waiter start a replacement.
     pub fn discard(&mut self) {
         while let Some(w) = self.waiters.pop_front() {
-            if w.send(Grant::Spawn).is_ok() {
+            if H::send(w, Grant::Spawn).is_ok() {
                 return;
             }
         }
@@ -147,19 +163,19 @@ impl<I> Pool<I> {
 
     /// Idle instances whose keep-alive has run out, oldest first, sparing the
     /// provisioned minimum.
-    pub fn reap(&mut self, now: Instant) -> Vec<I> {
+    pub fn reap(&mut self, now: T) -> Vec<I> {
         let spare = self.total().saturating_sub(self.limits.min_instances);
         let expired = self
             .idle
             .iter()
-            .take_while(|(_, t)| now.duration_since(*t) >= self.limits.keep_alive)
+            .take_while(|(_, t)| now.since(*t) >= self.limits.keep_alive)
             .count()
             .min(spare);
         self.idle.drain(..expired).map(|(i, _)| i).collect()
     }
 
     /// When the next idle instance expires, if any can.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    pub fn next_expiry(&self) -> Option<T> {
         if self.total() <= self.limits.min_instances {
             return None;
         }
@@ -179,7 +195,7 @@ impl<I> Pool<I> {
     }
 
     /// Idle instances with the time each went idle, oldest first.
-    pub fn idle(&self) -> impl Iterator<Item = (&I, Instant)> {
+    pub fn idle(&self) -> impl Iterator<Item = (&I, T)> {
         self.idle.iter().map(|(i, t)| (i, *t))
     }
 }
@@ -187,6 +203,14 @@ impl<I> Pool<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handoff::{Inbox, Mailbox};
+
+    /// A pool on a virtual clock (time since the start), as a simulator runs it.
+    type P = Pool<u32, Duration, Mailbox>;
+
+    fn granted(rx: &mut Inbox<Grant<u32>>) -> Option<Grant<u32>> {
+        rx.try_recv().ok()
+    }
 
     fn limits(max: usize, queue: usize) -> PoolLimits {
         PoolLimits {
@@ -199,7 +223,7 @@ mod tests {
 
     #[test]
     fn spawns_until_the_limit_then_queues_then_throttles() {
-        let mut p: Pool<u32> = Pool::new(limits(2, 1));
+        let mut p: P = Pool::new(limits(2, 1));
         assert!(matches!(p.acquire(), Acquire::Spawn));
         assert!(matches!(p.acquire(), Acquire::Spawn));
         let Acquire::Wait(mut rx) = p.acquire() else {
@@ -207,16 +231,16 @@ mod tests {
         };
         assert!(matches!(p.acquire(), Acquire::Throttle));
         // A release goes straight to the waiter, not to the idle list.
-        p.release(7, Instant::now());
-        assert!(matches!(rx.try_recv(), Ok(Grant::Warm(7))));
+        p.release(7, Duration::ZERO);
+        assert!(matches!(granted(&mut rx), Some(Grant::Warm(7))));
         assert_eq!(p.idle_count(), 0);
         assert_eq!(p.active_count(), 2);
     }
 
     #[test]
     fn reuses_the_most_recently_used_instance() {
-        let mut p: Pool<u32> = Pool::new(limits(3, 0));
-        let t = Instant::now();
+        let mut p: P = Pool::new(limits(3, 0));
+        let t = Duration::ZERO;
         for _ in 0..2 {
             assert!(matches!(p.acquire(), Acquire::Spawn));
         }
@@ -227,7 +251,7 @@ mod tests {
 
     #[test]
     fn abandoned_waiters_are_skipped_and_do_not_count() {
-        let mut p: Pool<u32> = Pool::new(limits(1, 1));
+        let mut p: P = Pool::new(limits(1, 1));
         assert!(matches!(p.acquire(), Acquire::Spawn));
         let Acquire::Wait(rx) = p.acquire() else {
             panic!()
@@ -237,19 +261,19 @@ mod tests {
         let Acquire::Wait(mut rx2) = p.acquire() else {
             panic!("queue place should be free again")
         };
-        p.release(5, Instant::now());
-        assert!(matches!(rx2.try_recv(), Ok(Grant::Warm(5))));
+        p.release(5, Duration::ZERO);
+        assert!(matches!(granted(&mut rx2), Some(Grant::Warm(5))));
     }
 
     #[test]
     fn a_dead_instance_lets_a_waiter_spawn_a_replacement() {
-        let mut p: Pool<u32> = Pool::new(limits(1, 4));
+        let mut p: P = Pool::new(limits(1, 4));
         assert!(matches!(p.acquire(), Acquire::Spawn));
         let Acquire::Wait(mut rx) = p.acquire() else {
             panic!()
         };
         p.discard();
-        assert!(matches!(rx.try_recv(), Ok(Grant::Spawn)));
+        assert!(matches!(granted(&mut rx), Some(Grant::Spawn)));
         assert_eq!(p.active_count(), 1);
         p.discard();
         assert_eq!(p.active_count(), 0);
@@ -259,8 +283,8 @@ mod tests {
     fn reaps_only_expired_instances_and_spares_the_minimum() {
         let mut l = limits(4, 0);
         l.min_instances = 1;
-        let mut p: Pool<u32> = Pool::new(l);
-        let t0 = Instant::now();
+        let mut p: P = Pool::new(l);
+        let t0 = Duration::ZERO;
         for _ in 0..3 {
             assert!(p.reserve());
         }
@@ -280,7 +304,7 @@ mod tests {
 
     #[test]
     fn unlimited_pools_always_spawn() {
-        let mut p: Pool<u32> = Pool::new(limits(usize::MAX, 0));
+        let mut p: P = Pool::new(limits(usize::MAX, 0));
         for _ in 0..1000 {
             assert!(matches!(p.acquire(), Acquire::Spawn));
         }

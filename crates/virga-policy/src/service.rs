@@ -8,20 +8,20 @@
 //! otherwise it waits, and a freed slot or a new task's slots go to the
 //! oldest waiter. Scaling down stops idle tasks only, longest idle first.
 //!
-//! Like [`super::pool`], no processes, no I/O and no clock of its own.
+//! Like [`crate::pool`], no processes, no I/O and no clock of its own.
 
 use std::collections::VecDeque;
+use std::fmt;
 
-use tokio::sync::oneshot;
-use tokio::time::Instant;
-
-use super::pool::{Acquire, Grant};
+use crate::clock::Moment;
+use crate::handoff::Handoff;
+use crate::pool::{Acquire, Grant};
 
 #[derive(Debug)]
-struct Task<I> {
+struct Task<I, T> {
     inst: I,
     in_flight: usize,
-    idle_since: Instant,
+    idle_since: T,
 }
 
 /// What the autoscaler's new target asks for.
@@ -34,20 +34,32 @@ pub struct ScaleStep<I> {
     pub stop: Vec<I>,
 }
 
-#[derive(Debug)]
-pub struct ServicePool<I> {
+pub struct ServicePool<I, T, H: Handoff> {
     per_instance: usize,
     max_instances: usize,
     max_queue: usize,
     min_instances: usize,
     target: usize,
-    tasks: Vec<Task<I>>,
+    tasks: Vec<Task<I, T>>,
     starting: usize,
-    waiters: VecDeque<oneshot::Sender<Grant<I>>>,
+    waiters: VecDeque<H::Sender<Grant<I>>>,
     draining: bool,
 }
 
-impl<I: Clone> ServicePool<I> {
+impl<I, T, H: Handoff> fmt::Debug for ServicePool<I, T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServicePool")
+            .field("per_instance", &self.per_instance)
+            .field("target", &self.target)
+            .field("tasks", &self.tasks.len())
+            .field("starting", &self.starting)
+            .field("waiters", &self.waiters.len())
+            .field("draining", &self.draining)
+            .finish()
+    }
+}
+
+impl<I: Clone, T: Moment, H: Handoff> ServicePool<I, T, H> {
     pub fn new(
         per_instance: usize,
         min_instances: usize,
@@ -91,7 +103,7 @@ impl<I: Clone> ServicePool<I> {
     }
 
     pub fn queued(&mut self) -> usize {
-        self.waiters.retain(|w| !w.is_closed());
+        self.waiters.retain(|w| !H::is_closed(w));
         self.waiters.len()
     }
 
@@ -106,7 +118,7 @@ impl<I: Clone> ServicePool<I> {
     }
 
     /// A request arrived.
-    pub fn acquire(&mut self) -> Acquire<I> {
+    pub fn acquire(&mut self) -> Acquire<I, H::Receiver<Grant<I>>> {
         if self.draining {
             return Acquire::Throttle;
         }
@@ -125,7 +137,7 @@ impl<I: Clone> ServicePool<I> {
             return Acquire::Spawn;
         }
         if self.queued() < self.max_queue {
-            let (tx, rx) = oneshot::channel();
+            let (tx, rx) = H::channel();
             self.waiters.push_back(tx);
             return Acquire::Wait(rx);
         }
@@ -138,7 +150,7 @@ impl<I: Clone> ServicePool<I> {
             let Some(w) = self.waiters.pop_front() else {
                 return;
             };
-            if w.send(Grant::Warm(self.tasks[idx].inst.clone())).is_ok() {
+            if H::send(w, Grant::Warm(self.tasks[idx].inst.clone())).is_ok() {
                 self.tasks[idx].in_flight += 1;
             }
         }
@@ -148,7 +160,7 @@ impl<I: Clone> ServicePool<I> {
     /// started it takes its first slot. Its other slots go to waiters.
     /// Returns the task when the pool is draining and nobody needs it: stop it.
     #[must_use = "a task returned must be stopped"]
-    pub fn add(&mut self, inst: I, now: Instant, busy: bool) -> Option<I> {
+    pub fn add(&mut self, inst: I, now: T, busy: bool) -> Option<I> {
         self.starting = self.starting.saturating_sub(1);
         if self.draining && !busy {
             return Some(inst);
@@ -169,7 +181,7 @@ impl<I: Clone> ServicePool<I> {
             let Some(w) = self.waiters.pop_front() else {
                 return;
             };
-            if w.send(Grant::Spawn).is_ok() {
+            if H::send(w, Grant::Spawn).is_ok() {
                 self.starting += 1;
                 return;
             }
@@ -184,7 +196,7 @@ impl<I: Clone> ServicePool<I> {
 
     /// A request on a task finished and the task is healthy. Returns the task
     /// when the pool is draining and it became idle: stop it.
-    pub fn release(&mut self, is_it: impl Fn(&I) -> bool, now: Instant) -> Option<I> {
+    pub fn release(&mut self, is_it: impl Fn(&I) -> bool, now: T) -> Option<I> {
         let idx = self.tasks.iter().position(|t| is_it(&t.inst))?;
         let t = &mut self.tasks[idx];
         t.in_flight = t.in_flight.saturating_sub(1);
@@ -235,7 +247,7 @@ impl<I: Clone> ServicePool<I> {
 
     /// Takes up to `n` idle tasks out, longest idle first.
     fn stop_idle(&mut self, n: usize) -> Vec<I> {
-        let mut idle: Vec<(usize, Instant)> = self
+        let mut idle: Vec<(usize, T)> = self
             .tasks
             .iter()
             .enumerate()
@@ -274,11 +286,19 @@ impl<I: Clone> ServicePool<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handoff::{Inbox, Mailbox};
+    use std::time::Duration;
+
+    type P = ServicePool<u32, Duration, Mailbox>;
+
+    fn granted(rx: &mut Inbox<Grant<u32>>) -> Option<Grant<u32>> {
+        rx.try_recv().ok()
+    }
 
     #[test]
     fn one_task_takes_requests_up_to_its_concurrency_then_they_wait() {
-        let mut p: ServicePool<u32> = ServicePool::new(3, 0, 1, 10);
-        let now = Instant::now();
+        let mut p: P = ServicePool::new(3, 0, 1, 10);
+        let now = Duration::ZERO;
         assert!(
             matches!(p.acquire(), Acquire::Spawn),
             "activation from zero"
@@ -294,20 +314,20 @@ mod tests {
         };
         // The task comes up busy with its starter; two slots go to waiters.
         let _ = p.add(7, now, true);
-        assert!(matches!(w1.try_recv(), Ok(Grant::Warm(7))));
-        assert!(matches!(w2.try_recv(), Ok(Grant::Warm(7))));
-        assert!(w3.try_recv().is_err());
+        assert!(matches!(granted(&mut w1), Some(Grant::Warm(7))));
+        assert!(matches!(granted(&mut w2), Some(Grant::Warm(7))));
+        assert!(granted(&mut w3).is_none());
         assert_eq!((p.in_flight(), p.queued()), (3, 1));
         // A finished request frees a slot for the last waiter.
         assert!(p.release(|&i| i == 7, now).is_none());
-        assert!(matches!(w3.try_recv(), Ok(Grant::Warm(7))));
+        assert!(matches!(granted(&mut w3), Some(Grant::Warm(7))));
         assert_eq!(p.in_flight(), 3);
     }
 
     #[test]
     fn requests_spread_to_the_least_loaded_task_and_scaling_stops_idle_ones() {
-        let mut p: ServicePool<u32> = ServicePool::new(2, 0, 4, 0);
-        let now = Instant::now();
+        let mut p: P = ServicePool::new(2, 0, 4, 0);
+        let now = Duration::ZERO;
         let step = p.scale(2);
         assert_eq!(step.start, 2);
         let _ = p.add(1, now, false);
@@ -328,15 +348,15 @@ mod tests {
 
     #[test]
     fn a_dead_task_lets_a_waiter_start_a_replacement() {
-        let mut p: ServicePool<u32> = ServicePool::new(1, 0, 1, 5);
-        let now = Instant::now();
+        let mut p: P = ServicePool::new(1, 0, 1, 5);
+        let now = Duration::ZERO;
         assert!(matches!(p.acquire(), Acquire::Spawn));
         let _ = p.add(1, now, true);
         let Acquire::Wait(mut w) = p.acquire() else {
             panic!()
         };
         assert_eq!(p.remove(|&i| i == 1), Some(1));
-        assert!(matches!(w.try_recv(), Ok(Grant::Spawn)));
+        assert!(matches!(granted(&mut w), Some(Grant::Spawn)));
         assert_eq!(p.starting(), 1);
         p.start_failed();
         assert_eq!(p.starting(), 0);
@@ -344,8 +364,8 @@ mod tests {
 
     #[test]
     fn draining_stops_idle_tasks_now_and_busy_ones_when_they_finish() {
-        let mut p: ServicePool<u32> = ServicePool::new(2, 0, 2, 5);
-        let now = Instant::now();
+        let mut p: P = ServicePool::new(2, 0, 2, 5);
+        let now = Duration::ZERO;
         p.scale(2);
         let _ = p.add(1, now, false);
         let _ = p.add(2, now, true);
@@ -357,8 +377,8 @@ mod tests {
 
     #[test]
     fn a_task_started_after_the_pool_drained_is_handed_back_to_stop() {
-        let mut p: ServicePool<u32> = ServicePool::new(2, 0, 2, 4);
-        let now = Instant::now();
+        let mut p: P = ServicePool::new(2, 0, 2, 4);
+        let now = Duration::ZERO;
         let step = p.scale(2);
         assert_eq!(step.start, 2);
         assert!(p.drain().is_empty());

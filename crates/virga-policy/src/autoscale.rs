@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::Moment;
 
 /// The autoscaler's settings, from the manifest.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,17 +44,17 @@ impl AutoscaleConfig {
 }
 
 #[derive(Debug)]
-pub struct Autoscaler {
+pub struct Autoscaler<T> {
     cfg: AutoscaleConfig,
-    samples: VecDeque<(Instant, f64)>,
+    samples: VecDeque<(T, f64)>,
     /// Recent recommendations, over the scale-down delay: scaling down
     /// follows their maximum, so only a whole delay of lower wants counts.
-    recent: VecDeque<(Instant, usize)>,
+    recent: VecDeque<(T, usize)>,
     /// While a burst lasts, never scale down.
     panicking: bool,
 }
 
-impl Autoscaler {
+impl<T: Moment> Autoscaler<T> {
     pub fn new(cfg: AutoscaleConfig) -> Self {
         Autoscaler {
             cfg,
@@ -69,10 +69,10 @@ impl Autoscaler {
     }
 
     /// Records the concurrency (in flight + waiting) seen at `now`.
-    pub fn observe(&mut self, now: Instant, concurrency: f64) {
+    pub fn observe(&mut self, now: T, concurrency: f64) {
         self.samples.push_back((now, concurrency.max(0.0)));
         while let Some(&(t, _)) = self.samples.front() {
-            if now.duration_since(t) > self.cfg.stable_window {
+            if now.since(t) > self.cfg.stable_window {
                 self.samples.pop_front();
             } else {
                 break;
@@ -80,11 +80,11 @@ impl Autoscaler {
         }
     }
 
-    fn average(&self, now: Instant, window: Duration) -> f64 {
+    fn average(&self, now: T, window: Duration) -> f64 {
         let (sum, n) = self
             .samples
             .iter()
-            .filter(|(t, _)| now.duration_since(*t) <= window)
+            .filter(|(t, _)| now.since(*t) <= window)
             .fold((0.0, 0usize), |(s, n), (_, c)| (s + c, n + 1));
         if n == 0 {
             0.0
@@ -100,7 +100,7 @@ impl Autoscaler {
     }
 
     /// The task count wanted now, given `current` tasks (running + starting).
-    pub fn decide(&mut self, now: Instant, current: usize) -> usize {
+    pub fn decide(&mut self, now: T, current: usize) -> usize {
         let stable = self.want(self.average(now, self.cfg.stable_window));
         let panic = self.want(self.average(now, self.cfg.panic_window()));
         if panic >= 2 * current.max(1) && panic > current {
@@ -121,7 +121,7 @@ impl Autoscaler {
         let desired = desired.clamp(self.cfg.min, self.cfg.max.max(self.cfg.min));
         self.recent.push_back((now, desired));
         while let Some(&(t, _)) = self.recent.front() {
-            if now.duration_since(t) > self.cfg.scale_down_delay {
+            if now.since(t) > self.cfg.scale_down_delay {
                 self.recent.pop_front();
             } else {
                 break;
@@ -133,9 +133,7 @@ impl Autoscaler {
         // Down only as far as the highest want of the whole delay.
         let held = self.recent.iter().map(|&(_, d)| d).max().unwrap_or(desired);
         match self.recent.front() {
-            Some(&(t, _))
-                if now.duration_since(t) + self.cfg.tick() >= self.cfg.scale_down_delay =>
-            {
+            Some(&(t, _)) if now.since(t) + self.cfg.tick() >= self.cfg.scale_down_delay => {
                 held.min(current)
             }
             // Not a whole delay of history yet (just started): hold.
@@ -159,40 +157,50 @@ mod tests {
         }
     }
 
-    /// Runs the autoscaler on the paused clock under `load` for `secs`,
-    /// sampling every tick; returns the last decision.
-    async fn run(a: &mut Autoscaler, current: &mut usize, load: f64, secs: u64) -> Vec<usize> {
+    /// A virtual clock: time since the start, advanced by the test alone.
+    type Clock = Duration;
+
+    /// Runs the autoscaler under `load` for `secs`, sampling every tick;
+    /// returns every decision.
+    fn run(
+        a: &mut Autoscaler<Clock>,
+        now: &mut Clock,
+        current: &mut usize,
+        load: f64,
+        secs: u64,
+    ) -> Vec<usize> {
         let mut seen = Vec::new();
-        let end = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < end {
-            tokio::time::sleep(a.config().tick()).await;
-            a.observe(Instant::now(), load);
-            *current = a.decide(Instant::now(), *current);
+        let end = *now + Duration::from_secs(secs);
+        while *now < end {
+            *now += a.config().tick();
+            a.observe(*now, load);
+            *current = a.decide(*now, *current);
             seen.push(*current);
         }
         seen
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn scales_up_under_sustained_load_and_down_after_the_delay() {
+    #[test]
+    fn scales_up_under_sustained_load_and_down_after_the_delay() {
         let mut a = Autoscaler::new(cfg(0, 10));
+        let mut now = Clock::ZERO;
         let mut n = 1;
         // 8 requests in flight, 2 per task: 4 tasks, reached quickly (panic).
-        let seen = run(&mut a, &mut n, 8.0, 10).await;
+        let seen = run(&mut a, &mut now, &mut n, 8.0, 10);
         assert_eq!(n, 4, "{seen:?}");
         assert!(seen.iter().all(|&s| s <= 4));
         // Load drops to 2 (one task's worth). The stable window still
         // remembers the burst, then the scale-down delay must pass.
-        let t_drop = Instant::now();
+        let t_drop = now;
         let mut first_down = None;
         let end = t_drop + Duration::from_secs(200);
-        while Instant::now() < end {
-            tokio::time::sleep(a.config().tick()).await;
-            a.observe(Instant::now(), 2.0);
+        while now < end {
+            now += a.config().tick();
+            a.observe(now, 2.0);
             let before = n;
-            n = a.decide(Instant::now(), n);
+            n = a.decide(now, n);
             if n < before && first_down.is_none() {
-                first_down = Some(Instant::now() - t_drop);
+                first_down = Some(now - t_drop);
             }
         }
         assert_eq!(n, 1);
@@ -202,22 +210,23 @@ mod tests {
             "scaled down after {down:?}"
         );
         // No load: scale to zero, because min is 0.
-        run(&mut a, &mut n, 0.0, 200).await;
+        run(&mut a, &mut now, &mut n, 0.0, 200);
         assert_eq!(n, 0);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn keeps_the_minimum_caps_at_the_maximum_and_activates_from_zero() {
+    #[test]
+    fn keeps_the_minimum_caps_at_the_maximum_and_activates_from_zero() {
         let mut a = Autoscaler::new(cfg(1, 3));
+        let mut now = Clock::ZERO;
         let mut n = 1;
-        run(&mut a, &mut n, 100.0, 30).await;
+        run(&mut a, &mut now, &mut n, 100.0, 30);
         assert_eq!(n, 3, "capped at max");
-        run(&mut a, &mut n, 0.0, 300).await;
+        run(&mut a, &mut now, &mut n, 0.0, 300);
         assert_eq!(n, 1, "never below min");
 
         let mut z = Autoscaler::new(cfg(0, 3));
         let mut m = 0;
-        let seen = run(&mut z, &mut m, 0.5, 1).await;
+        let seen = run(&mut z, &mut now, &mut m, 0.5, 1);
         assert_eq!(
             seen.first(),
             Some(&1),
@@ -225,19 +234,20 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_short_blip_does_not_scale_down() {
+    #[test]
+    fn a_short_blip_does_not_scale_down() {
         let mut c = cfg(0, 10);
         c.stable_window = Duration::from_secs(6);
         c.scale_down_delay = Duration::from_secs(10);
         let mut a = Autoscaler::new(c);
+        let mut now = Clock::ZERO;
         let mut n = 2;
-        run(&mut a, &mut n, 4.0, 10).await;
+        run(&mut a, &mut now, &mut n, 4.0, 10);
         assert_eq!(n, 2);
         // 5 s of quiet: less than the delay.
-        run(&mut a, &mut n, 0.0, 5).await;
+        run(&mut a, &mut now, &mut n, 0.0, 5);
         assert_eq!(n, 2);
-        run(&mut a, &mut n, 4.0, 10).await;
+        run(&mut a, &mut now, &mut n, 4.0, 10);
         assert_eq!(n, 2);
     }
 }

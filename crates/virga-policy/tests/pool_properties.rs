@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tokio::sync::oneshot;
-use tokio::time::Instant;
-use virga_platform::scheduler::pool::{Acquire, Grant, Pool, PoolLimits};
-use virga_platform::scheduler::service::ServicePool;
+use virga_policy::handoff::{Empty, Inbox, Mailbox};
+use virga_policy::{Acquire, Grant, PoolLimits};
+
+/// A virtual clock, as a simulator runs the pools: time since the start.
+type Time = Duration;
+type Pool<I> = virga_policy::Pool<I, Time, Mailbox>;
+type ServicePool<I> = virga_policy::ServicePool<I, Time, Mailbox>;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -49,20 +52,20 @@ fn held(g: Grant<u32>) -> Held {
 
 /// A waiter leaving as the scheduler's `Waiting` does: close, then give
 /// back a grant that raced in.
-fn cancel(mut rx: oneshot::Receiver<Grant<u32>>) -> Option<Held> {
+fn cancel(mut rx: Inbox<Grant<u32>>) -> Option<Held> {
     rx.close();
     rx.try_recv().ok().map(held)
 }
 
 /// Moves grants that reached waiters into the held list.
-fn poll(waiters: &mut Vec<oneshot::Receiver<Grant<u32>>>, holding: &mut Vec<Held>) {
+fn poll(waiters: &mut Vec<Inbox<Grant<u32>>>, holding: &mut Vec<Held>) {
     waiters.retain_mut(|rx| match rx.try_recv() {
         Ok(g) => {
             holding.push(held(g));
             false
         }
-        Err(oneshot::error::TryRecvError::Empty) => true,
-        Err(oneshot::error::TryRecvError::Closed) => false,
+        Err(Empty::Pending) => true,
+        Err(Empty::Dropped) => false,
     });
 }
 
@@ -74,11 +77,11 @@ fn function_pool_case(max: usize, queue: usize, min: usize, ops: Vec<Op>) {
         min_instances: min.min(max),
     };
     let mut pool: Pool<u32> = Pool::new(limits);
-    let mut now = Instant::now();
+    let mut now = Time::ZERO;
     let mut next = 0u32;
     let mut holding: Vec<Held> = Vec::new();
     let mut waiters = Vec::new();
-    let release = |pool: &mut Pool<u32>, h: Held, next: &mut u32, now: Instant| match h {
+    let release = |pool: &mut Pool<u32>, h: Held, next: &mut u32, now: Time| match h {
         Held::Instance(i) => pool.release(i, now),
         Held::Start => {
             *next += 1;
@@ -154,13 +157,13 @@ fn function_pool_case(max: usize, queue: usize, min: usize, ops: Vec<Op>) {
 
 fn service_pool_case(per: usize, max: usize, queue: usize, ops: Vec<Op>) {
     let mut pool: ServicePool<u32> = ServicePool::new(per, 0, max, queue);
-    let mut now = Instant::now();
+    let mut now = Time::ZERO;
     let mut next = 0u32;
     let mut holding: Vec<Held> = Vec::new();
     let mut waiters = Vec::new();
     // Tasks the autoscaler asked for that have not started yet.
     let mut scaling = 0usize;
-    let release = |pool: &mut ServicePool<u32>, h: Held, next: &mut u32, now: Instant| match h {
+    let release = |pool: &mut ServicePool<u32>, h: Held, next: &mut u32, now: Time| match h {
         Held::Instance(t) => {
             pool.release(|i| *i == t, now);
         }
