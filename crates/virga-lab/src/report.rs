@@ -141,7 +141,85 @@ pub fn summary_md(r: &RunResult) -> String {
             let _ = writeln!(out, "\n_{n}_");
         }
     }
+    if !r.reference.rows.is_empty() {
+        out.push_str("\n## Source study vs this run\n");
+        for (title, columns, rows, lines) in reference_tables(r) {
+            let _ = write!(out, "\n### {title}\n\n");
+            out.push_str(&crate::table::markdown(&columns, &rows));
+            for l in lines {
+                let _ = writeln!(out, "\n_{l}_");
+            }
+        }
+    }
     out
+}
+
+/// A figure in its unit: plain numbers, small prices in scientific form.
+fn figure(v: f64, unit: &str) -> String {
+    let n = if v != 0.0 && v.abs() < 0.001 {
+        format!("{v:.3e}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    };
+    format!("{n} {unit}")
+}
+
+type RefTable = (String, Vec<String>, Vec<Vec<String>>, Vec<String>);
+
+/// The section `Source study vs this run`, one table per study table: rows
+/// of figures and a line on the shape (then the figures' caveats).
+fn reference_tables(r: &RunResult) -> Vec<RefTable> {
+    let columns: Vec<String> = ["configuration", "metric", "seed", "virga", "ratio"]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    r.reference
+        .tables
+        .iter()
+        .map(|t| {
+            let mine: Vec<_> = r
+                .reference
+                .rows
+                .iter()
+                .filter(|j| j.study == t.study && j.table == t.table)
+                .collect();
+            let rows = mine
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.configuration.clone(),
+                        j.metric.clone(),
+                        figure(j.seed, &j.unit),
+                        j.virga.map_or("-".into(), |v| figure(v, &j.unit)),
+                        j.ratio.map_or("-".into(), |x| {
+                            // Small ratios keep their digits: 0.0003, not 0.00.
+                            if x != 0.0 && x.abs() < 0.01 {
+                                format!("{x:.1e}")
+                            } else {
+                                format!("{x:.2}")
+                            }
+                        }),
+                    ]
+                })
+                .collect();
+            let mut lines = vec![t.line.clone()];
+            lines.extend(
+                mine.iter()
+                    .filter_map(|j| j.note.as_ref().map(|n| format!("{}: {n}", j.configuration))),
+            );
+            (
+                format!("{} ({})", t.table, t.study),
+                columns.clone(),
+                rows,
+                lines,
+            )
+        })
+        .collect()
 }
 
 /// The charts of one scenario, as SVG strings with captions.
@@ -490,6 +568,16 @@ pub fn html(r: &RunResult) -> String {
                 "<figure>{svg}<figcaption>{}</figcaption></figure>",
                 esc(&caption)
             );
+        }
+    }
+    if !r.reference.rows.is_empty() {
+        out.push_str("<h2 id=\"reference\">Source study vs this run</h2>");
+        for (title, columns, rows, lines) in reference_tables(r) {
+            let _ = write!(out, "<h3>{}</h3>", esc(&title));
+            out.push_str(&html_table(&columns, &rows));
+            for l in lines {
+                let _ = write!(out, "<p class=note>{}</p>", esc(&l));
+            }
         }
     }
     out.push_str("<h2>Functions as deployed</h2>");

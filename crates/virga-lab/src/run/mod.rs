@@ -113,6 +113,12 @@ pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunRe
     }
     let mut host = Host::here();
     host.limits_enforced = opts.limits_enforced;
+    let reference = crate::reference::join(
+        &preset.references,
+        &preset.reference_tables,
+        &scenarios,
+        &lab.profiles,
+    );
     Ok(RunResult {
         preset: preset.name.clone(),
         description: preset.description.clone(),
@@ -128,6 +134,7 @@ pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunRe
         pricing_profiles: preset.pricing.profiles.clone(),
         functions: lab.deployed,
         scenarios,
+        reference,
     })
 }
 
@@ -329,7 +336,13 @@ impl Lab<'_> {
             requests: m.len(),
             errors: m.len() - ok.len(),
             cold: servers.iter().filter(|s| s.cold).count(),
+            instances: records
+                .iter()
+                .filter_map(|r| r.instance_id.as_deref())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             throughput_rps: (wall_s > 0.0).then(|| ok.len() as f64 / wall_s),
+            peak_rps: peak_per_second(&ok),
             client: stats::summarize(&client),
             service: stats::summarize(&service),
             server_duration: stats::summarize(&duration),
@@ -410,6 +423,15 @@ impl Lab<'_> {
         }
         Ok(r)
     }
+}
+
+/// The most successful requests started within one whole second.
+fn peak_per_second(ok: &[&Measured]) -> Option<f64> {
+    let mut per_s: BTreeMap<u64, usize> = BTreeMap::new();
+    for m in ok {
+        *per_s.entry((m.sample.t_ms / 1000.0) as u64).or_default() += 1;
+    }
+    per_s.into_values().max().map(|n| n as f64)
 }
 
 /// A group's `config` from pairs.

@@ -10,6 +10,7 @@ use virga_spec::api::FunctionInfo;
 use virga_spec::InvocationRecord;
 
 use crate::load::Sample;
+use crate::reference::Comparison;
 use crate::scenario::Kind;
 use crate::stats::Summary;
 
@@ -57,8 +58,12 @@ pub struct GroupStats {
     pub requests: usize,
     pub errors: usize,
     pub cold: usize,
+    /// Distinct instances that served the group (from the records).
+    pub instances: usize,
     /// Successful requests per second of wall time.
     pub throughput_rps: Option<f64>,
+    /// Most successful requests started within one second.
+    pub peak_rps: Option<f64>,
     pub client: Option<Summary>,
     /// Open loop: latency from the actual send (without queueing in the client).
     pub service: Option<Summary>,
@@ -192,6 +197,8 @@ pub struct RunResult {
     pub pricing_profiles: Vec<String>,
     pub functions: Vec<Deployed>,
     pub scenarios: Vec<ScenarioResult>,
+    /// The source study's figures beside this run's.
+    pub reference: Comparison,
 }
 
 /// Buckets samples by start time: hits/s, mean and max latency, users.

@@ -181,6 +181,8 @@ impl Sweep {
                 let mut config = cfg(&[("batch_size", json!(b))]);
                 config.insert("memory_mb".into(), json!(m));
                 config.insert("max_concurrency".into(), json!(c));
+                // The preset's name of the cell's function, for references.
+                config.insert("function".into(), json!(f));
                 config.retain(|_, v| !v.is_null());
                 let g = lab
                     .group(name.clone(), &target_name, config, samples, wall)
