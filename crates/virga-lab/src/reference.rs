@@ -401,6 +401,7 @@ mod tests {
                 ..GroupStats::default()
             },
             samples: Vec::new(),
+            plot: Default::default(),
             wall_s: 1.0,
         }
     }

@@ -21,7 +21,8 @@ use crate::{Client, LabError};
 mod result;
 
 pub use result::{
-    buckets, Bucket, Deployed, Group, GroupStats, Host, Measured, RunResult, ScenarioResult, Server,
+    buckets, Bucket, Deployed, Group, GroupStats, Host, Measured, PlotData, Point, RunResult,
+    ScenarioResult, Server,
 };
 
 /// Options of a run.
@@ -311,6 +312,7 @@ impl Lab<'_> {
             function: function.into(),
             config,
             stats,
+            plot: PlotData::of(&measured),
             samples: measured,
             wall_s,
         })
@@ -350,6 +352,7 @@ impl Lab<'_> {
             inference: stats::summarize(&inference),
             billed_mean_ms: (!billed.is_empty())
                 .then(|| billed.iter().sum::<f64>() / billed.len() as f64),
+            max_memory_mb: records.iter().filter_map(|r| r.max_memory_mb).max(),
             cost_per_1000: cost,
         }
     }
