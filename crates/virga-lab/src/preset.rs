@@ -373,17 +373,17 @@ duration_s = 5
         assert_eq!(t.users, vec![4, 4]);
         assert!(t.duration_s <= 1.0);
         let mut k = scenario(ScenarioKind::KeepAlive(KeepAlive {
-            gaps: vec![0.0, 6.0, 16.0, 31.0, 61.0],
+            at: vec![0.0, 6.0, 16.0, 31.0, 61.0],
             unit_s: 1.0,
-            keep_alive_units: 15.0,
+            keep_alive_units: vec![10.0, 15.0, 20.0],
         }));
         k.quick();
         let ScenarioKind::KeepAlive(k) = k.kind else {
             unreachable!()
         };
-        assert_eq!(k.gaps.len(), 3);
-        // 16 units still exceed the 15-unit keep-alive; time shrinks.
-        assert!(16.0 * k.unit_s <= 2.0 + 1e-9 && k.keep_alive_units == 15.0);
+        assert_eq!(k.at.len(), 4);
+        // 31 units still exceed every keep-alive; time shrinks.
+        assert!(31.0 * k.unit_s <= 1.5 + 1e-9 && k.keep_alive_units == vec![10.0, 15.0, 20.0]);
     }
 
     #[test]
@@ -391,7 +391,7 @@ duration_s = 5
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
         let studies = [
             ("bansal-2024-lambda-vs-fargate", 24),
-            ("daitan-tf-lambda", 5),
+            ("daitan-tf-lambda", 8),
             ("timmer-2024-lambda-configs", 16),
             ("setlur-arun-frameworks", 16),
             // Its comparison table is a picture: the preset says so.
