@@ -493,6 +493,40 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
+        Kind::Burst => {
+            let (mut instances, mut billed) = (Vec::new(), Vec::new());
+            for g in &s.groups {
+                let Some(c) = g.config_f64("max_concurrency") else {
+                    continue;
+                };
+                let name = match g.config_f64("memory_mb") {
+                    Some(m) => format!("{} {m} MB", g.function.split("-m").next().unwrap_or("")),
+                    None => g.function.split("-c").next().unwrap_or("").to_string(),
+                };
+                push(&mut instances, &name, (c, g.stats.instances as f64));
+                if let Some(b) = g.stats.billed_mean_ms {
+                    push(&mut billed, &name, (c, b));
+                }
+            }
+            out.push((
+                "Distinct instances a burst used against max_concurrency".into(),
+                plot::lines(
+                    "Instances vs max concurrency",
+                    "max_concurrency",
+                    "instances",
+                    &instances,
+                ),
+            ));
+            out.push((
+                "Mean billed duration per invocation against max_concurrency".into(),
+                plot::lines(
+                    "Billed vs max concurrency",
+                    "max_concurrency",
+                    "billed mean (ms)",
+                    &billed,
+                ),
+            ));
+        }
         Kind::OpenLoop => {
             let mut lines = cdf_of(false);
             for l in &mut lines {

@@ -21,8 +21,8 @@ use crate::{Client, LabError};
 mod result;
 
 pub use result::{
-    buckets, Bucket, Deployed, Group, GroupStats, Host, Measured, PlotData, Point, RunResult,
-    ScenarioResult, Server,
+    buckets, unique_instances, Bucket, Deployed, Group, GroupStats, Host, Measured, PlotData,
+    Point, RunResult, ScenarioResult, Server,
 };
 
 /// Options of a run.
@@ -338,11 +338,7 @@ impl Lab<'_> {
             requests: m.len(),
             errors: m.len() - ok.len(),
             cold: servers.iter().filter(|s| s.cold).count(),
-            instances: records
-                .iter()
-                .filter_map(|r| r.instance_id.as_deref())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
+            instances: result::unique_instances(m),
             throughput_rps: (wall_s > 0.0).then(|| ok.len() as f64 / wall_s),
             peak_rps: peak_per_second(&ok),
             client: stats::summarize(&client),

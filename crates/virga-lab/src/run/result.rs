@@ -265,6 +265,15 @@ pub struct RunResult {
     pub reference: Comparison,
 }
 
+/// Distinct instances that served `samples` (by their records).
+pub fn unique_instances(samples: &[Measured]) -> usize {
+    samples
+        .iter()
+        .filter_map(|m| m.server.as_ref()?.instance_id.as_deref())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
 /// Buckets samples by start time: hits/s, mean and max latency, users.
 pub fn buckets(samples: &[Measured], bucket_s: f64, planned: Option<&[u32]>) -> Vec<Bucket> {
     let end_s = samples
@@ -370,6 +379,22 @@ mod tests {
         assert_eq!(b[2].planned, Some(1));
         assert_eq!(b[2].mean_ms, None);
         assert_eq!(b[0].users, 3);
+    }
+
+    #[test]
+    fn a_burst_counts_its_distinct_instances() {
+        // 10 invocations over 3 instances, one without a record.
+        let mut s: Vec<Measured> = (0..10)
+            .map(|i| {
+                let mut x = m(f64::from(i), 5.0, 202, i < 3);
+                x.server.as_mut().unwrap().instance_id = Some(format!("i-{}", i % 3));
+                x
+            })
+            .collect();
+        s[9].server = None;
+        assert_eq!(unique_instances(&s), 3);
+        assert_eq!(unique_instances(&s[..2]), 2);
+        assert_eq!(unique_instances(&[]), 0);
     }
 
     #[test]

@@ -145,16 +145,7 @@ impl Sweep {
                 if lab.stop.stopped() {
                     break;
                 }
-                let mut extra = toml::Table::new();
-                let mut name = f.clone();
-                if let Some(m) = m {
-                    extra.insert("memory_mb".into(), toml::Value::Integer(m.into()));
-                    name.push_str(&format!("-m{m}"));
-                }
-                if let Some(c) = c {
-                    extra.insert("max_concurrency".into(), toml::Value::Integer(c.into()));
-                    name.push_str(&format!("-c{c}"));
-                }
+                let (mut name, extra) = super::cell(f, m, c);
                 if let Some(b) = b {
                     name.push_str(&format!("-b{b}"));
                 }
