@@ -105,7 +105,7 @@ fn runs_quick(name: &str) {
     let dir = run_dir(tmp.path());
     for f in [
         "results.json",
-        "invocations.csv",
+        "invocations.csv.gz",
         "summary.md",
         "report.html",
     ] {
@@ -145,13 +145,29 @@ fn runs_quick(name: &str) {
         );
         assert!(!s["rows"].as_array().unwrap().is_empty());
     }
-    // The CSV has one row per request, joined with the server's record.
-    let csv = std::fs::read_to_string(dir.join("invocations.csv")).unwrap();
+    // results.json keeps statistics, not the requests: those are in the
+    // compressed CSV, once, one row each, joined with the server's record.
+    let json = std::fs::read_to_string(dir.join("results.json")).unwrap();
+    assert!(!json.contains("\"samples\""), "{}", preset.display());
+    let mut csv = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(
+            std::fs::File::open(dir.join("invocations.csv.gz")).unwrap(),
+        ),
+        &mut csv,
+    )
+    .unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
-    assert!(!rows.is_empty());
+    let requests: u64 = scenarios
+        .iter()
+        .flat_map(|s| s["groups"].as_array().unwrap())
+        .map(|g| g["stats"]["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows.len() as u64, requests, "{}", preset.display());
     assert!(rows
         .iter()
         .all(|r| r.contains(",true,") || r.contains(",false,")));
+    assert!(csv.starts_with("scenario,") && csv.lines().next().unwrap().contains(",instance_id,"));
     // The terminal shows the tables.
     assert!(stdout.contains("== scenario 1/"), "{stdout}");
     assert!(stdout.contains("host: "), "{stdout}");

@@ -84,7 +84,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let dir = virga_lab::report::run_dir(&args.out, &result);
     virga_lab::report::write_all(&dir, &result)?;
     println!(
-        "results: {}/ (report.html, results.json, invocations.csv, summary.md)",
+        "results: {}/ (report.html, results.json, invocations.csv.gz, summary.md)",
         dir.display()
     );
     if result.interrupted {

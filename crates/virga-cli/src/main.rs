@@ -123,7 +123,7 @@ enum Command {
         out: PathBuf,
     },
     /// Run an experiment preset (experiments/*.toml): tables on the terminal,
-    /// results.json, invocations.csv, summary.md and report.html in --out.
+    /// results.json, invocations.csv.gz, summary.md and report.html in --out.
     /// Starts an embedded platform unless --endpoint URL is given.
     Bench {
         /// The preset, e.g. experiments/quickstart.toml.

@@ -14,6 +14,7 @@ pub mod load;
 pub mod payload;
 pub mod plot;
 pub mod preset;
+pub mod reference;
 pub mod report;
 pub mod run;
 pub mod scenario;

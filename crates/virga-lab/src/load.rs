@@ -35,8 +35,10 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// Answered (200), or accepted for asynchronous delivery (202) and not
+    /// marked failed by its record since.
     pub fn ok(&self) -> bool {
-        self.status == 200 && self.error.is_none()
+        matches!(self.status, 200 | 202) && self.error.is_none()
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::reference::{Reference, ReferenceTable};
 use crate::scenario::{Scenario, ScenarioKind, Trace};
 use crate::LabError;
 
@@ -28,6 +29,12 @@ pub struct Preset {
     pub pricing: PricingSpec,
     #[serde(default)]
     pub scenarios: Vec<Scenario>,
+    /// The source study's published figures, joined with this run's rows.
+    #[serde(default, rename = "reference")]
+    pub references: Vec<Reference>,
+    /// Per table of figures: the study's shape and why this host may differ.
+    #[serde(default, rename = "reference_table")]
+    pub reference_tables: Vec<ReferenceTable>,
     /// Directory of the preset file: manifests and files resolve against it.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -203,7 +210,13 @@ impl Preset {
             }
             s.check(self).map_err(|m| format!("{at}: {m}"))?;
         }
-        Ok(())
+        let declared: Vec<&str> = self.functions.iter().map(|f| f.name.as_str()).collect();
+        crate::reference::check(
+            &self.references,
+            &self.reference_tables,
+            &declared,
+            self.scenarios.len(),
+        )
     }
 
     fn check_files(&self) -> Result<(), LabError> {
@@ -360,17 +373,44 @@ duration_s = 5
         assert_eq!(t.users, vec![4, 4]);
         assert!(t.duration_s <= 1.0);
         let mut k = scenario(ScenarioKind::KeepAlive(KeepAlive {
-            gaps: vec![0.0, 6.0, 16.0, 31.0, 61.0],
+            at: vec![0.0, 6.0, 16.0, 31.0, 61.0],
             unit_s: 1.0,
-            keep_alive_units: 15.0,
+            keep_alive_units: vec![10.0, 15.0, 20.0],
         }));
         k.quick();
         let ScenarioKind::KeepAlive(k) = k.kind else {
             unreachable!()
         };
-        assert_eq!(k.gaps.len(), 3);
-        // 16 units still exceed the 15-unit keep-alive; time shrinks.
-        assert!(16.0 * k.unit_s <= 2.0 + 1e-9 && k.keep_alive_units == 15.0);
+        assert_eq!(k.at.len(), 4);
+        // 31 units still exceed every keep-alive; time shrinks.
+        assert!(31.0 * k.unit_s <= 1.5 + 1e-9 && k.keep_alive_units == vec![10.0, 15.0, 20.0]);
+    }
+
+    #[test]
+    fn study_presets_carry_their_figures() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let studies = [
+            ("bansal-2024-lambda-vs-fargate", 24),
+            ("daitan-tf-lambda", 8),
+            ("timmer-2024-lambda-configs", 16),
+            ("setlur-arun-frameworks", 16),
+            // Its comparison table is a picture: the preset says so.
+            ("feyzkhanov-2021-graviton", 0),
+        ];
+        for (name, figures) in studies {
+            let p = Preset::load(&dir.join(format!("{name}.toml"))).unwrap();
+            assert_eq!(p.references.len(), figures, "{name}");
+            let seed = p.reproduces.clone().unwrap();
+            assert!(p.references.iter().all(|r| r.study == seed), "{name}");
+            // Every table of figures says what shape the study shows.
+            for r in &p.references {
+                assert!(
+                    p.reference_tables.iter().any(|t| t.table == r.table),
+                    "{name}: {} has no [[reference_table]]",
+                    r.table
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! What a run leaves behind in `results/<timestamp>-<preset>/`:
-//! `results.json` (everything), `invocations.csv` (one row per request),
-//! `summary.md` (the tables) and `report.html` (one self-contained page with
-//! inline SVG charts, readable offline and printable).
+//! `results.json` (configurations, statistics, chart data, the source
+//! study's figures: what the report needs, whatever the run's length),
+//! `invocations.csv.gz` (one row per request, the only place they are
+//! kept), `summary.md` (the tables) and `report.html` (one self-contained
+//! page with inline SVG charts, readable offline and printable). The last
+//! two render from what `results.json` holds.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,7 +12,6 @@ use std::path::{Path, PathBuf};
 use crate::plot::{self, Dot, Line};
 use crate::run::{RunResult, ScenarioResult};
 use crate::scenario::Kind;
-use crate::stats;
 use crate::LabError;
 
 fn esc(s: &str) -> String {
@@ -43,8 +45,8 @@ pub fn write_all(dir: &Path, r: &RunResult) -> Result<(), LabError> {
     let p = dir.join("results.json");
     let json = serde_json::to_vec_pretty(r).expect("results serialise");
     std::fs::write(&p, json).map_err(io(&p))?;
-    let p = dir.join("invocations.csv");
-    std::fs::write(&p, invocations_csv(r)).map_err(io(&p))?;
+    let p = dir.join("invocations.csv.gz");
+    write_gz(&p, invocations_csv(r).as_bytes()).map_err(io(&p))?;
     let p = dir.join("summary.md");
     std::fs::write(&p, summary_md(r)).map_err(io(&p))?;
     let p = dir.join("report.html");
@@ -52,9 +54,18 @@ pub fn write_all(dir: &Path, r: &RunResult) -> Result<(), LabError> {
     Ok(())
 }
 
+fn write_gz(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path)?;
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    gz.write_all(bytes)?;
+    gz.finish()?.sync_all()
+}
+
+/// One row per request; the columns are documented in the guide (Outputs).
 pub fn invocations_csv(r: &RunResult) -> String {
     let mut out = String::from(
-        "scenario,group,function,t_ms,client_ms,service_ms,status,error,request_id,users,cold,queue_ms,init_ms,duration_ms,billed_ms,max_memory_mb,preprocess_ms,inference_ms,postprocess_ms\n",
+        "scenario,group,function,t_ms,client_ms,service_ms,status,error,request_id,instance_id,users,cold,queue_ms,init_ms,duration_ms,billed_ms,max_memory_mb,preprocess_ms,inference_ms,postprocess_ms\n",
     );
     let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     for (i, s) in r.scenarios.iter().enumerate() {
@@ -64,7 +75,7 @@ pub fn invocations_csv(r: &RunResult) -> String {
                 let sv = m.server.as_ref();
                 let _ = writeln!(
                     out,
-                    "{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     csv_cell(&format!("{}:{}", i + 1, s.kind)),
                     csv_cell(&g.label),
                     csv_cell(&g.function),
@@ -74,6 +85,7 @@ pub fn invocations_csv(r: &RunResult) -> String {
                     x.status,
                     csv_cell(x.error.as_deref().unwrap_or("")),
                     x.request_id.as_deref().unwrap_or(""),
+                    csv_cell(sv.and_then(|s| s.instance_id.as_deref()).unwrap_or("")),
                     x.users,
                     sv.map_or(String::new(), |s| s.cold.to_string()),
                     o(sv.map(|s| s.queue_ms)),
@@ -140,26 +152,139 @@ pub fn summary_md(r: &RunResult) -> String {
         for n in &s.notes {
             let _ = writeln!(out, "\n_{n}_");
         }
+        let (columns, rows) = per_group(s);
+        if !rows.is_empty() {
+            out.push_str("\nPer configuration:\n\n");
+            out.push_str(&crate::table::markdown(&columns, &rows));
+        }
+    }
+    if !r.reference.rows.is_empty() {
+        out.push_str("\n## Source study vs this run\n");
+        for (title, columns, rows, lines) in reference_tables(r) {
+            let _ = write!(out, "\n### {title}\n\n");
+            out.push_str(&crate::table::markdown(&columns, &rows));
+            for l in lines {
+                let _ = writeln!(out, "\n_{l}_");
+            }
+        }
     }
     out
+}
+
+/// Per group: requests, errors, cold starts, distinct instances and peak
+/// memory (from the records).
+fn per_group(s: &ScenarioResult) -> (Vec<String>, Vec<Vec<String>>) {
+    let columns = [
+        "configuration",
+        "requests",
+        "errors",
+        "cold",
+        "instances",
+        "max memory MB",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    let rows = s
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.label.clone(),
+                g.stats.requests.to_string(),
+                g.stats.errors.to_string(),
+                g.stats.cold.to_string(),
+                g.stats.instances.to_string(),
+                g.stats.max_memory_mb.map_or("-".into(), |m| m.to_string()),
+            ]
+        })
+        .collect();
+    (columns, rows)
+}
+
+/// A figure in its unit: plain numbers, small prices in scientific form.
+fn figure(v: f64, unit: &str) -> String {
+    let n = if v != 0.0 && v.abs() < 0.001 {
+        format!("{v:.3e}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    };
+    format!("{n} {unit}")
+}
+
+type RefTable = (String, Vec<String>, Vec<Vec<String>>, Vec<String>);
+
+/// The section `Source study vs this run`, one table per study table: rows
+/// of figures and a line on the shape (then the figures' caveats).
+fn reference_tables(r: &RunResult) -> Vec<RefTable> {
+    let columns: Vec<String> = ["configuration", "metric", "seed", "virga", "ratio"]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    r.reference
+        .tables
+        .iter()
+        .map(|t| {
+            let mine: Vec<_> = r
+                .reference
+                .rows
+                .iter()
+                .filter(|j| j.study == t.study && j.table == t.table)
+                .collect();
+            let rows = mine
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.configuration.clone(),
+                        j.metric.clone(),
+                        figure(j.seed, &j.unit),
+                        j.virga.map_or("-".into(), |v| figure(v, &j.unit)),
+                        j.ratio.map_or("-".into(), |x| {
+                            // Small ratios keep their digits: 0.0003, not 0.00.
+                            if x != 0.0 && x.abs() < 0.01 {
+                                format!("{x:.1e}")
+                            } else {
+                                format!("{x:.2}")
+                            }
+                        }),
+                    ]
+                })
+                .collect();
+            let mut lines = vec![t.line.clone()];
+            lines.extend(
+                mine.iter()
+                    .filter_map(|j| j.note.as_ref().map(|n| format!("{}: {n}", j.configuration))),
+            );
+            (
+                format!("{} ({})", t.table, t.study),
+                columns.clone(),
+                rows,
+                lines,
+            )
+        })
+        .collect()
 }
 
 /// The charts of one scenario, as SVG strings with captions.
 pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let cdf_of = |pick: &dyn Fn(&crate::run::Measured) -> Option<f64>| -> Vec<Line> {
+    let cdf_of = |service: bool| -> Vec<Line> {
         s.groups
             .iter()
             .filter_map(|g| {
-                let v: Vec<f64> = g
-                    .samples
-                    .iter()
-                    .filter(|m| m.sample.ok())
-                    .filter_map(pick)
-                    .collect();
-                (!v.is_empty()).then(|| Line {
+                let points = if service {
+                    &g.plot.cdf_service
+                } else {
+                    &g.plot.cdf_client
+                };
+                (!points.is_empty()).then(|| Line {
                     name: g.label.clone(),
-                    points: stats::cdf(&v, 200),
+                    points: points.clone(),
                 })
             })
             .collect()
@@ -168,19 +293,18 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
         let dots: Vec<Dot> = s
             .groups
             .iter()
-            .flat_map(|g| g.samples.iter())
-            .filter(|m| m.sample.ok())
-            .map(|m| Dot {
-                x: m.sample.t_ms / 1000.0,
-                y: m.sample.client_ms,
-                hot: m.server.as_ref().is_some_and(|s| s.cold),
+            .flat_map(|g| g.plot.timeline.iter())
+            .map(|p| Dot {
+                x: p.t_s,
+                y: p.ms,
+                hot: p.cold,
             })
             .collect();
         plot::timeline(title, x_desc, "latency (ms)", &dots)
     };
     match s.kind {
         Kind::ColdStart | Kind::WarmLatency | Kind::Compare => {
-            let lines = cdf_of(&|m| Some(m.sample.client_ms));
+            let lines = cdf_of(false);
             out.push((
                 "Latency CDF per configuration (client side)".into(),
                 plot::lines(
@@ -195,13 +319,12 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 let dots: Vec<Dot> = s
                     .groups
                     .iter()
-                    .flat_map(|g| g.samples.iter())
-                    .filter(|m| m.sample.ok())
+                    .flat_map(|g| g.plot.timeline.iter())
                     .enumerate()
-                    .map(|(i, m)| Dot {
+                    .map(|(i, p)| Dot {
                         x: i as f64 + 1.0,
-                        y: m.sample.client_ms,
-                        hot: m.server.as_ref().is_some_and(|s| s.cold),
+                        y: p.ms,
+                        hot: p.cold,
                     })
                     .collect();
                 out.push((
@@ -251,7 +374,7 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 "Latency percentiles against concurrent users".into(),
                 plot::lines("Latency vs users", "concurrent users", "latency (ms)", &p99),
             ));
-            let lines = cdf_of(&|m| Some(m.sample.client_ms));
+            let lines = cdf_of(false);
             out.push((
                 "Latency CDF per user count".into(),
                 plot::lines(
@@ -301,11 +424,10 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 .groups
                 .iter()
                 .filter_map(|g| {
-                    let m = g.samples.first()?;
                     Some(Dot {
                         x: g.config_f64("gap_units")?,
-                        y: m.sample.client_ms,
-                        hot: m.server.as_ref().is_some_and(|s| s.cold),
+                        y: g.stats.client.as_ref()?.mean,
+                        hot: g.stats.cold > 0,
                     })
                 })
                 .collect();
@@ -371,12 +493,46 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
+        Kind::Burst => {
+            let (mut instances, mut billed) = (Vec::new(), Vec::new());
+            for g in &s.groups {
+                let Some(c) = g.config_f64("max_concurrency") else {
+                    continue;
+                };
+                let name = match g.config_f64("memory_mb") {
+                    Some(m) => format!("{} {m} MB", g.function.split("-m").next().unwrap_or("")),
+                    None => g.function.split("-c").next().unwrap_or("").to_string(),
+                };
+                push(&mut instances, &name, (c, g.stats.instances as f64));
+                if let Some(b) = g.stats.billed_mean_ms {
+                    push(&mut billed, &name, (c, b));
+                }
+            }
+            out.push((
+                "Distinct instances a burst used against max_concurrency".into(),
+                plot::lines(
+                    "Instances vs max concurrency",
+                    "max_concurrency",
+                    "instances",
+                    &instances,
+                ),
+            ));
+            out.push((
+                "Mean billed duration per invocation against max_concurrency".into(),
+                plot::lines(
+                    "Billed vs max concurrency",
+                    "max_concurrency",
+                    "billed mean (ms)",
+                    &billed,
+                ),
+            ));
+        }
         Kind::OpenLoop => {
-            let mut lines = cdf_of(&|m| Some(m.sample.client_ms));
+            let mut lines = cdf_of(false);
             for l in &mut lines {
                 l.name = format!("{} (corrected)", l.name);
             }
-            let mut raw = cdf_of(&|m| Some(m.sample.service_ms));
+            let mut raw = cdf_of(true);
             for l in &mut raw {
                 l.name = format!("{} (uncorrected)", l.name);
             }
@@ -484,12 +640,30 @@ pub fn html(r: &RunResult) -> String {
         for n in &s.notes {
             let _ = write!(out, "<p class=note>{}</p>", esc(n));
         }
+        let (columns, rows) = per_group(s);
+        if !rows.is_empty() {
+            let _ = write!(
+                out,
+                "<details><summary>Per configuration</summary>{}</details>",
+                html_table(&columns, &rows)
+            );
+        }
         for (caption, svg) in charts(s) {
             let _ = write!(
                 out,
                 "<figure>{svg}<figcaption>{}</figcaption></figure>",
                 esc(&caption)
             );
+        }
+    }
+    if !r.reference.rows.is_empty() {
+        out.push_str("<h2 id=\"reference\">Source study vs this run</h2>");
+        for (title, columns, rows, lines) in reference_tables(r) {
+            let _ = write!(out, "<h3>{}</h3>", esc(&title));
+            out.push_str(&html_table(&columns, &rows));
+            for l in lines {
+                let _ = write!(out, "<p class=note>{}</p>", esc(&l));
+            }
         }
     }
     out.push_str("<h2>Functions as deployed</h2>");
@@ -503,7 +677,7 @@ pub fn html(r: &RunResult) -> String {
     }
     let _ = write!(
         out,
-        "<p class=meta>Latency is client-side unless marked server (the platform's records). Percentiles from HdrHistogram (3 significant digits); ci95 is the 95% confidence half-width of the mean (Student's t). Raw data: results.json, invocations.csv.</p>{CHECK}</body></html>"
+        "<p class=meta>Latency is client-side unless marked server (the platform's records). Percentiles from HdrHistogram (3 significant digits); ci95 is the 95% confidence half-width of the mean (Student's t). Data: results.json (statistics and chart data), invocations.csv.gz (every request).</p>{CHECK}</body></html>"
     );
     out
 }
@@ -511,6 +685,118 @@ pub fn html(r: &RunResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::reference::{Comparison, Joined, Shape};
+    use crate::run::{Group, GroupStats, Host, Point, ScenarioResult};
+
+    /// A run as `results.json` holds it: statistics and chart data, no
+    /// samples.
+    fn run_without_samples() -> RunResult {
+        let group = Group {
+            label: "f cold".into(),
+            function: "f".into(),
+            config: [("phase".to_string(), "cold".into())].into(),
+            stats: GroupStats {
+                requests: 2,
+                cold: 2,
+                instances: 2,
+                max_memory_mb: Some(61),
+                client: crate::stats::summarize(&[30.0, 50.0]),
+                ..GroupStats::default()
+            },
+            samples: Vec::new(),
+            plot: crate::run::PlotData {
+                cdf_client: vec![(30.0, 0.5), (50.0, 1.0)],
+                cdf_service: vec![(30.0, 0.5), (50.0, 1.0)],
+                timeline: vec![
+                    Point {
+                        t_s: 0.0,
+                        ms: 30.0,
+                        cold: true,
+                    },
+                    Point {
+                        t_s: 1.0,
+                        ms: 50.0,
+                        cold: true,
+                    },
+                ],
+            },
+            wall_s: 1.0,
+        };
+        RunResult {
+            preset: "p".into(),
+            description: String::new(),
+            reproduces: Some("000.txt".into()),
+            endpoint: "http://127.0.0.1:1".into(),
+            embedded: true,
+            quick: true,
+            started_at: "2024-01-01T00:00:00Z".into(),
+            finished_at: "2024-01-01T00:00:01Z".into(),
+            host: Host::here(),
+            interrupted: false,
+            managed: true,
+            pricing_profiles: vec!["lambda-x86".into()],
+            functions: vec![],
+            scenarios: vec![ScenarioResult {
+                kind: Kind::ColdStart,
+                title: "Table 1".into(),
+                notes: vec![],
+                columns: vec!["function".into()],
+                rows: vec![vec!["f".into()]],
+                groups: vec![group],
+                series: vec![],
+            }],
+            reference: Comparison {
+                rows: vec![Joined {
+                    study: "000.txt".into(),
+                    table: "Table 1".into(),
+                    configuration: "Lambda 512MB".into(),
+                    metric: "cold start".into(),
+                    unit: "ms".into(),
+                    seed: 820.0,
+                    virga: Some(41.0),
+                    ratio: Some(0.05),
+                    note: None,
+                }],
+                tables: vec![Shape {
+                    study: "000.txt".into(),
+                    table: "Table 1".into(),
+                    pairs: 0,
+                    agree: 0,
+                    line: "Shape not judged".into(),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn summary_and_report_render_without_the_samples() {
+        let r = run_without_samples();
+        let md = summary_md(&r);
+        assert!(md.contains("## Source study vs this run"), "{md}");
+        assert!(md.contains("| configuration"), "{md}");
+        assert!(md.contains("820 ms") && md.contains("41 ms") && md.contains("0.05"));
+        // max memory and instances show per configuration.
+        assert!(md.contains("max memory MB") && md.contains("61"), "{md}");
+        let page = html(&r);
+        assert!(page.contains("Source study vs this run"));
+        assert!(page.contains("<svg"), "charts come from the chart data");
+        // results.json carries no per-request rows.
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("\"samples\""), "{json}");
+    }
+
+    #[test]
+    fn invocations_are_written_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        write_all(dir.path(), &run_without_samples()).unwrap();
+        let gz = std::fs::File::open(dir.path().join("invocations.csv.gz")).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz), &mut text).unwrap();
+        assert!(text.starts_with("scenario,group,function,"), "{text}");
+        assert!(text.lines().next().unwrap().contains(",instance_id,"));
+        assert!(!dir.path().join("invocations.csv").exists());
+    }
 
     #[test]
     fn csv_and_html_escape() {

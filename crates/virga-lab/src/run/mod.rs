@@ -21,7 +21,8 @@ use crate::{Client, LabError};
 mod result;
 
 pub use result::{
-    buckets, Bucket, Deployed, Group, GroupStats, Host, Measured, RunResult, ScenarioResult, Server,
+    buckets, unique_instances, Bucket, Deployed, Group, GroupStats, Host, Measured, PlotData,
+    Point, RunResult, ScenarioResult, Server,
 };
 
 /// Options of a run.
@@ -113,6 +114,12 @@ pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunRe
     }
     let mut host = Host::here();
     host.limits_enforced = opts.limits_enforced;
+    let reference = crate::reference::join(
+        &preset.references,
+        &preset.reference_tables,
+        &scenarios,
+        &lab.profiles,
+    );
     Ok(RunResult {
         preset: preset.name.clone(),
         description: preset.description.clone(),
@@ -128,6 +135,7 @@ pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunRe
         pricing_profiles: preset.pricing.profiles.clone(),
         functions: lab.deployed,
         scenarios,
+        reference,
     })
 }
 
@@ -304,6 +312,7 @@ impl Lab<'_> {
             function: function.into(),
             config,
             stats,
+            plot: PlotData::of(&measured),
             samples: measured,
             wall_s,
         })
@@ -329,7 +338,9 @@ impl Lab<'_> {
             requests: m.len(),
             errors: m.len() - ok.len(),
             cold: servers.iter().filter(|s| s.cold).count(),
+            instances: result::unique_instances(m),
             throughput_rps: (wall_s > 0.0).then(|| ok.len() as f64 / wall_s),
+            peak_rps: peak_per_second(&ok),
             client: stats::summarize(&client),
             service: stats::summarize(&service),
             server_duration: stats::summarize(&duration),
@@ -337,6 +348,7 @@ impl Lab<'_> {
             inference: stats::summarize(&inference),
             billed_mean_ms: (!billed.is_empty())
                 .then(|| billed.iter().sum::<f64>() / billed.len() as f64),
+            max_memory_mb: records.iter().filter_map(|r| r.max_memory_mb).max(),
             cost_per_1000: cost,
         }
     }
@@ -410,6 +422,15 @@ impl Lab<'_> {
         }
         Ok(r)
     }
+}
+
+/// The most successful requests started within one whole second.
+fn peak_per_second(ok: &[&Measured]) -> Option<f64> {
+    let mut per_s: BTreeMap<u64, usize> = BTreeMap::new();
+    for m in ok {
+        *per_s.entry((m.sample.t_ms / 1000.0) as u64).or_default() += 1;
+    }
+    per_s.into_values().max().map(|n| n as f64)
 }
 
 /// A group's `config` from pairs.

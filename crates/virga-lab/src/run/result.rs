@@ -10,12 +10,14 @@ use virga_spec::api::FunctionInfo;
 use virga_spec::InvocationRecord;
 
 use crate::load::Sample;
+use crate::reference::Comparison;
 use crate::scenario::Kind;
 use crate::stats::Summary;
 
 /// What the platform recorded of one request (joined by request id).
 #[derive(Debug, Clone, Serialize)]
 pub struct Server {
+    pub instance_id: Option<String>,
     pub cold: bool,
     pub queue_ms: f64,
     pub init_ms: Option<f64>,
@@ -30,6 +32,7 @@ pub struct Server {
 impl From<&InvocationRecord> for Server {
     fn from(r: &InvocationRecord) -> Server {
         Server {
+            instance_id: r.instance_id.clone(),
             cold: r.cold,
             queue_ms: r.queue_ms,
             init_ms: r.init_ms,
@@ -57,8 +60,12 @@ pub struct GroupStats {
     pub requests: usize,
     pub errors: usize,
     pub cold: usize,
+    /// Distinct instances that served the group (from the records).
+    pub instances: usize,
     /// Successful requests per second of wall time.
     pub throughput_rps: Option<f64>,
+    /// Most successful requests started within one second.
+    pub peak_rps: Option<f64>,
     pub client: Option<Summary>,
     /// Open loop: latency from the actual send (without queueing in the client).
     pub service: Option<Summary>,
@@ -66,6 +73,8 @@ pub struct GroupStats {
     pub init: Option<Summary>,
     pub inference: Option<Summary>,
     pub billed_mean_ms: Option<f64>,
+    /// Peak memory of the instances that served the group (their records).
+    pub max_memory_mb: Option<u32>,
     /// USD per 1000 requests, per pricing profile (from the records).
     pub cost_per_1000: BTreeMap<String, f64>,
 }
@@ -78,9 +87,69 @@ pub struct Group {
     /// What distinguishes it: memory_mb, users, payload, gap...
     pub config: BTreeMap<String, Value>,
     pub stats: GroupStats,
+    /// Every request: written once, to `invocations.csv.gz`, never to
+    /// `results.json`, whose size must not grow with the run.
+    #[serde(skip)]
     pub samples: Vec<Measured>,
+    /// What the report's charts need, so they render without the samples.
+    pub plot: PlotData,
     /// Wall seconds the group ran (throughput's denominator).
     pub wall_s: f64,
+}
+
+/// Points of the timeline charts a group keeps at most (cold ones always).
+const TIMELINE_MAX: usize = 1000;
+
+/// A group's charts in small: latency CDFs and a thinned timeline.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlotData {
+    /// CDF of client latency of successful requests: (ms, fraction).
+    pub cdf_client: Vec<(f64, f64)>,
+    /// CDF of latency from the actual send (differs in open loop).
+    pub cdf_service: Vec<(f64, f64)>,
+    /// Successful requests in start order: every cold one, the warm ones
+    /// thinned evenly to at most `TIMELINE_MAX` in all.
+    pub timeline: Vec<Point>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub t_s: f64,
+    pub ms: f64,
+    pub cold: bool,
+}
+
+impl PlotData {
+    pub fn of(samples: &[Measured]) -> PlotData {
+        let ok: Vec<&Measured> = samples.iter().filter(|m| m.sample.ok()).collect();
+        let client: Vec<f64> = ok.iter().map(|m| m.sample.client_ms).collect();
+        let service: Vec<f64> = ok.iter().map(|m| m.sample.service_ms).collect();
+        let cold = |m: &Measured| m.server.as_ref().is_some_and(|s| s.cold);
+        let colds = ok.iter().filter(|m| cold(m)).count();
+        let warm_room = TIMELINE_MAX.saturating_sub(colds).max(1);
+        let stride = (ok.len() - colds).div_ceil(warm_room).max(1);
+        let mut warm_seen = 0;
+        let timeline = ok
+            .iter()
+            .filter(|m| {
+                if cold(m) {
+                    return true;
+                }
+                warm_seen += 1;
+                (warm_seen - 1) % stride == 0
+            })
+            .map(|m| Point {
+                t_s: m.sample.t_ms / 1000.0,
+                ms: m.sample.client_ms,
+                cold: cold(m),
+            })
+            .collect();
+        PlotData {
+            cdf_client: crate::stats::cdf(&client, 200),
+            cdf_service: crate::stats::cdf(&service, 200),
+            timeline,
+        }
+    }
 }
 
 impl Group {
@@ -192,6 +261,17 @@ pub struct RunResult {
     pub pricing_profiles: Vec<String>,
     pub functions: Vec<Deployed>,
     pub scenarios: Vec<ScenarioResult>,
+    /// The source study's figures beside this run's.
+    pub reference: Comparison,
+}
+
+/// Distinct instances that served `samples` (by their records).
+pub fn unique_instances(samples: &[Measured]) -> usize {
+    samples
+        .iter()
+        .filter_map(|m| m.server.as_ref()?.instance_id.as_deref())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 /// Buckets samples by start time: hits/s, mean and max latency, users.
@@ -265,6 +345,7 @@ mod tests {
                 users: 3,
             },
             server: Some(Server {
+                instance_id: None,
                 cold,
                 queue_ms: 0.0,
                 init_ms: None,
@@ -298,5 +379,32 @@ mod tests {
         assert_eq!(b[2].planned, Some(1));
         assert_eq!(b[2].mean_ms, None);
         assert_eq!(b[0].users, 3);
+    }
+
+    #[test]
+    fn a_burst_counts_its_distinct_instances() {
+        // 10 invocations over 3 instances, one without a record.
+        let mut s: Vec<Measured> = (0..10)
+            .map(|i| {
+                let mut x = m(f64::from(i), 5.0, 202, i < 3);
+                x.server.as_mut().unwrap().instance_id = Some(format!("i-{}", i % 3));
+                x
+            })
+            .collect();
+        s[9].server = None;
+        assert_eq!(unique_instances(&s), 3);
+        assert_eq!(unique_instances(&s[..2]), 2);
+        assert_eq!(unique_instances(&[]), 0);
+    }
+
+    #[test]
+    fn plot_data_keeps_cold_points_and_thins_warm_ones() {
+        let s: Vec<Measured> = (0..5000)
+            .map(|i| m(f64::from(i), 10.0, 200, i % 1000 == 0))
+            .collect();
+        let p = PlotData::of(&s);
+        assert!(p.timeline.len() <= TIMELINE_MAX, "{}", p.timeline.len());
+        assert_eq!(p.timeline.iter().filter(|x| x.cold).count(), 5);
+        assert!(p.cdf_client.len() <= 201 && !p.cdf_client.is_empty());
     }
 }

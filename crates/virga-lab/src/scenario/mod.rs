@@ -12,6 +12,7 @@ use crate::preset::Preset;
 use crate::run::{Lab, ScenarioResult};
 use crate::LabError;
 
+mod burst;
 mod cold_start;
 mod compare;
 mod keep_alive;
@@ -22,6 +23,7 @@ mod throughput;
 mod trace;
 mod warm_latency;
 
+pub use burst::Burst;
 pub use cold_start::ColdStart;
 pub use compare::Compare;
 pub use keep_alive::KeepAlive;
@@ -62,6 +64,7 @@ pub enum ScenarioKind {
     Sweep(Sweep),
     Compare(Compare),
     OpenLoop(OpenLoop),
+    Burst(Burst),
 }
 
 /// A scenario's kind without its settings: what results and reports carry.
@@ -77,6 +80,7 @@ pub enum Kind {
     Sweep,
     Compare,
     OpenLoop,
+    Burst,
 }
 
 impl Kind {
@@ -92,6 +96,7 @@ impl Kind {
             Kind::Sweep => "sweep",
             Kind::Compare => "compare",
             Kind::OpenLoop => "open-loop",
+            Kind::Burst => "burst",
         }
     }
 }
@@ -114,6 +119,7 @@ impl ScenarioKind {
             ScenarioKind::Sweep(_) => Kind::Sweep,
             ScenarioKind::Compare(_) => Kind::Compare,
             ScenarioKind::OpenLoop(_) => Kind::OpenLoop,
+            ScenarioKind::Burst(_) => Kind::Burst,
         }
     }
 }
@@ -141,6 +147,7 @@ impl Scenario {
             ScenarioKind::Sweep(k) => k.quick(),
             ScenarioKind::Compare(k) => k.quick(),
             ScenarioKind::OpenLoop(k) => k.quick(),
+            ScenarioKind::Burst(k) => k.quick(),
         }
     }
 
@@ -156,6 +163,7 @@ impl Scenario {
             ScenarioKind::Sweep(k) => k.check(preset, &self.functions, self.payload.as_deref()),
             ScenarioKind::Compare(k) => k.check(),
             ScenarioKind::OpenLoop(k) => k.check(),
+            ScenarioKind::Burst(k) => k.check(),
         }
     }
 
@@ -176,8 +184,24 @@ impl Scenario {
             ScenarioKind::Sweep(k) => k.run(lab, r, functions, payload).await,
             ScenarioKind::Compare(k) => k.run(lab, r, functions, payload).await,
             ScenarioKind::OpenLoop(k) => k.run(lab, r, functions, payload).await,
+            ScenarioKind::Burst(k) => k.run(lab, r, functions, payload).await,
         }
     }
+}
+
+/// A grid cell's deployed name (`f-m512-c10`) and its manifest overrides.
+fn cell(f: &str, memory_mb: Option<u32>, max_concurrency: Option<u32>) -> (String, toml::Table) {
+    let mut extra = toml::Table::new();
+    let mut name = f.to_string();
+    if let Some(m) = memory_mb {
+        extra.insert("memory_mb".into(), toml::Value::Integer(m.into()));
+        name.push_str(&format!("-m{m}"));
+    }
+    if let Some(c) = max_concurrency {
+        extra.insert("max_concurrency".into(), toml::Value::Integer(c.into()));
+        name.push_str(&format!("-c{c}"));
+    }
+    (name, extra)
 }
 
 /// `v` is positive and finite, or an error naming `what`.

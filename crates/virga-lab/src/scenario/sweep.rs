@@ -145,16 +145,7 @@ impl Sweep {
                 if lab.stop.stopped() {
                     break;
                 }
-                let mut extra = toml::Table::new();
-                let mut name = f.clone();
-                if let Some(m) = m {
-                    extra.insert("memory_mb".into(), toml::Value::Integer(m.into()));
-                    name.push_str(&format!("-m{m}"));
-                }
-                if let Some(c) = c {
-                    extra.insert("max_concurrency".into(), toml::Value::Integer(c.into()));
-                    name.push_str(&format!("-c{c}"));
-                }
+                let (mut name, extra) = super::cell(f, m, c);
                 if let Some(b) = b {
                     name.push_str(&format!("-b{b}"));
                 }
@@ -181,6 +172,8 @@ impl Sweep {
                 let mut config = cfg(&[("batch_size", json!(b))]);
                 config.insert("memory_mb".into(), json!(m));
                 config.insert("max_concurrency".into(), json!(c));
+                // The preset's name of the cell's function, for references.
+                config.insert("function".into(), json!(f));
                 config.retain(|_, v| !v.is_null());
                 let g = lab
                     .group(name.clone(), &target_name, config, samples, wall)
