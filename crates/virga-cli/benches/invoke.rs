@@ -97,6 +97,60 @@ fn env_num(name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
+const NOOP: &str = "name = \"noop\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\nmemory_mb = 1769\nmax_concurrency = 64\nmax_queue = 1000\n";
+
+/// One cold start on the platform at `addr`: stop its idle instances,
+/// invoke once, and read the record's `init_ms`.
+async fn cold_start(addr: std::net::SocketAddr) -> f64 {
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    http.delete(format!("{base}/v1/functions/noop/instances"))
+        .send()
+        .await
+        .unwrap();
+    // Reaping is asynchronous: wait until the pool is empty.
+    for _ in 0..200 {
+        let v: serde_json::Value = http
+            .get(format!("{base}/v1/functions/noop/instances"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["instances"].as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = http
+        .post(format!("{base}/2015-03-31/functions/noop/invocations"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-amzn-requestid"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(r.status().is_success());
+    let recs: serde_json::Value = http
+        .get(format!("{base}/v1/invocations?function=noop&limit=5"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    recs["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["request_id"] == id.as_str())
+        .and_then(|r| r["init_ms"].as_f64())
+        .expect("the invocation after a scale-to-zero is cold")
+}
+
 fn main() {
     let secs = env_num("VIRGA_BENCH_SECS", 3.0);
     let rounds = env_num("VIRGA_BENCH_ROUNDS", 3.0) as usize;
@@ -105,11 +159,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let (_data, platform) = support::platform(
-            "noop",
-            "name = \"noop\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\nmemory_mb = 1769\nmax_concurrency = 64\nmax_queue = 1000\n",
-        )
-        .await;
+        let (_data, platform) = support::platform("noop", NOOP).await;
         let bare = bare_axum().await;
         let client = support::http_client();
         let virga_uri = format!("http://{}/2015-03-31/functions/noop/invocations", platform.addr());
@@ -150,46 +200,89 @@ fn main() {
             );
         }
 
-        // Cold starts: stop the idle instances, invoke once, read init_ms back.
-        let http = reqwest::Client::new();
-        let base = format!("http://{}", platform.addr());
+        // Cold starts, sandboxed and not, alternating in one run: stop the
+        // idle instances, invoke once, read init_ms back.
+        let (_plain_data, plain) = support::platform_with("noop", NOOP, |c| c.isolation = false).await;
+        let sandboxed = platform.scheduler().isolation();
         let n = 30;
+        let (mut jailed, mut bare_inits) = (Vec::new(), Vec::new());
         for _ in 0..n {
-            http.delete(format!("{base}/v1/functions/noop/instances")).send().await.unwrap();
-            // Reaping is asynchronous: wait until the pool is empty.
-            for _ in 0..200 {
-                let v: serde_json::Value = http.get(format!("{base}/v1/functions/noop/instances")).send().await.unwrap().json().await.unwrap();
-                if v["instances"].as_array().is_some_and(|a| a.is_empty()) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let r = http.post(&virga_uri).body("{}").send().await.unwrap();
-            assert!(r.status().is_success());
+            jailed.push(cold_start(platform.addr()).await);
+            bare_inits.push(cold_start(plain.addr()).await);
         }
-        let recs: serde_json::Value = http
-            .get(format!("{base}/v1/invocations?function=noop&limit={n}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let inits: Vec<f64> = recs["invocations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["init_ms"].as_f64())
-            .collect();
-        let cold = inits.len();
-        let mut sorted = inits.clone();
-        sorted.sort_by(|a, b| a.total_cmp(b));
+        let p = |mut v: Vec<f64>, q: f64| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+        };
         println!(
-            "\ncold start of the no-op Rust runtime (spawn -> first next), {cold} of {n} cold: p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms",
-            median(inits),
-            sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)],
-            sorted[sorted.len() - 1]
+            "\ncold start of the no-op Rust runtime (spawn -> first next), {n} each, alternating:\n  isolation {:<8} p50 {:.2} ms, p90 {:.2} ms\n  isolation {:<8} p50 {:.2} ms, p90 {:.2} ms\n  the sandbox adds {:.2} ms at p50",
+            sandboxed.as_str(),
+            p(jailed.clone(), 0.5),
+            p(jailed.clone(), 0.9),
+            "none",
+            p(bare_inits.clone(), 0.5),
+            p(bare_inits.clone(), 0.9),
+            p(jailed, 0.5) - p(bare_inits, 0.5),
         );
+        plain.shutdown().await;
+
+        // Warm latency at c=1 with and without AWS Signature V4: the same
+        // function behind `--auth none` (unsigned requests) and `--auth
+        // sigv4` (every request signed by the client, verified by the gateway).
+        let (signed_data, signed) = support::platform_with("noop", NOOP, |c| {
+            c.auth = virga_platform::access::AuthMode::Sigv4;
+        })
+        .await;
+        let key = virga_platform::access::KeyStore::new(&signed_data.path().join("data"))
+            .create(
+                "bench",
+                virga_platform::access::Role::Admin,
+                &[],
+                virga_platform::access::KeyKind::Sigv4,
+            )
+            .unwrap();
+        let virga_platform::access::NewKey::Sigv4 {
+            access_key_id,
+            secret_access_key,
+            ..
+        } = key
+        else {
+            unreachable!("a SigV4 key was asked for")
+        };
+        let signer = virga_sigv4::Signer::new(
+            virga_sigv4::Credentials::new(&access_key_id, &secret_access_key, None),
+            "us-east-1",
+            "lambda",
+        );
+        let http = reqwest::Client::new();
+        let unsigned_uri = format!("http://{}/2015-03-31/functions/noop/invocations", platform.addr());
+        let signed_uri = format!("http://{}/2015-03-31/functions/noop/invocations", signed.addr());
+        let (mut plain_us, mut signed_us) = (Vec::new(), Vec::new());
+        for round in 0..(rounds * 400) {
+            let t = std::time::Instant::now();
+            let r = http.post(&unsigned_uri).body("{}").send().await.unwrap();
+            assert!(r.status().is_success());
+            let _ = r.bytes().await;
+            let unsigned_took = t.elapsed();
+            let t = std::time::Instant::now();
+            let mut req = http.post(&signed_uri).body("{}").build().unwrap();
+            signer.sign_reqwest(&mut req).unwrap();
+            let r = http.execute(req).await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            let _ = r.bytes().await;
+            // The first of each is the cold start.
+            if round > 0 {
+                plain_us.push(unsigned_took.as_secs_f64() * 1e6);
+                signed_us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let (pu, su) = (median(plain_us), median(signed_us));
+        println!(
+            "\nwarm invoke at c=1, p50 of {} each, alternating: --auth none unsigned {pu:.0} us, --auth sigv4 signed {su:.0} us ({:+.0} us: signing in the client plus verifying in the gateway)",
+            rounds * 400 - 1,
+            su - pu
+        );
+        signed.shutdown().await;
         platform.shutdown().await;
     });
 }

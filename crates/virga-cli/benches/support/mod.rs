@@ -19,7 +19,17 @@ pub fn http_client() -> HttpClient {
 
 /// Starts an embedded platform (its own temporary data dir) serving one
 /// function from `manifest`; the built-in runtime is `virga worker`.
+/// Instances are sandboxed where the host allows it.
 pub async fn platform(name: &str, manifest: &str) -> (tempfile::TempDir, virga_platform::Platform) {
+    platform_with(name, manifest, |_| {}).await
+}
+
+/// As [`platform`], with `adjust` applied to the configuration last.
+pub async fn platform_with(
+    name: &str,
+    manifest: &str,
+    adjust: impl FnOnce(&mut virga_platform::PlatformConfig),
+) -> (tempfile::TempDir, virga_platform::Platform) {
     let data = tempfile::tempdir().unwrap();
     let fns = data.path().join("fns");
     std::fs::create_dir_all(&fns).unwrap();
@@ -40,6 +50,7 @@ pub async fn platform(name: &str, manifest: &str) -> (tempfile::TempDir, virga_p
     });
     // As in the lab: 64 instances of 1769 MB exceed a 24 GiB host's budget.
     config.max_memory_mb = Some(u64::MAX);
+    adjust(&mut config);
     let platform = virga_platform::Platform::start(config).await.unwrap();
     (data, platform)
 }
