@@ -54,10 +54,7 @@ fn peer_python() -> PathBuf {
     let stamp = venv.join("requirements.txt");
     let python = venv.join("bin/python");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(&wanted) {
-        println!(
-            "(installing the peer's requirements into {})",
-            venv.display()
-        );
+        println!("(installing the peer's requirements into target/peers/fastapi-iris)");
         let _ = std::fs::remove_dir_all(&venv);
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
         run(Command::new(&python)

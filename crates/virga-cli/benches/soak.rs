@@ -180,14 +180,20 @@ async fn caller(
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.below(THINK_MS + 1))).await;
         let roll = rng.below(100);
-        // Shares of the mix, in percent: 50 no-op sync, 15 async (a fifth
+        // Shares of the mix, in percent: 50 no-op sync, 15 async (a tenth
         // of it chaos), 5 chaos sync, 10 hang-ups, 10 service, 5 Python
         // sync, 5 to the function that is deleted now and then. `flaky`
-        // gets a small share: each of its misbehaviours costs a cold start.
+        // gets a small share: each of its misbehaviours costs a cold start,
+        // so it drains about one event a second, and a larger share of
+        // async events only grows its backlog for the whole run.
         let (function, payload, event, hang_up) = match roll {
             0..=49 => ("echo", json!({"n": roll}).to_string(), false, None),
             50..=64 => {
-                let f = ["echo", "ok", "echo", "ok", "flaky"][rng.below(5) as usize];
+                let f = match rng.below(10) {
+                    0 => "flaky",
+                    1..=4 => "ok",
+                    _ => "echo",
+                };
                 let p = if f == "flaky" {
                     chaos_event(&mut rng)
                 } else {
@@ -301,16 +307,39 @@ async fn operator(s: &Server, until: Instant) -> (u64, u64, u64) {
     }
 }
 
-/// Sum of a Prometheus metric's samples.
-async fn metric_sum(s: &Server, metric: &str) -> f64 {
+/// Asynchronous events not yet delivered (ready, in flight or delayed), per
+/// function, from `/metrics`.
+async fn async_backlog(s: &Server) -> Vec<(String, f64)> {
     let text = match s.http.get(s.url("/metrics")).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return f64::NAN,
+        Err(_) => return vec![("?".into(), f64::NAN)],
     };
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let mut per: Vec<(String, f64)> = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("virga_async_events{"))
+    {
+        let function = line
+            .split("function=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default();
+        let n: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        match per.iter_mut().find(|(f, _)| f == function) {
+            Some((_, sum)) => *sum += n,
+            None => per.push((function.to_string(), n)),
+        }
+    }
+    per.retain(|(_, n)| *n != 0.0);
+    per
+}
+
+async fn backlog_total(s: &Server) -> f64 {
+    async_backlog(s).await.iter().map(|(_, n)| n).sum()
 }
 
 /// Waits (at most `limit`) until nothing is busy, starting or queued and no
@@ -318,7 +347,7 @@ async fn metric_sum(s: &Server, metric: &str) -> f64 {
 async fn quiet(s: &Server, limit: Duration) -> Option<Duration> {
     let t = Instant::now();
     while t.elapsed() < limit {
-        let mut idle = metric_sum(s, "virga_async_events").await == 0.0;
+        let mut idle = backlog_total(s).await == 0.0;
         for (name, _) in functions() {
             let info = s.get(&format!("/v1/functions/{name}")).await;
             idle &= info["queued"].as_u64().unwrap_or(0) == 0;
@@ -427,7 +456,7 @@ fn main() {
                 tokio::time::sleep(every.min(until.saturating_duration_since(Instant::now()))).await;
                 let w = std::mem::replace(&mut *window.lock().unwrap(), Tally::new());
                 let u = usage(pid);
-                let backlog = metric_sum(&s, "virga_async_events").await;
+                let backlog = backlog_total(&s).await;
                 println!(
                     "{:>5.0} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5} {:>5} {:>6.2}ms {:>5.1}ms {:>7} {:>8.1} {:>5} {:>5} {:>5}",
                     started.elapsed().as_secs_f64(),
@@ -456,6 +485,7 @@ fn main() {
         }
         total.add(&window.lock().unwrap());
         drop(client);
+        let backlog = async_backlog(&s).await;
 
         let settled = quiet(&s, Duration::from_secs(300)).await;
         let after = scale_to_zero_and_read(&s).await;
@@ -486,6 +516,10 @@ fn main() {
                 "echo latency, first window -> last: p50 {:.2} -> {:.2} ms, p99 {:.1} -> {:.1} ms",
                 first.0, last.0, first.1, last.1
             );
+        }
+        if !backlog.is_empty() {
+            let per: Vec<String> = backlog.iter().map(|(f, n)| format!("{f} {n}")).collect();
+            println!("async backlog when the load stopped: {}", per.join(", "));
         }
         match settled {
             Some(d) => println!("settled {:.1} s after the load stopped", d.as_secs_f64()),
