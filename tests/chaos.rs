@@ -11,28 +11,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{manifest, runtimes_dir, Server};
+use common::{Rng, Server};
 use serde_json::json;
 
 /// At most this many requests, sent within this long.
 const REQUESTS: usize = 600;
 const TRAFFIC: Duration = Duration::from_secs(20);
 const CALLERS: usize = 12;
-
-/// xorshift64*: small, seedable, good enough to pick actions.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Default)]
 struct Tally {
@@ -44,33 +29,6 @@ struct Tally {
     refused: usize,
     /// Request ids of accepted asynchronous events, with their function.
     accepted: HashMap<String, String>,
-}
-
-fn manifests() -> Vec<(&'static str, String)> {
-    let service = runtimes_dir().join("service.py");
-    vec![
-        (
-            "ok",
-            manifest(
-                "ok",
-                "max_concurrency = 3\nmax_queue = 40\ntimeout_ms = 2000\nmemory_mb = 128",
-            ),
-        ),
-        (
-            "flaky",
-            manifest(
-                "flaky",
-                "max_concurrency = 2\nmax_queue = 40\ntimeout_ms = 600\nmemory_mb = 128\nmax_retries = 1\nretry_delay_ms = 50",
-            ),
-        ),
-        (
-            "svc",
-            format!(
-                "name = \"svc\"\ncommand = [\"python3\", \"{}\"]\nmode = \"service\"\ncpu = 0.5\nmemory_mb = 256\ninstance_concurrency = 2\nmax_instances = 2\nmax_queue = 40\ntimeout_ms = 2000\n",
-                service.display()
-            ),
-        ),
-    ]
 }
 
 fn event(rng: &mut Rng, function: &str) -> String {
@@ -91,18 +49,9 @@ fn event(rng: &mut Rng, function: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_leaves_the_platform_clean() {
-    let seed: u64 = std::env::var("VIRGA_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = common::seed("VIRGA_CHAOS_SEED");
     eprintln!("chaos seed {seed} (replay with VIRGA_CHAOS_SEED={seed})");
-    let all = manifests();
+    let all = common::chaos_functions();
     let s = Server::start(&all).await;
     let pid = s.pid();
     let fds = || {

@@ -1,4 +1,5 @@
-//! Starting the real `virga` binary for end-to-end tests.
+//! Starting the real `virga` binary for end-to-end tests, and for the
+//! benchmarks that measure it as a process of its own (`soak`, `iris`).
 
 #![allow(dead_code)]
 
@@ -24,6 +25,66 @@ pub fn manifest(name: &str, extra: &str) -> String {
         "name = \"{name}\"\ncommand = [\"python3\", \"{}\"]\n{extra}\n",
         script.display()
     )
+}
+
+/// The functions of the chaos test (and the soak benchmark): `ok` (behave.py,
+/// 3 instances), `flaky` (behave.py, a 600 ms timeout, 128 MB, one retry) and
+/// `svc` (service.py in service mode, two tasks of two slots).
+pub fn chaos_functions() -> Vec<(&'static str, String)> {
+    let service = runtimes_dir().join("service.py");
+    vec![
+        (
+            "ok",
+            manifest(
+                "ok",
+                "max_concurrency = 3\nmax_queue = 40\ntimeout_ms = 2000\nmemory_mb = 128",
+            ),
+        ),
+        (
+            "flaky",
+            manifest(
+                "flaky",
+                "max_concurrency = 2\nmax_queue = 40\ntimeout_ms = 600\nmemory_mb = 128\nmax_retries = 1\nretry_delay_ms = 50",
+            ),
+        ),
+        (
+            "svc",
+            format!(
+                "name = \"svc\"\ncommand = [\"python3\", \"{}\"]\nmode = \"service\"\ncpu = 0.5\nmemory_mb = 256\ninstance_concurrency = 2\nmax_instances = 2\nmax_queue = 40\ntimeout_ms = 2000\n",
+                service.display()
+            ),
+        ),
+    ]
+}
+
+/// A seed from the environment variable `var`, else from the clock (print
+/// it, so a run can be replayed).
+pub fn seed(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        })
+}
+
+/// xorshift64*: small, seedable, good enough to pick actions.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }
 
 /// Polls `check` every 50 ms for at most `secs` seconds: true once it holds.
@@ -62,6 +123,21 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The address in the first line `child` prints to its piped stdout,
+/// `... listening on http://<addr>`.
+pub fn listening_on(child: &mut Child) -> Option<String> {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take()?)
+        .read_line(&mut line)
+        .ok()?;
+    Some(
+        line.split("listening on http://")
+            .nth(1)?
+            .trim()
+            .to_string(),
+    )
 }
 
 /// A `virga serve` process on 127.0.0.1:0 with its own data dir.
@@ -206,17 +282,8 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("virga binary starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("listening on http://")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no listening line: {line:?}; log: {}", self.log()))
-            .trim()
-            .to_string();
-        self.addr = addr;
+        self.addr = listening_on(&mut child)
+            .unwrap_or_else(|| panic!("no listening line; log: {}", self.log()));
         self.child = Some(child);
     }
 
@@ -434,17 +501,7 @@ pub fn iris_model(s: &Server) -> String {
 /// What the server `pid` has left running: its child processes and the
 /// cgroup directories of its instances (named `<instance>-<pid>`).
 pub fn leftovers(pid: u32) -> (usize, Vec<String>) {
-    let children = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-        .filter(|stat| {
-            // After "(comm)": state, then the parent's pid.
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(1))
-                == Some(&pid.to_string())
-        })
-        .count();
+    let children = children(pid).len();
     let cgroups = [
         "/sys/fs/cgroup/memory/virga",
         "/sys/fs/cgroup/cpu/virga",
@@ -457,6 +514,20 @@ pub fn leftovers(pid: u32) -> (usize, Vec<String>) {
     .filter(|n| n.ends_with(&format!("-{pid}")))
     .collect();
     (children, cgroups)
+}
+
+/// The pids of the child processes of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // After "(comm)": state, then the parent's pid.
+            let parent = stat.rsplit(')').next()?.split_whitespace().nth(1)?;
+            (parent == pid.to_string()).then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
 }
 
 /// Open descriptors of process `pid`.

@@ -12,67 +12,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
 
-use support::HttpClient;
-
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    errors: u64,
-}
-
-async fn closed_loop(client: &HttpClient, uri: &str, concurrency: usize, secs: f64) -> Run {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let client = client.clone();
-        let uri: hyper::Uri = uri.parse().unwrap();
-        tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-            let mut errors = 0u64;
-            while Instant::now() < deadline {
-                let req = hyper::Request::post(uri.clone())
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(b"{\"ping\":1}")))
-                    .unwrap();
-                let t = Instant::now();
-                match client.request(req).await {
-                    Ok(resp) => {
-                        let ok = resp.status().is_success()
-                            && !resp.headers().contains_key("x-amz-function-error");
-                        let _ = resp.into_body().collect().await;
-                        if !ok {
-                            errors += 1;
-                        }
-                    }
-                    Err(_) => errors += 1,
-                }
-                h.record(t.elapsed().as_micros().max(1) as u64).unwrap();
-            }
-            (h, errors)
-        }));
-    }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-    let mut errors = 0;
-    for t in tasks {
-        let (h, e) = t.await.unwrap();
-        all.add(&h).unwrap();
-        errors += e;
-    }
-    Run {
-        rps: all.len() as f64 / secs,
-        p50_us: all.value_at_quantile(0.5) as f64,
-        p99_us: all.value_at_quantile(0.99) as f64,
-        errors,
-    }
-}
+use support::{closed_loop, env_num, median, Run};
 
 async fn bare_axum() -> SocketAddr {
     let app = axum::Router::new().route(
@@ -85,17 +29,7 @@ async fn bare_axum() -> SocketAddr {
     addr
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn env_num(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+const PING: &[u8] = b"{\"ping\":1}";
 
 const NOOP: &str = "name = \"noop\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\nmemory_mb = 1769\nmax_concurrency = 64\nmax_queue = 1000\n";
 
@@ -172,16 +106,16 @@ fn main() {
         );
         println!("{secs} s per measurement, {rounds} interleaved rounds, medians\n");
         // Warm up: start the instances concurrency 64 needs.
-        closed_loop(&client, &virga_uri, 64, 1.0).await;
-        closed_loop(&client, &bare_uri, 64, 0.5).await;
+        closed_loop(&client, &virga_uri, PING, 64, 1.0).await;
+        closed_loop(&client, &bare_uri, PING, 64, 0.5).await;
 
         println!("{:<6} {:>12} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12}", "conc", "virga req/s", "bare req/s", "ratio", "virga p50", "bare p50", "virga p99", "bare p99", "p50 overhead");
         for conc in [1usize, 8, 64] {
             let mut v = Vec::new();
             let mut b = Vec::new();
             for _ in 0..rounds {
-                v.push(closed_loop(&client, &virga_uri, conc, secs).await);
-                b.push(closed_loop(&client, &bare_uri, conc, secs).await);
+                v.push(closed_loop(&client, &virga_uri, PING, conc, secs).await);
+                b.push(closed_loop(&client, &bare_uri, PING, conc, secs).await);
             }
             let errors: u64 = v.iter().chain(&b).map(|r| r.errors).sum();
             let m = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());

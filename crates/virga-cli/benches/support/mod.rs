@@ -1,11 +1,13 @@
-//! What the benchmarks share: an embedded platform with one function, and a
-//! hyper client (not every bench uses every piece).
+//! What the benchmarks share: an embedded platform with one function, a
+//! hyper client and its closed loop (not every bench uses every piece).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -57,8 +59,90 @@ pub async fn platform_with(
 
 pub fn host_line() -> String {
     format!(
-        "host: {} cores, {}; build: release",
+        "host: {} cores, {}; build: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        std::env::consts::ARCH
+        std::env::consts::ARCH,
+        // `cargo test --bench` runs a bench in the debug profile: say so.
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     )
+}
+
+/// One closed-loop measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub errors: u64,
+}
+
+/// `concurrency` users, each POSTing `body` (JSON) to `uri` again as soon as
+/// its previous answer is in, for `secs`. A non-2xx answer or a function
+/// error (`X-Amz-Function-Error`) counts as an error.
+pub async fn closed_loop(
+    client: &HttpClient,
+    uri: &str,
+    body: &'static [u8],
+    concurrency: usize,
+    secs: f64,
+) -> Run {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let uri: hyper::Uri = uri.parse().unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let req = hyper::Request::post(uri.clone())
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(body)))
+                    .unwrap();
+                let t = Instant::now();
+                match client.request(req).await {
+                    Ok(resp) => {
+                        let ok = resp.status().is_success()
+                            && !resp.headers().contains_key("x-amz-function-error");
+                        let _ = resp.into_body().collect().await;
+                        if !ok {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => errors += 1,
+                }
+                h.record(t.elapsed().as_micros().max(1) as u64).unwrap();
+            }
+            (h, errors)
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await.unwrap();
+        all.add(&h).unwrap();
+        errors += e;
+    }
+    Run {
+        rps: all.len() as f64 / secs,
+        p50_us: all.value_at_quantile(0.5) as f64,
+        p99_us: all.value_at_quantile(0.99) as f64,
+        errors,
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn env_num(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
