@@ -40,7 +40,7 @@ impl Scheduler {
         source: &str,
         base_dir: &Path,
     ) -> Result<FunctionInfo, DeployError> {
-        self.deploy_code(manifest_text, source, base_dir, CodeSource::Dir)
+        self.deploy_with(manifest_text, source, base_dir, CodeSource::Dir)
     }
 
     /// Replaces a deployed function's code with a zip archive (Lambda's
@@ -55,7 +55,7 @@ impl Scheduler {
             .store()
             .function(name)?
             .ok_or_else(|| DeployError::NotFound(name.to_string()))?;
-        self.deploy_code(
+        self.deploy_with(
             &stored.manifest,
             &format!("{name}.toml"),
             Path::new(&stored.base_dir),
@@ -65,16 +65,6 @@ impl Scheduler {
 
     /// As [`Scheduler::deploy`], with the code from `code`.
     pub fn deploy_with(
-        self: &Arc<Self>,
-        manifest_text: &str,
-        source: &str,
-        base_dir: &Path,
-        code: CodeSource<'_>,
-    ) -> Result<FunctionInfo, DeployError> {
-        self.deploy_code(manifest_text, source, base_dir, code)
-    }
-
-    fn deploy_code(
         self: &Arc<Self>,
         manifest_text: &str,
         source: &str,
@@ -271,7 +261,7 @@ impl Scheduler {
         let stored = self.meter.store().functions()?;
         let mut n = 0;
         for f in stored {
-            match self.deploy_code(
+            match self.deploy_with(
                 &f.manifest,
                 &f.name,
                 Path::new(&f.base_dir),

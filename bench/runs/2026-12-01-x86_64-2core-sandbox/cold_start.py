@@ -1,11 +1,14 @@
-"""Cold start of EfficientNet-Lite0 with the sandbox and without, alternating."""
+"""Cold start of one function with the sandbox and without, alternating.
+
+python3 cold_start.py VIRGA REPO N FUNCTION  (FUNCTION: noop or efficientnet-lite0)"""
 import base64, io, json, os, statistics, subprocess, sys, tempfile, time, urllib.request
 
-virga, repo, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-manifest = open(f"{repo}/functions/models/efficientnet-lite0.toml").read()
+virga, repo, n, fn = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+code = {"noop": "functions", "efficientnet-lite0": "functions/models"}[fn]
+manifest = open(f"{repo}/{code}/{fn}.toml").read()
 # A tiny valid PNG (1x1).
 png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
-payload = json.dumps({"image": base64.b64encode(png).decode(), "top_k": 1}).encode()
+payload = b"{}" if fn == "noop" else json.dumps({"image": base64.b64encode(png).decode(), "top_k": 1}).encode()
 
 def start(iso):
     d = tempfile.mkdtemp()
@@ -13,7 +16,7 @@ def start(iso):
                          stdout=subprocess.PIPE, stderr=open(d + "/log", "w"), text=True)
     line = p.stdout.readline()
     base = line.split("listening on ")[1].strip()
-    req = urllib.request.Request(f"{base}/v1/functions/efficientnet-lite0?base_dir={repo}/functions/models",
+    req = urllib.request.Request(f"{base}/v1/functions/{fn}?base_dir={repo}/{code}",
                                  data=manifest.encode(), method="PUT")
     urllib.request.urlopen(req).read()
     return p, base
@@ -24,15 +27,15 @@ def call(base, method, path, body=None):
         return r.headers, r.read()
 
 def cold(base):
-    call(base, "DELETE", "/v1/functions/efficientnet-lite0/instances")
+    call(base, "DELETE", f"/v1/functions/{fn}/instances")
     for _ in range(400):
-        _, b = call(base, "GET", "/v1/functions/efficientnet-lite0/instances")
+        _, b = call(base, "GET", f"/v1/functions/{fn}/instances")
         if not json.loads(b)["instances"]:
             break
         time.sleep(0.005)
-    h, _ = call(base, "POST", "/2015-03-31/functions/efficientnet-lite0/invocations", payload)
+    h, _ = call(base, "POST", f"/2015-03-31/functions/{fn}/invocations", payload)
     rid = h["x-amzn-RequestId"]
-    _, b = call(base, "GET", "/v1/invocations?function=efficientnet-lite0&limit=5")
+    _, b = call(base, "GET", f"/v1/invocations?function={fn}&limit=5")
     rec = next(r for r in json.loads(b)["invocations"] if r["request_id"] == rid)
     return rec["init_ms"], rec["isolation"]
 
