@@ -79,6 +79,8 @@ pub struct LogFiles {
 
 /// Written lines reach the disk at least this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// After a line wakes the writer, how long it lets more gather.
+const GATHER: Duration = Duration::from_millis(10);
 /// A file nobody wrote to for this long is closed: open files stay few.
 const CLOSE_IDLE: Duration = Duration::from_secs(30);
 
@@ -177,21 +179,41 @@ fn write_loop(dir: &Path, rx: mpsc::Receiver<Msg>, max_bytes: u64, keep: usize) 
         }
     };
     let mut flushed = std::time::Instant::now();
+    let handle = |open: &mut HashMap<String, Open>, m: Msg| match m {
+        Msg::Line(function, line) => {
+            if let Err(e) = write_line(dir, open, &function, &line, max_bytes, keep) {
+                tracing::warn!(function = &*function, error = %e, "cannot write the function's log file");
+                open.remove(&*function);
+            }
+        }
+        Msg::Flush(done) => {
+            flush_all(open);
+            let _ = done.send(());
+        }
+        Msg::Close(function) => {
+            if let Some(mut f) = open.remove(&function) {
+                let _ = f.out.flush();
+            }
+        }
+    };
     loop {
         match rx.recv_timeout(FLUSH_EVERY) {
-            Ok(Msg::Line(function, line)) => {
-                if let Err(e) = write_line(dir, &mut open, &function, &line, max_bytes, keep) {
-                    tracing::warn!(function = &*function, error = %e, "cannot write the function's log file");
-                    open.remove(&*function);
+            Ok(first) => {
+                // Let the lines of a busy moment gather: one wake-up of
+                // this thread per batch, not three per invocation.
+                if matches!(first, Msg::Line(..)) {
+                    std::thread::sleep(GATHER);
                 }
-            }
-            Ok(Msg::Flush(done)) => {
-                flush_all(&mut open);
-                let _ = done.send(());
-            }
-            Ok(Msg::Close(function)) => {
-                if let Some(mut f) = open.remove(&function) {
-                    let _ = f.out.flush();
+                handle(&mut open, first);
+                loop {
+                    match rx.try_recv() {
+                        Ok(m) => handle(&mut open, m),
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        Err(mpsc::TryRecvError::Disconnected) => {
+                            flush_all(&mut open);
+                            return;
+                        }
+                    }
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}

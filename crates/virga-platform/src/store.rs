@@ -431,10 +431,20 @@ fn stored_function(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFunction> 
     })
 }
 
+/// After the first record of a batch, how long the writer lets more gather
+/// before it writes them all in one transaction. Under load this is one
+/// wake-up of the writer (and none of the senders: a sender only wakes a
+/// writer blocked on the channel) per batch instead of per invocation.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
 fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>, path: &Path) {
     while let Ok(first) = rx.recv() {
+        // A flush asked for on a quiet store is answered at once.
+        if matches!(first, Msg::Record(_)) {
+            std::thread::sleep(GATHER);
+        }
         let mut batch = vec![first];
-        while batch.len() < 1024 {
+        while batch.len() < 4096 {
             match rx.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,

@@ -1,0 +1,261 @@
+//! What one warm invocation costs the platform, measured from outside:
+//! `virga serve` runs as a process of its own, the client (this bench) in
+//! another, and a bare axum server in this process is measured in the same
+//! run by the same client.
+//!
+//! - **Platform CPU per warm invocation** at concurrency 64: the CPU time
+//!   (user + system, all threads) of the `virga serve` process over a run,
+//!   divided by the requests it answered; likewise for its instances'
+//!   processes (the runtime side). Two configurations of the no-op runtime
+//!   (`virga worker`, handler `echo`, `memory_mb = 1769`, one vCPU per
+//!   instance): `max_concurrency = 2` (one instance per core) and 64.
+//! - **req/s against the bare server** at the same concurrency. The Lambda
+//!   protocol costs three HTTP exchanges per invocation (the caller's, the
+//!   runtime's `next` answer, its `response` POST), so about a third of a
+//!   bare server's rate is the protocol's own bound on one host.
+//! - **At concurrency 1**: the platform's own share of each invocation, the
+//!   client's latency minus the record's `duration_ms` (dispatch to the
+//!   runtime's response, which contains the runtime), and the total
+//!   overhead, virga's p50 minus the bare server's.
+//!
+//! Run with `cargo bench -p virga-cli --bench overhead` (a release build).
+//! `VIRGA_BENCH_SECS` sets the seconds per measurement (default 5),
+//! `VIRGA_BENCH_ROUNDS` the interleaved rounds (default 3; medians are
+//! kept). The server logs at `virga serve`'s default level (`info`) unless
+//! `RUST_LOG` says otherwise.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+use support::{closed_loop, env_num, median};
+
+const PING: &[u8] = b"{\"ping\":1}";
+const CONCURRENCY: usize = 64;
+
+fn noop(name: &str, max_concurrency: u32) -> String {
+    format!(
+        "name = \"{name}\"\nruntime = \"command\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\n\
+         memory_mb = 1769\ntimeout_ms = 3000\nmax_concurrency = {max_concurrency}\nmax_queue = 1000\n\
+         keep_alive_ms = 600000\n"
+    )
+}
+
+async fn bare_axum() -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/hello",
+        axum::routing::post(|body: Bytes| async move { body }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// CPU seconds (user + system, every thread) process `pid` has used.
+fn cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // After "(comm)": utime and stime are the 12th and 13th fields.
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / clock_ticks_per_s()
+}
+
+fn clock_ticks_per_s() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("getconf runs");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    })
+}
+
+/// Every process below `pid` (its instances, their sandbox helpers).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for c in common::children(p) {
+            all.push(c);
+            frontier.push(c);
+        }
+    }
+    all
+}
+
+struct Measured {
+    rps: f64,
+    platform_us: f64,
+    runtimes_us: f64,
+    errors: u64,
+}
+
+/// A closed loop at `CONCURRENCY` against `uri` on the server `pid`, with
+/// the CPU its process and its instances' processes used meanwhile.
+async fn measure(client: &support::HttpClient, uri: &str, pid: u32, secs: f64) -> Measured {
+    let kids = descendants(pid);
+    let kids_cpu = |k: &[u32]| k.iter().map(|&p| cpu_s(p)).sum::<f64>();
+    let (p0, k0) = (cpu_s(pid), kids_cpu(&kids));
+    let run = closed_loop(client, uri, PING, CONCURRENCY, secs).await;
+    let (p1, k1) = (cpu_s(pid), kids_cpu(&kids));
+    let n = run.rps * secs;
+    Measured {
+        rps: run.rps,
+        platform_us: (p1 - p0) / n * 1e6,
+        runtimes_us: (k1 - k0) / n * 1e6,
+        errors: run.errors,
+    }
+}
+
+/// `n` sequential invocations: the client's latency of each, keyed by the
+/// request id the platform answered with.
+async fn sequential(client: &support::HttpClient, uri: &str, n: usize) -> Vec<(String, f64)> {
+    let uri: hyper::Uri = uri.parse().unwrap();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let req = hyper::Request::post(uri.clone())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(PING)))
+            .unwrap();
+        let t = Instant::now();
+        let resp = client.request(req).await.unwrap();
+        assert!(resp.status().is_success());
+        let id = resp.headers()["x-amzn-requestid"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let _ = resp.into_body().collect().await;
+        out.push((id, t.elapsed().as_secs_f64() * 1e6));
+    }
+    out
+}
+
+fn main() {
+    let secs = env_num("VIRGA_BENCH_SECS", 5.0);
+    let rounds = env_num("VIRGA_BENCH_ROUNDS", 3.0).max(1.0) as usize;
+    // The server's log level is the CLI's default unless asked for.
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let s = common::Server::start_with(
+            &common::virga_bin(),
+            &[("RUST_LOG", &level)],
+            // As in the lab: 64 instances of 1769 MB exceed a 24 GiB
+            // host's budget.
+            &["--max-memory-mb", "200000000"],
+            &[("noop2", noop("noop2", 2)), ("noop64", noop("noop64", 64))],
+        )
+        .await;
+        let pid = s.pid();
+        let bare = bare_axum().await;
+        let client = support::http_client();
+        let uri = |f: &str| s.url(&format!("/2015-03-31/functions/{f}/invocations"));
+        let bare_uri = format!("http://{bare}/hello");
+
+        println!("{}", support::host_line());
+        println!(
+            "`virga serve` (its own process, log level {level}) vs a bare axum server, one client; \
+             {secs} s per measurement, {rounds} interleaved rounds, medians\n"
+        );
+        // Warm up: every instance started, every connection open.
+        for f in ["noop2", "noop64"] {
+            closed_loop(&client, &uri(f), PING, CONCURRENCY, 1.5).await;
+        }
+        closed_loop(&client, &bare_uri, PING, CONCURRENCY, 0.5).await;
+
+        let (mut two, mut many, mut bare_rps) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            two.push(measure(&client, &uri("noop2"), pid, secs).await);
+            many.push(measure(&client, &uri("noop64"), pid, secs).await);
+            bare_rps.push(closed_loop(&client, &bare_uri, PING, CONCURRENCY, secs).await.rps);
+        }
+        let bare_rps = median(bare_rps);
+        println!(
+            "{:<34} {:>9} {:>9} {:>16} {:>16} {:>7}",
+            "concurrency 64", "req/s", "vs bare", "platform CPU/inv", "runtime CPU/inv", "errors"
+        );
+        for (name, runs) in [
+            ("noop, max_concurrency 2", &two),
+            ("noop, max_concurrency 64", &many),
+        ] {
+            let m = |f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
+            println!(
+                "{name:<34} {:>9.0} {:>8.1}% {:>14.1}us {:>14.1}us {:>7}",
+                m(|r| r.rps),
+                100.0 * m(|r| r.rps) / bare_rps,
+                m(|r| r.platform_us),
+                m(|r| r.runtimes_us),
+                runs.iter().map(|r| r.errors).sum::<u64>()
+            );
+        }
+        println!("{:<34} {bare_rps:>9.0}", "bare axum");
+        let platform_us = median(two.iter().map(|r| r.platform_us).collect());
+        println!(
+            "platform CPU per warm invocation (max_concurrency 2): {platform_us:.1} us (goal <= 50 us: {})",
+            if platform_us <= 50.0 { "met" } else { "NOT met" }
+        );
+
+        // Concurrency 1: the platform's share and the total overhead.
+        let n = 400 * rounds;
+        let (mut share, mut virga_us, mut bare_us) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let calls = sequential(&client, &uri("noop2"), n / rounds).await;
+            let records = s
+                .get(&format!("/v1/invocations?function=noop2&limit={}", n / rounds + 10))
+                .await;
+            let duration: std::collections::HashMap<&str, f64> = records["invocations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (r["request_id"].as_str().unwrap(), r["duration_ms"].as_f64().unwrap()))
+                .collect();
+            for (id, us) in &calls {
+                share.push(us - duration[id.as_str()] * 1e3);
+                virga_us.push(*us);
+            }
+            bare_us.extend(sequential_bare(&client, &bare_uri, n / rounds).await);
+        }
+        let (share, v50, b50) = (median(share), median(virga_us), median(bare_us));
+        println!(
+            "\nconcurrency 1, {n} invocations: virga p50 {v50:.0} us, bare p50 {b50:.0} us\n  \
+             the platform's share (client latency - record duration_ms), p50: {share:.0} us (goal <= 100 us: {})\n  \
+             total overhead (virga p50 - bare p50): {:.0} us (goal <= 250 us: {})",
+            if share <= 100.0 { "met" } else { "NOT met" },
+            v50 - b50,
+            if v50 - b50 <= 250.0 { "met" } else { "NOT met" },
+        );
+    });
+}
+
+async fn sequential_bare(client: &support::HttpClient, uri: &str, n: usize) -> Vec<f64> {
+    let uri: hyper::Uri = uri.parse().unwrap();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let req = hyper::Request::post(uri.clone())
+            .body(Full::new(Bytes::from_static(PING)))
+            .unwrap();
+        let t = Instant::now();
+        let resp = client.request(req).await.unwrap();
+        let _ = resp.into_body().collect().await;
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    out
+}
