@@ -143,6 +143,10 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 #[derive(Debug, Clone, Copy)]
 struct Usage {
     rss_kb: u64,
+    /// Of which anonymous memory (heap, stacks) and mapped files (the
+    /// binary's pages as they are first run, SQLite's shared memory).
+    anon_kb: u64,
+    file_kb: u64,
     fds: usize,
     threads: u64,
     instances: usize,
@@ -162,6 +166,8 @@ fn usage(pid: u32) -> Usage {
     let (instances, cgroups) = common::leftovers(pid);
     Usage {
         rss_kb: field("VmRSS:"),
+        anon_kb: field("RssAnon:"),
+        file_kb: field("RssFile:") + field("RssShmem:"),
         fds: common::fds(pid),
         threads: field("Threads:"),
         instances,
@@ -277,7 +283,7 @@ async fn operator(s: &Server, until: Instant) -> (u64, u64, u64) {
         let text = text.replacen('\n', &format!("\nenv = {{ SOAK = \"{i}\" }}\n"), 1);
         let ok = s
             .http
-            .put(s.url(&format!("/v1/functions/{name}?base_dir=/tmp")))
+            .put(s.url(&format!("/v1/functions/{name}")))
             .body(text)
             .send()
             .await
@@ -296,7 +302,7 @@ async fn operator(s: &Server, until: Instant) -> (u64, u64, u64) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let back = s
                 .http
-                .put(s.url("/v1/functions/churn?base_dir=/tmp"))
+                .put(s.url("/v1/functions/churn"))
                 .body(churn.clone())
                 .send()
                 .await
@@ -532,6 +538,8 @@ fn main() {
         println!("{:<20} {:>10} {:>10} {:>8}", "", "before", "after", "after/before");
         let rows = [
             ("RSS MB", before.rss_kb as f64 / 1024.0, after.rss_kb as f64 / 1024.0),
+            ("  anonymous MB", before.anon_kb as f64 / 1024.0, after.anon_kb as f64 / 1024.0),
+            ("  file-backed MB", before.file_kb as f64 / 1024.0, after.file_kb as f64 / 1024.0),
             ("open fds", before.fds as f64, after.fds as f64),
             ("threads", before.threads as f64, after.threads as f64),
             ("instance processes", before.instances as f64, after.instances as f64),

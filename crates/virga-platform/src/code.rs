@@ -12,7 +12,7 @@
 //! would land outside the bundle.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -296,13 +296,43 @@ fn copy_tree(
         } else if kind.is_file() {
             let meta = e.metadata().map_err(io_err(&from))?;
             budget.take(meta.len())?;
-            let bytes = fs::read(&from).map_err(io_err(&from))?;
-            hash.update(format!("f\0{name}\0{}\0", bytes.len()));
-            hash.update(&bytes);
-            fs::write(&to, &bytes).map_err(io_err(&to))?;
+            hash.update(format!("f\0{name}\0{}\0", meta.len()));
+            copy_hashing(&from, &to, meta.len(), hash)?;
             readable_file(&to, meta.permissions().mode() & 0o111 != 0)?;
         }
         // Sockets, fifos and devices are not code.
+    }
+    Ok(())
+}
+
+/// Copies the file `from` (of `len` bytes when it was listed) to `to` in
+/// chunks, hashing what it copies: a model of gigabytes passes through a
+/// small buffer, not the platform's memory.
+fn copy_hashing(from: &Path, to: &Path, len: u64, hash: &mut Sha256) -> Result<(), CodeError> {
+    let mut src = fs::File::open(from).map_err(io_err(from))?;
+    let mut dst = fs::File::create(to).map_err(io_err(to))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(from)(e)),
+        };
+        copied += n as u64;
+        if copied > len {
+            break;
+        }
+        hash.update(&buf[..n]);
+        dst.write_all(&buf[..n]).map_err(io_err(to))?;
+    }
+    // The digest names the length first: a file that changed size while
+    // it was copied would get a digest of something that never existed.
+    if copied != len {
+        return Err(io_err(from)(io::Error::other(
+            "the file changed size while it was copied: deploy again once it is written",
+        )));
     }
     Ok(())
 }
@@ -392,7 +422,6 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
