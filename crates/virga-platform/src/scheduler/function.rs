@@ -62,7 +62,7 @@ impl Function {
         match &self.pools {
             Pools::Function(p) => {
                 let mut pool = lock(p);
-                live().then(|| pool.acquire())
+                live().then(|| pool.acquire(Instant::now()))
             }
             Pools::Service(s) => {
                 let mut pool = lock(s);
@@ -91,7 +91,9 @@ impl Function {
             Pools::Function(p) => {
                 let mut pool = lock(p);
                 if healthy && !inst.is_dead() && !self.retired.load(Ordering::SeqCst) {
-                    pool.release(inst, Instant::now());
+                    if let Some(stop) = pool.release(inst, Instant::now()) {
+                        stop.kill();
+                    }
                 } else {
                     inst.kill();
                     pool.discard();

@@ -211,7 +211,7 @@ mod tests {
         let expired = Arc::new(Mutex::new(Vec::<(u32, Instant)>::new()));
         let t0 = Instant::now();
         assert!(lock(&p).reserve());
-        lock(&p).release(7, t0);
+        assert!(lock(&p).release(7, t0).is_none());
         let task = {
             let (p, wake, retired, expired) =
                 (p.clone(), wake.clone(), retired.clone(), expired.clone());
@@ -234,7 +234,7 @@ mod tests {
 
         // An instance released later is reaped one keep-alive after its release.
         assert!(lock(&p).reserve());
-        lock(&p).release(8, Instant::now());
+        assert!(lock(&p).release(8, Instant::now()).is_none());
         wake.notify_one();
         tokio::time::sleep(Duration::from_millis(1_001)).await;
         assert_eq!(
@@ -268,8 +268,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(*lock(&provisioned), 2);
         // The provisioned instances come up and go idle; hours pass.
-        lock(&p).release(1, Instant::now());
-        lock(&p).release(2, Instant::now());
+        assert!(lock(&p).release(1, Instant::now()).is_none());
+        assert!(lock(&p).release(2, Instant::now()).is_none());
         wake.notify_one();
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert_eq!(lock(&p).idle_count(), 2);
