@@ -58,10 +58,107 @@ pub struct PoolLimits {
 struct Idle<I, T> {
     inst: I,
     since: T,
+    /// Where its idle time counts from: its release, or for a pre-warmed
+    /// instance the release that planned the pre-warm.
+    origin: T,
     /// `None`: only evicted for memory (greedy-dual).
     expires: Option<T>,
     /// Greedy-dual's priority when it went idle.
     priority: f64,
+}
+
+/// The idle instances, most recently used last, with the soonest expiry and
+/// the lowest priority kept at hand: asked at every event of a simulation,
+/// they must not cost a scan of hundreds of idle instances each time. Both
+/// are recomputed only when the entry holding them leaves.
+struct IdleList<I, T> {
+    list: Vec<Idle<I, T>>,
+    soonest: Option<T>,
+    lowest: Option<f64>,
+}
+
+impl<I, T: Moment> IdleList<I, T> {
+    fn new() -> Self {
+        IdleList {
+            list: Vec::new(),
+            soonest: None,
+            lowest: None,
+        }
+    }
+
+    fn push(&mut self, e: Idle<I, T>) {
+        if let Some(x) = e.expires {
+            self.soonest = Some(self.soonest.map_or(x, |s| s.min(x)));
+        }
+        self.lowest = Some(self.lowest.map_or(e.priority, |l| l.min(e.priority)));
+        self.list.push(e);
+    }
+
+    fn refresh(&mut self) {
+        self.soonest = self.list.iter().filter_map(|e| e.expires).min();
+        self.lowest = self
+            .list
+            .iter()
+            .map(|e| e.priority)
+            .min_by(|a, b| a.total_cmp(b));
+    }
+
+    /// Whether `e` held one of the extremes (which must then be recomputed).
+    fn held_extreme(&self, e: &Idle<I, T>) -> bool {
+        (e.expires.is_some() && e.expires == self.soonest) || Some(e.priority) == self.lowest
+    }
+
+    fn pop(&mut self) -> Option<Idle<I, T>> {
+        let e = self.list.pop()?;
+        if self.held_extreme(&e) {
+            self.refresh();
+        }
+        Some(e)
+    }
+
+    fn remove(&mut self, pos: usize) -> Idle<I, T> {
+        let e = self.list.remove(pos);
+        if self.held_extreme(&e) {
+            self.refresh();
+        }
+        e
+    }
+
+    /// Moves up to `most` entries expired by `now` into `out`, oldest first;
+    /// returns the latest idle origin among them.
+    fn reap_into(&mut self, now: T, most: usize, out: &mut Vec<I>) -> Option<T> {
+        if most == 0 || self.soonest.is_none_or(|s| s > now) {
+            return None;
+        }
+        let expired = |e: &Idle<I, T>| e.expires.is_some_and(|x| x <= now);
+        let mut latest: Option<T> = None;
+        let mut note = |origin: T| latest = Some(latest.map_or(origin, |l| l.max(origin)));
+        // Under one fixed window the expired ones are the oldest: one drain.
+        let prefix = self
+            .list
+            .iter()
+            .take_while(|e| expired(e))
+            .count()
+            .min(most);
+        let mut left = most - prefix;
+        for e in self.list.drain(..prefix) {
+            note(e.origin);
+            out.push(e.inst);
+        }
+        let mut i = 0;
+        while left > 0 && i < self.list.len() {
+            if expired(&self.list[i]) {
+                let e = self.list.remove(i);
+                note(e.origin);
+                out.push(e.inst);
+                left -= 1;
+            } else {
+                i += 1;
+            }
+        }
+        self.refresh();
+        latest
+    }
 }
 
 /// Instances of one function: idle ones (most recently used last) and a count
@@ -69,19 +166,24 @@ struct Idle<I, T> {
 /// the function's keep-alive state.
 pub struct Pool<I, T, H: Handoff> {
     limits: PoolLimits,
-    idle: Vec<Idle<I, T>>,
+    idle: IdleList<I, T>,
     active: usize,
     waiters: VecDeque<H::Sender<Grant<I>>>,
-    keep: Tracker<T>,
+    keep: Tracker,
     /// When to start a pre-warmed instance.
     prewarm: Option<T>,
+    /// The release a planned pre-warm follows.
+    planned_at: Option<T>,
+    /// The idle origin of the instance stopped last: a request that finds
+    /// no idle instance measures the idle time it would have needed from it.
+    last_gone: Option<T>,
 }
 
 impl<I, T, H: Handoff> fmt::Debug for Pool<I, T, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("limits", &self.limits)
-            .field("idle", &self.idle.len())
+            .field("idle", &self.idle.list.len())
             .field("active", &self.active)
             .field("waiters", &self.waiters.len())
             .field("keep_alive", self.keep.policy())
@@ -96,22 +198,24 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
     }
 
     /// A pool whose idle instances live as `keep` decides.
-    pub fn with_keep_alive(limits: PoolLimits, keep: Tracker<T>) -> Self {
+    pub fn with_keep_alive(limits: PoolLimits, keep: Tracker) -> Self {
         Pool {
             limits,
-            idle: Vec::new(),
+            idle: IdleList::new(),
             active: 0,
             waiters: VecDeque::new(),
             keep,
             prewarm: None,
+            planned_at: None,
+            last_gone: None,
         }
     }
 
-    pub fn keep_alive(&self) -> &Tracker<T> {
+    pub fn keep_alive(&self) -> &Tracker {
         &self.keep
     }
 
-    pub fn keep_alive_mut(&mut self) -> &mut Tracker<T> {
+    pub fn keep_alive_mut(&mut self) -> &mut Tracker {
         &mut self.keep
     }
 
@@ -120,7 +224,7 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.len()
+        self.idle.list.len()
     }
 
     pub fn active_count(&self) -> usize {
@@ -133,18 +237,22 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
     }
 
     fn total(&self) -> usize {
-        self.idle.len() + self.active
+        self.idle.list.len() + self.active
     }
 
     /// A request arrived at `now`: reuse the most recently used idle
     /// instance (so the least recently used ones age out), else spawn under
     /// the limit, else queue. The predicted request came: no pre-warm is due.
     pub fn acquire(&mut self, now: T) -> Acquire<I, H::Receiver<Grant<I>>> {
-        self.keep.arrival(now, self.total());
+        self.keep.arrival(self.total());
         self.prewarm = None;
         if let Some(idle) = self.idle.pop() {
+            self.keep.idle_time(now.since(idle.origin));
             self.active += 1;
             return Acquire::Warm(idle.inst);
+        }
+        if let Some(gone) = self.last_gone.take() {
+            self.keep.idle_time(now.since(gone));
         }
         if self.total() < self.limits.max_instances {
             self.active += 1;
@@ -174,15 +282,18 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
     /// pre-warm a fresh one later ([`Pool::take_prewarm`]).
     #[must_use = "an instance returned must be stopped"]
     pub fn release(&mut self, inst: I, now: T) -> Option<I> {
-        let windows = self.keep.released(now);
         let inst = self.hand_to_waiter(inst)?;
         self.active -= 1;
-        if !windows.prewarm.is_zero() && self.total() >= self.limits.min_instances {
+        let windows = self.keep.windows();
+        let spare = self.total() >= self.limits.min_instances;
+        if spare && !windows.prewarm.is_zero() {
             // Spare the instance the idle stretch before the next request.
             self.prewarm = Some(now + windows.prewarm);
+            self.planned_at = Some(now);
+            self.last_gone = Some(now);
             return Some(inst);
         }
-        self.park(inst, now, windows.keep_alive);
+        self.park(inst, now, now, windows.keep_alive);
         None
     }
 
@@ -199,10 +310,11 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
         Some(inst)
     }
 
-    fn park(&mut self, inst: I, now: T, keep_alive: Option<Duration>) {
+    fn park(&mut self, inst: I, now: T, origin: T, keep_alive: Option<Duration>) {
         self.idle.push(Idle {
             inst,
             since: now,
+            origin,
             expires: keep_alive.map(|k| now + k),
             priority: self.keep.priority(),
         });
@@ -234,11 +346,12 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
     /// else it idles for the policy's keep-alive window.
     pub fn add_prewarmed(&mut self, inst: I, now: T) {
         let keep_alive = self.keep.windows().keep_alive;
+        let origin = self.planned_at.unwrap_or(now);
         let Some(inst) = self.hand_to_waiter(inst) else {
             return;
         };
         self.active -= 1;
-        self.park(inst, now, keep_alive);
+        self.park(inst, now, origin, keep_alive);
     }
 
     /// An active instance is gone (crashed, killed, failed to start): free its
@@ -254,25 +367,26 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
 
     /// Removes an idle instance that died on its own.
     pub fn remove_idle(&mut self, mut is_it: impl FnMut(&I) -> bool) -> Option<I> {
-        let pos = self.idle.iter().position(|e| is_it(&e.inst))?;
-        Some(self.idle.remove(pos).inst)
+        let pos = self.idle.list.iter().position(|e| is_it(&e.inst))?;
+        let e = self.idle.remove(pos);
+        self.last_gone = Some(e.origin);
+        Some(e.inst)
     }
 
     /// Idle instances whose keep-alive has run out, oldest first, sparing the
     /// provisioned minimum.
     pub fn reap(&mut self, now: T) -> Vec<I> {
-        let mut spare = self.total().saturating_sub(self.limits.min_instances);
         let mut expired = Vec::new();
-        let mut i = 0;
-        while i < self.idle.len() && spare > 0 {
-            if self.idle[i].expires.is_some_and(|e| e <= now) {
-                expired.push(self.idle.remove(i).inst);
-                spare -= 1;
-            } else {
-                i += 1;
-            }
-        }
+        self.reap_into(now, &mut expired);
         expired
+    }
+
+    /// [`Pool::reap`] into a vector the caller reuses.
+    pub fn reap_into(&mut self, now: T, out: &mut Vec<I>) {
+        let spare = self.total().saturating_sub(self.limits.min_instances);
+        if let Some(origin) = self.idle.reap_into(now, spare, out) {
+            self.last_gone = Some(origin);
+        }
     }
 
     /// When the next idle instance expires, if any can.
@@ -280,7 +394,7 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
         if self.total() <= self.limits.min_instances {
             return None;
         }
-        self.idle.iter().filter_map(|e| e.expires).min()
+        self.idle.soonest
     }
 
     /// Greedy-dual's candidate: the lowest priority among the idle instances
@@ -289,19 +403,18 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
         if self.total() <= self.limits.min_instances {
             return None;
         }
-        self.idle
-            .iter()
-            .map(|e| e.priority)
-            .min_by(|a, b| a.total_cmp(b))
+        self.idle.lowest
     }
 
     /// Takes out the idle instance of lowest priority to free its memory, and
     /// advances greedy-dual's clock to that priority.
     pub fn evict(&mut self) -> Option<I> {
         let lowest = self.lowest_priority()?;
-        let pos = self.idle.iter().position(|e| e.priority == lowest)?;
+        let pos = self.idle.list.iter().position(|e| e.priority == lowest)?;
         self.keep.clock().evicted(lowest);
-        Some(self.idle.remove(pos).inst)
+        let e = self.idle.remove(pos);
+        self.last_gone = Some(e.origin);
+        Some(e.inst)
     }
 
     /// How many instances are missing to reach `min_instances`.
@@ -314,12 +427,14 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
     pub fn drain(&mut self) -> Vec<I> {
         self.waiters.clear();
         self.prewarm = None;
-        self.idle.drain(..).map(|e| e.inst).collect()
+        let all = self.idle.list.drain(..).map(|e| e.inst).collect();
+        self.idle.refresh();
+        all
     }
 
     /// Idle instances with the time each went idle, oldest first.
     pub fn idle(&self) -> impl Iterator<Item = (&I, T)> {
-        self.idle.iter().map(|e| (&e.inst, e.since))
+        self.idle.list.iter().map(|e| (&e.inst, e.since))
     }
 }
 

@@ -19,4 +19,4 @@ pub use manifest::{
     BatchingSpec, BucketEvent, Destination, Manifest, ManifestError, Mode, ModelEngine, ModelSpec,
     ModelTask, Runtime, ScalingSpec, TriggerSpec, BUILTIN_RUNTIME,
 };
-pub use record::{InvocationRecord, Isolation, Status, Trigger, WorkerSplit};
+pub use record::{InvocationRecord, Isolation, Start, Status, Trigger, WorkerSplit};

@@ -7,6 +7,39 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::manifest::Mode;
 
+/// How the instance that served an invocation started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Started for this invocation: it paid the init.
+    Cold,
+    /// Reused after an earlier invocation.
+    #[default]
+    Warm,
+    /// Started ahead of the invocation by the keep-alive policy (a
+    /// pre-warm) or as a provisioned instance; this is its first.
+    Prewarmed,
+}
+
+impl Start {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Start::Cold => "cold",
+            Start::Warm => "warm",
+            Start::Prewarmed => "prewarmed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Start> {
+        Some(match s {
+            "cold" => Start::Cold,
+            "warm" => Start::Warm,
+            "prewarmed" => Start::Prewarmed,
+            _ => return None,
+        })
+    }
+}
+
 /// How an invocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

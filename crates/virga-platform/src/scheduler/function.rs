@@ -5,7 +5,7 @@ use super::*;
 /// The instances of a function, by its mode.
 pub(super) enum Pools {
     /// `function` and `job` instances, one request each.
-    Function(Mutex<Pool<Arc<Instance>>>),
+    Function(Box<Mutex<Pool<Arc<Instance>>>>),
     /// `service` tasks, several requests each.
     Service(Mutex<ServicePool<Arc<Instance>>>),
 }

@@ -169,15 +169,17 @@ impl Scheduler {
                 manifest.max_instances() as usize,
                 manifest.max_queue as usize,
             ))),
-            Mode::Function | Mode::Job => Pools::Function(Mutex::new(Pool::new(PoolLimits {
-                max_instances: match manifest.max_concurrency {
-                    0 => usize::MAX,
-                    n => n as usize,
-                },
-                max_queue: manifest.max_queue as usize,
-                keep_alive: Duration::from_millis(manifest.keep_alive_ms),
-                min_instances: manifest.min_instances as usize,
-            }))),
+            Mode::Function | Mode::Job => {
+                Pools::Function(Box::new(Mutex::new(Pool::new(PoolLimits {
+                    max_instances: match manifest.max_concurrency {
+                        0 => usize::MAX,
+                        n => n as usize,
+                    },
+                    max_queue: manifest.max_queue as usize,
+                    keep_alive: Duration::from_millis(manifest.keep_alive_ms),
+                    min_instances: manifest.min_instances as usize,
+                }))))
+            }
         };
         let batching = manifest.batching.clone();
         let (batch_tx, batch_rx) = match &batching {
