@@ -250,6 +250,7 @@ const RECORD_COLUMNS: &[&str] = &[
     "instance_id",
     "trigger",
     "cold",
+    "start",
     "status",
     "error_type",
     "queue_ms",

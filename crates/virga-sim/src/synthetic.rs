@@ -203,7 +203,7 @@ mod tests {
             let per_day = match f.source {
                 Source::Poisson { per_minute } => per_minute * 1440.0,
                 Source::Timer { period, .. } => 86_400.0 / period.as_secs_f64(),
-                Source::Counts(_) => unreachable!(),
+                Source::Counts(_) | Source::Exact(_) => unreachable!(),
             };
             per_app[f.app as usize].0 += per_day;
             per_app[f.app as usize].1 += 1;

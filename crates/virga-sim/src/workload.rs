@@ -55,6 +55,8 @@ pub enum Source {
     Poisson { per_minute: f64 },
     /// One invocation every `period`, the first at `phase`.
     Timer { period: Duration, phase: Duration },
+    /// Invocations at exactly these times, ascending (a hand-made sequence).
+    Exact(Vec<Duration>),
 }
 
 /// One function as the simulator models it: a fixed cost per cold start,
@@ -193,7 +195,7 @@ impl<'a> Arrivals<'a> {
                 self.cursor = minute + 1;
                 (minute, count.min(u64::from(u32::MAX)) as u32)
             }
-            Source::Timer { .. } => return false,
+            Source::Timer { .. } | Source::Exact(_) => return false,
         };
         if minute >= horizon_min {
             return false;
@@ -209,13 +211,21 @@ impl Iterator for Arrivals<'_> {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        if let Source::Timer { period, .. } = self.source {
-            let t = self.next_tick;
-            if t >= self.horizon_ns {
-                return None;
+        match self.source {
+            Source::Timer { period, .. } => {
+                let t = self.next_tick;
+                if t >= self.horizon_ns {
+                    return None;
+                }
+                self.next_tick = t + (period.as_nanos() as u64).max(1);
+                return Some(Duration::from_nanos(t));
             }
-            self.next_tick = t + (period.as_nanos() as u64).max(1);
-            return Some(Duration::from_nanos(t));
+            Source::Exact(times) => {
+                let t = *times.get(self.cursor as usize)?;
+                self.cursor += 1;
+                return (t.as_nanos() < u128::from(self.horizon_ns)).then_some(t);
+            }
+            _ => {}
         }
         if self.given >= self.count && !self.next_minute() {
             return None;

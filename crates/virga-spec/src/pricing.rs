@@ -904,6 +904,7 @@ mod tests {
             instance_id: Some(instance.into()),
             trigger: Trigger::Http,
             cold: init_ms.is_some(),
+            start: None,
             status,
             error_type: None,
             queue_ms: 0.0,

@@ -120,6 +120,10 @@ pub struct InvocationRecord {
     pub instance_id: Option<String>,
     pub trigger: Trigger,
     pub cold: bool,
+    /// How the instance that served it started; `None` when it reached no
+    /// instance (throttled, its caller gone while queued).
+    #[serde(default)]
+    pub start: Option<Start>,
     pub status: Status,
     /// Lambda's error name (`Runtime.ExitError`, `Sandbox.Timedout`, the function's own type, ...).
     pub error_type: Option<String>,
@@ -241,6 +245,7 @@ mod tests {
             instance_id: None,
             trigger: Trigger::Http,
             cold: true,
+            start: Some(Start::Prewarmed),
             status: Status::Timeout,
             error_type: Some("Sandbox.Timedout".into()),
             queue_ms: 0.0,
@@ -270,6 +275,7 @@ mod tests {
             "instance_id",
             "trigger",
             "cold",
+            "start",
             "status",
             "error_type",
             "queue_ms",
@@ -296,6 +302,7 @@ mod tests {
             assert!(v.get(field).is_some(), "missing {field}");
         }
         assert_eq!(v["status"], "timeout");
+        assert_eq!(v["start"], "prewarmed");
         assert_eq!(v["trigger"], "http");
         assert_eq!(v["mode"], "service");
         // Records written before these fields existed still read back.

@@ -121,6 +121,33 @@ impl Function {
         }
     }
 
+    /// A pre-warmed instance is ready: a waiting request takes it, else it
+    /// idles as the keep-alive policy says. Stopped when the function was
+    /// retired while it started.
+    pub(super) fn add_prewarmed(&self, inst: Arc<Instance>) {
+        let Pools::Function(p) = &self.pools else {
+            inst.kill();
+            return;
+        };
+        let mut pool = lock(p);
+        if self.retired.load(Ordering::SeqCst) || inst.is_dead() {
+            inst.kill();
+            pool.discard();
+        } else {
+            pool.add_prewarmed(inst, Instant::now());
+        }
+        drop(pool);
+        self.wake.notify_one();
+    }
+
+    /// A cold start took `init_ms`: what greedy-dual weighs this function's
+    /// instances by.
+    pub(super) fn observe_cold_start(&self, init_ms: f64) {
+        if let Pools::Function(p) = &self.pools {
+            lock(p).keep_alive_mut().observe_cold_start(init_ms);
+        }
+    }
+
     /// Frees the slot of an instance that never started.
     pub(super) fn give_back_slot(&self) {
         match &self.pools {
