@@ -41,8 +41,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for p in &report.policies {
         println!(
-            "  {:<18} cold {:>10}  app p75 {:>6.2}%  wasted {:>12.0} GB-s  events {:>11}  cpu {:>6.2} s",
-            p.policy, p.cold_starts, p.app_cold_start_pct.p75, p.wasted_memory_gb_s, p.events, p.cpu_s
+            "  {:<18} cold {:>10}  app p50 {:>6.2}% p75 {:>6.2}%  fn p75 {:>6.2}%  wasted {:>12.0} GB-s  peak {:>7.1} GB  events {:>11}  cpu {:>6.2} s",
+            p.policy,
+            p.cold_starts,
+            p.app_cold_start_pct.p50,
+            p.app_cold_start_pct.p75,
+            p.cold_start_pct.p75,
+            p.wasted_memory_gb_s,
+            p.peak_memory_gb,
+            p.events,
+            p.cpu_s
+        );
+    }
+    let find = |name: &str| report.policies.iter().find(|p| p.policy == name);
+    if let (Some(h), Some(f)) = (find("hybrid-histogram"), find("fixed:10m")) {
+        println!(
+            "hybrid-histogram / fixed:10m: p75 per-app cold-start % {:.3}, wasted memory {:.3}, cold starts {:.3}",
+            h.app_cold_start_pct.p75 / f.app_cold_start_pct.p75,
+            h.wasted_memory_gb_s / f.wasted_memory_gb_s,
+            h.cold_starts as f64 / f.cold_starts as f64
         );
     }
     println!(

@@ -16,8 +16,9 @@
 //! event, plus the policy's pre-warms, expiries and evictions) and in the
 //! functions; so, for a given mix, linear in functions x days. `fixed` and
 //! `hybrid-histogram` simulate each function alone, in parallel over threads;
-//! `greedy-dual` shares one memory budget, so one loop orders every event of
-//! every function through a radix heap.
+//! `greedy-dual` shares one memory budget, so one loop takes every arrival in
+//! time order (a thread beside it draws and sorts them a minute at a time):
+//! it is the longest of the policies, on one core.
 //! Nothing is allocated per event: instance slots and heaps are reused.
 
 pub mod engine;

@@ -1,12 +1,12 @@
-//! The event queue of the shared (greedy-dual) loop: a radix heap.
+//! A monotone event queue, a radix heap: the shared (greedy-dual) loop's
+//! busy functions by their earliest completion.
 //!
 //! A discrete-event simulation never schedules into the past, so its queue
 //! is *monotone*: every key pushed is at least the last one popped. A radix
 //! heap exploits that: an entry sits in the bucket of the highest bit in
 //! which its key differs from the last key popped, and moves only towards
-//! bucket 0 as time advances, a few times in its life. Against a binary heap
-//! of tens of thousands of pending events it saves the sift through ~16
-//! levels on every push and pop.
+//! bucket 0 as time advances, a few times in its life, where a binary heap
+//! sifts through every level on each push and pop.
 
 /// A monotone min-queue of `(time in ns, payload)`.
 #[derive(Debug)]
