@@ -59,8 +59,10 @@ async fn echo_is_cold_then_warm_with_lambda_report_lines() {
         "the warm instance is reused"
     );
     assert_eq!(recs[0]["cold"], true);
+    assert_eq!(recs[0]["start"], "cold");
     assert!(recs[0]["init_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(recs[1]["cold"], false);
+    assert_eq!(recs[1]["start"], "warm");
     assert_eq!(recs[1]["init_ms"], Value::Null);
     for r in &recs {
         assert_eq!(r["status"], "success");
@@ -516,7 +518,7 @@ async fn records_and_functions_survive_a_restart() {
     let (code, csv, _) = s.cli(&["invocations", "--format", "csv", "--function", "echo"]);
     assert_eq!(code, 0);
     assert!(
-        csv.starts_with("request_id,function,version,instance_id,trigger,cold,status"),
+        csv.starts_with("request_id,function,version,instance_id,trigger,cold,start,status"),
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 4);
@@ -591,7 +593,38 @@ async fn provisioned_instances_start_at_deploy_and_are_warm() {
         })
         .await
     );
-    assert_eq!(s.records(Some("warm")).await[0]["cold"], false);
+    let recs = s.records(Some("warm")).await;
+    assert_eq!(recs[0]["cold"], false);
+    assert_eq!(recs[0]["start"], "prewarmed", "its first request");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_periodic_function_is_prewarmed_live_under_the_hybrid_histogram() {
+    // 2-second bins: requests 3 s apart fall in bin 1, so once five idle
+    // times are known the instance stops at each release and a fresh one
+    // starts 1.8 s later, kept until 4.4 s.
+    let s = Server::start(&[(
+        "tick",
+        manifest(
+            "tick",
+            "memory_mb = 1769\n[keep_alive]\npolicy = \"hybrid-histogram\"\nbin_ms = 2000\nrange_ms = 60000",
+        ),
+    )])
+    .await;
+    let t0 = tokio::time::Instant::now();
+    for i in 0..9u32 {
+        tokio::time::sleep_until(t0 + Duration::from_secs(3) * i).await;
+        assert_eq!(s.invoke("tick", "{}").await.0, 200);
+    }
+    let recs = s.records(Some("tick")).await;
+    let starts: Vec<&str> = recs.iter().map(|r| r["start"].as_str().unwrap()).collect();
+    assert_eq!(starts[0], "cold", "{starts:?}");
+    assert!(
+        starts[1..6].iter().all(|s| *s == "warm"),
+        "the fallback window keeps it meanwhile: {starts:?}"
+    );
+    let prewarmed = starts[6..].iter().filter(|s| **s == "prewarmed").count();
+    assert!(prewarmed >= 2, "{starts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -812,4 +845,54 @@ async fn logs_survive_a_restart() {
     assert!(logs.contains(&format!("REPORT RequestId: {id}")), "{logs}");
     let file = std::fs::read_to_string(s.dir.path().join("data/logs/talk.log")).unwrap();
     assert!(file.contains(&format!("START RequestId: {id}")), "{file}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn greedy_dual_stops_the_idle_instance_of_lowest_priority_for_memory() {
+    let gd = |name: &str| {
+        (
+            name.to_string(),
+            manifest(
+                name,
+                "memory_mb = 1024\n[keep_alive]\npolicy = \"greedy-dual\"",
+            ),
+        )
+    };
+    let fns = [gd("hot"), gd("rare"), gd("new")];
+    let fns: Vec<(&str, String)> = fns.iter().map(|(n, m)| (n.as_str(), m.clone())).collect();
+    // Room for two instances of 1 GB.
+    let s = Server::start_with(
+        &common::virga_bin(),
+        &[],
+        &["--max-memory-mb", "2100"],
+        &fns,
+    )
+    .await;
+    for _ in 0..10 {
+        assert_eq!(s.invoke("hot", "{}").await.0, 200);
+    }
+    assert_eq!(s.invoke("rare", "{}").await.0, 200);
+    let idle = |f: &'static str| {
+        let s = &s;
+        async move {
+            s.get(&format!("/v1/functions/{f}/instances")).await["instances"]
+                .as_array()
+                .map_or(0, Vec::len)
+        }
+    };
+    assert_eq!(
+        (idle("hot").await, idle("rare").await),
+        (1, 1),
+        "kept: no expiry"
+    );
+    // A third function needs memory: the rarely used instance goes.
+    assert_eq!(s.invoke("new", "{}").await.0, 200);
+    assert_eq!(idle("hot").await, 1);
+    assert!(
+        common::eventually(5, || async { idle("rare").await == 0 }).await,
+        "the low-priority instance was stopped"
+    );
+    assert_eq!(s.invoke("hot", "{}").await.0, 200);
+    let recs = s.records(Some("hot")).await;
+    assert_eq!(recs.last().unwrap()["start"], "warm");
 }

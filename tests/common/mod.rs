@@ -14,6 +14,20 @@ pub fn virga_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_virga"))
 }
 
+/// Runs the `virga` CLI with no server: (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    output(Command::new(virga_bin()).args(args))
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn runtimes_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/runtimes")
 }
@@ -462,15 +476,10 @@ impl Server {
 
     /// Runs the `virga` CLI against this server: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(virga_bin())
-            .args(args)
-            .env("VIRGA_ENDPOINT", self.url(""))
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        output(
+            Command::new(virga_bin())
+                .args(args)
+                .env("VIRGA_ENDPOINT", self.url("")),
         )
     }
 }

@@ -7,6 +7,7 @@ mod functions;
 mod keys;
 mod models;
 mod serve;
+mod sim;
 mod storage;
 mod table;
 mod worker;
@@ -135,6 +136,10 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Compare keep-alive policies (fixed, hybrid-histogram, greedy-dual) on
+    /// the Azure Functions trace or a synthetic workload, by simulation:
+    /// results.json, summary.md and report.html in --out.
+    Sim(sim::SimArgs),
     /// Start an embedded platform, deploy the example functions, invoke them
     /// cold and warm, and print what was measured.
     Demo {
@@ -245,6 +250,7 @@ const RECORD_COLUMNS: &[&str] = &[
     "instance_id",
     "trigger",
     "cold",
+    "start",
     "status",
     "error_type",
     "queue_ms",
@@ -334,6 +340,7 @@ fn signer(cli: &Cli) -> Result<Option<virga_sigv4::Signer>> {
         | Command::Audit(_)
         | Command::Models(_)
         | Command::Demo { .. }
+        | Command::Sim(_)
         | Command::Worker => Ok(None),
         _ => Ok(virga_sigv4::Signer::from_environment(
             cli.aws_profile.as_deref(),
@@ -365,6 +372,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Queues(args) => return storage::queues(&client, args).await,
         Command::Dlq(args) => return storage::dlq(&client, args).await,
         Command::Models(args) => return models::models(args).await,
+        Command::Sim(args) => return sim::sim(args),
         Command::Cost(args) => match args.estimate {
             None => {
                 cost::cost(

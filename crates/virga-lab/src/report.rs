@@ -14,7 +14,8 @@ use crate::run::{RunResult, ScenarioResult};
 use crate::scenario::Kind;
 use crate::LabError;
 
-fn esc(s: &str) -> String {
+/// Escapes text for HTML.
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -562,7 +563,8 @@ fn push(v: &mut Vec<Line>, name: &str, p: (f64, f64)) {
     }
 }
 
-fn html_table(columns: &[String], rows: &[Vec<String>]) -> String {
+/// An HTML table in the reports' style (numbers right-aligned).
+pub fn html_table(columns: &[String], rows: &[Vec<String>]) -> String {
     let mut out = String::from("<table><thead><tr>");
     for c in columns {
         let _ = write!(out, "<th>{}</th>", esc(c));
@@ -600,14 +602,30 @@ const CHECK: &str = "<script>window.addEventListener('load',function(){var s=doc
 for(var i=0;i<s.length;i++){var b=s[i].getBBox();if(b.width>0&&b.height>0)ok++;}\
 document.body.setAttribute('data-charts',String(s.length));document.body.setAttribute('data-charts-rendered',String(ok));});</script>";
 
-pub fn html(r: &RunResult) -> String {
-    let mut out = format!(
+/// The start of a report page in the lab's style, up to its title.
+fn page_head(title: &str) -> String {
+    format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>virga bench: {name}</title><style>{CSS}</style></head><body>\
-         <h1>virga bench: {name}</h1><p>{desc}</p><ul class=meta>",
-        name = esc(&r.preset),
-        desc = esc(r.description.trim()),
-    );
+         <title>{t}</title><style>{CSS}</style></head><body><h1>{t}</h1>",
+        t = esc(title)
+    )
+}
+
+/// A whole report page in the lab's style: a title, `meta` lines (host,
+/// versions, how it was run), then `body` (HTML: tables, figures).
+pub fn page(title: &str, meta: &[String], body: &str) -> String {
+    let mut out = page_head(title);
+    out.push_str("<ul class=meta>");
+    for l in meta {
+        let _ = write!(out, "<li>{}</li>", esc(l));
+    }
+    let _ = write!(out, "</ul>{body}{CHECK}</body></html>");
+    out
+}
+
+pub fn html(r: &RunResult) -> String {
+    let mut out = page_head(&format!("virga bench: {}", r.preset));
+    let _ = write!(out, "<p>{}</p><ul class=meta>", esc(r.description.trim()));
     for l in header_lines(r) {
         let class = if l.starts_with("QUICK") || l.starts_with("INTERRUPTED") {
             " class=warn"

@@ -123,6 +123,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct LaunchSpec {
     pub id: String,
     pub spawn: SpawnSpec,
+    /// Started before any request asked for it (pre-warmed or provisioned).
+    pub ahead: bool,
 }
 
 /// A running (or just died) instance.
@@ -135,6 +137,9 @@ pub struct Instance {
     pub started: chrono::DateTime<chrono::Utc>,
     /// Invocations delivered to this instance.
     pub invocations: std::sync::atomic::AtomicU64,
+    /// Started before any request asked for it: its first invocation is
+    /// recorded as `prewarmed`.
+    pub ahead: bool,
     shared: Arc<Shared>,
     cgroup: Option<Arc<dyn Cgroup>>,
     server: AbortHandle,
@@ -295,6 +300,7 @@ impl Instance {
             },
             started: chrono::Utc::now(),
             invocations: std::sync::atomic::AtomicU64::new(0),
+            ahead: spec.ahead,
             shared,
             cgroup,
             server,

@@ -188,6 +188,7 @@ mod tests {
             instance_id: None,
             trigger: Trigger::Http,
             cold: false,
+            start: None,
             status: Status::Success,
             error_type: None,
             queue_ms: 0.0,

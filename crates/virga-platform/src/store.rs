@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use virga_spec::{InvocationRecord, Status, Trigger};
+use virga_spec::{InvocationRecord, Start, Status, Trigger};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -263,7 +263,7 @@ impl Store {
                     queue_ms, init_ms, duration_ms, billed_ms, memory_mb, max_memory_mb,
                     limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
                     preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu,
-                    task_started_at, caller_gone, isolation
+                    task_started_at, caller_gone, isolation, start
              FROM invocations WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR status = ?2)
              ORDER BY id DESC",
         );
@@ -282,6 +282,10 @@ impl Store {
                         instance_id: row.get(3)?,
                         trigger: parsed(row, 4, "trigger", Trigger::parse)?,
                         cold: row.get(5)?,
+                        start: match row.get::<_, Option<String>>(28)? {
+                            Some(_) => Some(parsed(row, 28, "start", Start::parse)?),
+                            None => None,
+                        },
                         status: parsed(row, 6, "status", Status::parse)?,
                         error_type: row.get(7)?,
                         queue_ms: row.get(8)?,
@@ -372,7 +376,7 @@ impl Drop for Store {
 /// (SQLite's `user_version`) to `i + 1`. Append only; never edit one that
 /// has shipped.
 const MIGRATIONS: &[fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>] =
-    &[v1_base, v2_caller_gone, v3_isolation];
+    &[v1_base, v2_caller_gone, v3_isolation, v4_start];
 
 /// Brings the database to the newest version, one transaction per
 /// migration. Returns the version found (newer than known: left untouched).
@@ -419,6 +423,18 @@ fn v2_caller_gone(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// 2 -> 3: how the instance was confined.
 fn v3_isolation(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     conn.execute_batch("ALTER TABLE invocations ADD COLUMN isolation TEXT NOT NULL DEFAULT 'none'")
+}
+
+/// 3 -> 4: how the instance serving an invocation started. Older rows
+/// knew only cold or not: cold, or warm when an instance served them.
+fn v4_start(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE invocations ADD COLUMN start TEXT;
+         UPDATE invocations SET start = CASE
+             WHEN cold THEN 'cold'
+             WHEN instance_id IS NOT NULL THEN 'warm'
+         END;",
+    )
 }
 
 fn stored_function(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFunction> {
@@ -469,8 +485,8 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                 status, error_type, queue_ms, init_ms, duration_ms, billed_ms, memory_mb,
                 max_memory_mb, limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
                 preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu, task_started_at,
-                caller_gone, isolation)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+                caller_gone, isolation, start)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
         )?;
         for m in batch {
             let Msg::Record(r) = m else { continue };
@@ -503,6 +519,7 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                 r.task_started_at,
                 r.caller_gone,
                 r.isolation.as_str(),
+                r.start.map(Start::as_str),
             ])?;
         }
     }
@@ -582,6 +599,7 @@ mod tests {
             instance_id: Some("i".into()),
             trigger: Trigger::Http,
             cold: false,
+            start: None,
             status,
             error_type: None,
             queue_ms: 0.5,
@@ -710,6 +728,7 @@ mod tests {
             assert_eq!(all[0].request_id, "r1");
             assert!(!all[0].caller_gone, "old rows read as caller present");
             assert_eq!(all[0].batch_size, 1);
+            assert_eq!(all[0].start, None, "served by no instance");
             assert!(all[1].caller_gone);
             drop(store);
             assert_eq!(user_version(dir.path()), MIGRATIONS.len() as i64);

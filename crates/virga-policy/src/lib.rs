@@ -9,17 +9,17 @@
 //! in a simulation or a test).
 //!
 //! In flow order: [`pool`] (function and job instances: reuse, spawn, queue
-//! or throttle; reap after a fixed keep-alive), [`service`] (service tasks
+//! or throttle; reap idle ones when their keep-alive runs out), [`keep_alive`]
+//! (the policies the pool asks: `fixed`, `hybrid-histogram` with pre-warming,
+//! `greedy-dual` eviction under a memory budget), [`service`] (service tasks
 //! with several slots each; scale to a target), [`autoscale`] (the KPA-like
 //! target for a service), [`batch`] (when to stop gathering a batch).
-//! Keep-alive policies beyond the fixed one (`hybrid-histogram`,
-//! `greedy-dual`) belong in a `keep_alive` module beside [`pool`], which
-//! would then ask it when an idle instance expires.
 
 pub mod autoscale;
 pub mod batch;
 pub mod clock;
 pub mod handoff;
+pub mod keep_alive;
 pub mod pool;
 pub mod service;
 
@@ -27,5 +27,8 @@ pub use autoscale::{AutoscaleConfig, Autoscaler};
 pub use batch::BatchPolicy;
 pub use clock::Moment;
 pub use handoff::{Handoff, Mailbox};
+pub use keep_alive::{
+    GreedyDualClock, GreedyDualConfig, HybridConfig, KeepAlive, Tracker, Windows,
+};
 pub use pool::{Acquire, Grant, Pool, PoolLimits};
 pub use service::{ScaleStep, ServicePool};

@@ -81,16 +81,17 @@ fn function_pool_case(max: usize, queue: usize, min: usize, ops: Vec<Op>) {
     let mut next = 0u32;
     let mut holding: Vec<Held> = Vec::new();
     let mut waiters = Vec::new();
+    // The fixed policy never stops an instance at its release.
     let release = |pool: &mut Pool<u32>, h: Held, next: &mut u32, now: Time| match h {
-        Held::Instance(i) => pool.release(i, now),
+        Held::Instance(i) => assert!(pool.release(i, now).is_none()),
         Held::Start => {
             *next += 1;
-            pool.release(*next, now);
+            assert!(pool.release(*next, now).is_none());
         }
     };
     for op in ops {
         match op {
-            Op::Acquire => match pool.acquire() {
+            Op::Acquire => match pool.acquire(now) {
                 Acquire::Warm(i) => holding.push(Held::Instance(i)),
                 Acquire::Spawn => holding.push(Held::Start),
                 Acquire::Wait(rx) => waiters.push(rx),
@@ -111,7 +112,7 @@ fn function_pool_case(max: usize, queue: usize, min: usize, ops: Vec<Op>) {
             Op::Cancel(k) if !waiters.is_empty() => {
                 let rx = waiters.remove(k % waiters.len());
                 match cancel(rx) {
-                    Some(Held::Instance(i)) => pool.release(i, now),
+                    Some(h @ Held::Instance(_)) => release(&mut pool, h, &mut next, now),
                     Some(Held::Start) => pool.discard(),
                     None => {}
                 }
@@ -143,7 +144,7 @@ fn function_pool_case(max: usize, queue: usize, min: usize, ops: Vec<Op>) {
     // Everyone leaves: nothing stays counted.
     for rx in waiters.drain(..) {
         match cancel(rx) {
-            Some(Held::Instance(i)) => pool.release(i, now),
+            Some(h @ Held::Instance(_)) => release(&mut pool, h, &mut next, now),
             Some(Held::Start) => pool.discard(),
             None => {}
         }
@@ -152,7 +153,10 @@ fn function_pool_case(max: usize, queue: usize, min: usize, ops: Vec<Op>) {
         release(&mut pool, h, &mut next, now);
     }
     assert_eq!(pool.active_count(), 0);
-    assert!(matches!(pool.acquire(), Acquire::Warm(_) | Acquire::Spawn));
+    assert!(matches!(
+        pool.acquire(now),
+        Acquire::Warm(_) | Acquire::Spawn
+    ));
 }
 
 fn service_pool_case(per: usize, max: usize, queue: usize, ops: Vec<Op>) {

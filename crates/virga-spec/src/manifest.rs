@@ -125,6 +125,58 @@ pub struct BatchingSpec {
     pub batch_payload: bool,
 }
 
+/// `[keep_alive]`: the keep-alive policy of a `function` (without it, the
+/// fixed `keep_alive_ms`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum KeepAliveSpec {
+    /// An idle instance stops `keep_alive_ms` after its last request. (A
+    /// struct variant, so parameters that belong elsewhere are refused.)
+    Fixed {},
+    /// Shahrad et al.'s hybrid histogram: pre-warm before the predicted
+    /// next request, keep as long as the idle times seen need.
+    HybridHistogram(HistogramSpec),
+    /// FaaSCache's greedy-dual: keep idle instances until memory is needed
+    /// (`virga serve --max-memory-mb`), then stop the one of lowest
+    /// frequency x cold-start cost / memory.
+    GreedyDual(GreedyDualSpec),
+}
+
+/// The hybrid histogram policy's parameters; the defaults are the paper's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistogramSpec {
+    #[serde(default = "defaults::histogram_range_ms")]
+    pub range_ms: u64,
+    #[serde(default = "defaults::histogram_bin_ms")]
+    pub bin_ms: u64,
+    #[serde(default = "defaults::prewarm_percentile")]
+    pub prewarm_percentile: f64,
+    #[serde(default = "defaults::keep_alive_percentile")]
+    pub keep_alive_percentile: f64,
+    #[serde(default = "defaults::histogram_margin")]
+    pub margin: f64,
+    #[serde(default = "defaults::histogram_min_samples")]
+    pub min_samples: u32,
+    #[serde(default = "defaults::histogram_cv_threshold")]
+    pub cv_threshold: f64,
+    /// From this share of idle times beyond the range, instances stop at once.
+    #[serde(default = "defaults::histogram_out_of_range")]
+    pub out_of_range_share: f64,
+    /// The window while the histogram is not representative (default: `range_ms`).
+    #[serde(default)]
+    pub fallback_ms: Option<u64>,
+}
+
+/// The greedy-dual policy's parameters.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GreedyDualSpec {
+    /// Also stop an instance idle this long.
+    #[serde(default)]
+    pub max_idle_ms: Option<u64>,
+}
+
 /// The `[model]` of a `runtime = "model"` function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +322,9 @@ pub struct Manifest {
     /// Function or service: adaptive batching of waiting requests.
     #[serde(default)]
     pub batching: Option<BatchingSpec>,
+    /// Function: the keep-alive policy (default: fixed, `keep_alive_ms`).
+    #[serde(default)]
+    pub keep_alive: Option<KeepAliveSpec>,
 }
 
 /// An event source (`[[triggers]]` in the manifest).
@@ -412,6 +467,30 @@ mod defaults {
     }
     pub fn max_delay_ms() -> u64 {
         5
+    }
+    pub fn histogram_range_ms() -> u64 {
+        4 * 3_600_000
+    }
+    pub fn histogram_bin_ms() -> u64 {
+        60_000
+    }
+    pub fn prewarm_percentile() -> f64 {
+        5.0
+    }
+    pub fn keep_alive_percentile() -> f64 {
+        99.0
+    }
+    pub fn histogram_margin() -> f64 {
+        0.1
+    }
+    pub fn histogram_min_samples() -> u32 {
+        5
+    }
+    pub fn histogram_cv_threshold() -> f64 {
+        2.0
+    }
+    pub fn histogram_out_of_range() -> f64 {
+        0.5
     }
 }
 
@@ -711,6 +790,84 @@ impl Manifest {
 }
 
 impl Manifest {
+    /// The rules of `[keep_alive]`.
+    fn validate_keep_alive(&self) -> Result<(), (&'static str, String)> {
+        const WEEK_MS: u64 = 7 * 24 * 3_600_000;
+        let Some(k) = &self.keep_alive else {
+            return Ok(());
+        };
+        if self.mode != Mode::Function {
+            return Err((
+                "keep_alive",
+                format!(
+                    "mode \"{}\" keeps no idle instances by keep-alive: [keep_alive] needs mode = \"function\"",
+                    self.mode.as_str()
+                ),
+            ));
+        }
+        match k {
+            KeepAliveSpec::Fixed {} => {}
+            KeepAliveSpec::HybridHistogram(h) => {
+                if !(1_000..=3_600_000).contains(&h.bin_ms) {
+                    return Err((
+                        "bin_ms",
+                        format!("{} is out of range: use 1000..=3600000", h.bin_ms),
+                    ));
+                }
+                if h.range_ms < h.bin_ms || h.range_ms > WEEK_MS || h.range_ms / h.bin_ms > 100_000
+                {
+                    return Err((
+                        "range_ms",
+                        format!("{} is out of range: at least bin_ms, at most a week ({WEEK_MS}) and 100000 bins", h.range_ms),
+                    ));
+                }
+                let (head, tail) = (h.prewarm_percentile, h.keep_alive_percentile);
+                if !(head >= 0.0 && head < tail && tail <= 100.0) {
+                    return Err((
+                        "keep_alive_percentile",
+                        format!("prewarm_percentile {head} and keep_alive_percentile {tail}: use 0 <= prewarm < keep_alive <= 100"),
+                    ));
+                }
+                if !(0.0..1.0).contains(&h.margin) {
+                    return Err((
+                        "margin",
+                        format!("{} is out of range: use a fraction in [0, 1)", h.margin),
+                    ));
+                }
+                if h.min_samples == 0 {
+                    return Err(("min_samples", "must be at least 1".into()));
+                }
+                if !(h.cv_threshold.is_finite() && h.cv_threshold >= 0.0) {
+                    return Err((
+                        "cv_threshold",
+                        format!(
+                            "{} is not a coefficient of variation: use 0 or more",
+                            h.cv_threshold
+                        ),
+                    ));
+                }
+                if !(h.out_of_range_share > 0.0 && h.out_of_range_share <= 1.0) {
+                    return Err((
+                        "out_of_range_share",
+                        format!(
+                            "{} is out of range: use a fraction in (0, 1]",
+                            h.out_of_range_share
+                        ),
+                    ));
+                }
+                if h.fallback_ms.is_some_and(|f| f > WEEK_MS) {
+                    return Err(("fallback_ms", format!("is out of range: use 0..={WEEK_MS}")));
+                }
+            }
+            KeepAliveSpec::GreedyDual(g) => {
+                if g.max_idle_ms.is_some_and(|m| m == 0 || m > WEEK_MS) {
+                    return Err(("max_idle_ms", format!("is out of range: use 1..={WEEK_MS}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The rules of `mode`, `cpu`, `instance_concurrency`, `max_instances`,
     /// `[scaling]` and `[batching]`.
     fn validate_mode(&self) -> Result<(), (&'static str, String)> {
@@ -800,6 +957,7 @@ impl Manifest {
                 }
             }
         }
+        self.validate_keep_alive()?;
         if self.mode == Mode::Job && self.min_instances != 0 {
             return Err((
                 "min_instances",
@@ -1063,6 +1221,67 @@ env = { GREETING = "hi" }
         assert_eq!(m.keep_alive_ms, 600_000);
         assert_eq!(m.max_queue, 100);
         assert_eq!(m.env["GREETING"], "hi");
+    }
+
+    #[test]
+    fn keep_alive_policies_parse_with_the_papers_defaults_and_are_checked() {
+        let base = "name = \"a\"\ncommand = [\"x\"]\n";
+        let m = Manifest::parse(base, "a.toml").unwrap();
+        assert_eq!(m.keep_alive, None, "keep_alive_ms alone: fixed");
+        let m = Manifest::parse(
+            &format!("{base}[keep_alive]\npolicy = \"fixed\"\n"),
+            "a.toml",
+        )
+        .unwrap();
+        assert_eq!(m.keep_alive, Some(KeepAliveSpec::Fixed {}));
+        let m = Manifest::parse(
+            &format!("{base}[keep_alive]\npolicy = \"hybrid-histogram\"\nrange_ms = 7200000\n"),
+            "a.toml",
+        )
+        .unwrap();
+        let Some(KeepAliveSpec::HybridHistogram(h)) = &m.keep_alive else {
+            panic!("{:?}", m.keep_alive)
+        };
+        assert_eq!(
+            (h.range_ms, h.bin_ms, h.min_samples),
+            (7_200_000, 60_000, 5)
+        );
+        assert_eq!(
+            (h.prewarm_percentile, h.keep_alive_percentile, h.margin),
+            (5.0, 99.0, 0.1)
+        );
+        let m = Manifest::parse(
+            &format!("{base}[keep_alive]\npolicy = \"greedy-dual\"\nmax_idle_ms = 60000\n"),
+            "a.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            m.keep_alive,
+            Some(KeepAliveSpec::GreedyDual(GreedyDualSpec {
+                max_idle_ms: Some(60_000)
+            }))
+        );
+        let refused = |extra: &str| {
+            Manifest::parse(&format!("{base}{extra}"), "a.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused("[keep_alive]\npolicy = \"lru\"\n");
+        assert!(e.contains("unknown variant"), "{e}");
+        let e = refused("[keep_alive]\npolicy = \"greedy-dual\"\nrange_ms = 1\n");
+        assert!(e.contains("range_ms"), "{e}");
+        let e = refused("[keep_alive]\npolicy = \"fixed\"\nmax_idle_ms = 1\n");
+        assert!(e.contains("max_idle_ms"), "{e}");
+        let e = refused("[keep_alive]\npolicy = \"hybrid-histogram\"\nprewarm_percentile = 99\n");
+        assert!(
+            e.contains("a.toml:5: field `keep_alive_percentile`")
+                || e.contains("prewarm_percentile 99"),
+            "{e}"
+        );
+        let e = refused("[keep_alive]\npolicy = \"hybrid-histogram\"\nbin_ms = 10\n");
+        assert!(e.starts_with("a.toml:5: field `bin_ms`"), "{e}");
+        let e = refused("mode = \"job\"\ncpu = 1\n[keep_alive]\npolicy = \"greedy-dual\"\n");
+        assert!(e.contains("needs mode = \"function\""), "{e}");
     }
 
     #[test]

@@ -485,6 +485,21 @@ pub fn estimate(profile: &Profile, w: &Workload) -> Bill {
     bill
 }
 
+/// Lambda's charges for counted usage (requests and billed GB-seconds), as a
+/// simulation tallies them; `None` for a profile that is not Lambda's.
+pub fn price_lambda_usage(profile: &Profile, requests: u64, gb_seconds: f64) -> Option<Bill> {
+    let l = profile.lambda.as_ref()?;
+    let mut bill = Bill::new(profile);
+    add_tiered(&mut bill, l, gb_seconds);
+    bill.add(
+        "requests",
+        requests as f64,
+        "requests",
+        l.requests_per_million_usd / 1e6,
+    );
+    Some(bill)
+}
+
 /// What a set of recorded invocations of one function cost under a profile.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecordedCost {
@@ -889,6 +904,7 @@ mod tests {
             instance_id: Some(instance.into()),
             trigger: Trigger::Http,
             cold: init_ms.is_some(),
+            start: None,
             status,
             error_type: None,
             queue_ms: 0.0,

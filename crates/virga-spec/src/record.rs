@@ -7,6 +7,39 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::manifest::Mode;
 
+/// How the instance that served an invocation started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Started for this invocation: it paid the init.
+    Cold,
+    /// Reused after an earlier invocation.
+    #[default]
+    Warm,
+    /// Started ahead of the invocation by the keep-alive policy (a
+    /// pre-warm) or as a provisioned instance; this is its first.
+    Prewarmed,
+}
+
+impl Start {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Start::Cold => "cold",
+            Start::Warm => "warm",
+            Start::Prewarmed => "prewarmed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Start> {
+        Some(match s {
+            "cold" => Start::Cold,
+            "warm" => Start::Warm,
+            "prewarmed" => Start::Prewarmed,
+            _ => return None,
+        })
+    }
+}
+
 /// How an invocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,6 +120,10 @@ pub struct InvocationRecord {
     pub instance_id: Option<String>,
     pub trigger: Trigger,
     pub cold: bool,
+    /// How the instance that served it started; `None` when it reached no
+    /// instance (throttled, its caller gone while queued).
+    #[serde(default)]
+    pub start: Option<Start>,
     pub status: Status,
     /// Lambda's error name (`Runtime.ExitError`, `Sandbox.Timedout`, the function's own type, ...).
     pub error_type: Option<String>,
@@ -208,6 +245,7 @@ mod tests {
             instance_id: None,
             trigger: Trigger::Http,
             cold: true,
+            start: Some(Start::Prewarmed),
             status: Status::Timeout,
             error_type: Some("Sandbox.Timedout".into()),
             queue_ms: 0.0,
@@ -237,6 +275,7 @@ mod tests {
             "instance_id",
             "trigger",
             "cold",
+            "start",
             "status",
             "error_type",
             "queue_ms",
@@ -263,6 +302,7 @@ mod tests {
             assert!(v.get(field).is_some(), "missing {field}");
         }
         assert_eq!(v["status"], "timeout");
+        assert_eq!(v["start"], "prewarmed");
         assert_eq!(v["trigger"], "http");
         assert_eq!(v["mode"], "service");
         // Records written before these fields existed still read back.

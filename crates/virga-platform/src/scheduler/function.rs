@@ -5,7 +5,7 @@ use super::*;
 /// The instances of a function, by its mode.
 pub(super) enum Pools {
     /// `function` and `job` instances, one request each.
-    Function(Mutex<Pool<Arc<Instance>>>),
+    Function(Box<Mutex<Pool<Arc<Instance>>>>),
     /// `service` tasks, several requests each.
     Service(Mutex<ServicePool<Arc<Instance>>>),
 }
@@ -62,7 +62,7 @@ impl Function {
         match &self.pools {
             Pools::Function(p) => {
                 let mut pool = lock(p);
-                live().then(|| pool.acquire())
+                live().then(|| pool.acquire(Instant::now()))
             }
             Pools::Service(s) => {
                 let mut pool = lock(s);
@@ -91,7 +91,9 @@ impl Function {
             Pools::Function(p) => {
                 let mut pool = lock(p);
                 if healthy && !inst.is_dead() && !self.retired.load(Ordering::SeqCst) {
-                    pool.release(inst, Instant::now());
+                    if let Some(stop) = pool.release(inst, Instant::now()) {
+                        stop.kill();
+                    }
                 } else {
                     inst.kill();
                     pool.discard();
@@ -116,6 +118,33 @@ impl Function {
         match &self.pools {
             Pools::Service(s) => lock(s).add(inst, Instant::now(), false),
             Pools::Function(_) => Some(inst),
+        }
+    }
+
+    /// A pre-warmed instance is ready: a waiting request takes it, else it
+    /// idles as the keep-alive policy says. Stopped when the function was
+    /// retired while it started.
+    pub(super) fn add_prewarmed(&self, inst: Arc<Instance>) {
+        let Pools::Function(p) = &self.pools else {
+            inst.kill();
+            return;
+        };
+        let mut pool = lock(p);
+        if self.retired.load(Ordering::SeqCst) || inst.is_dead() {
+            inst.kill();
+            pool.discard();
+        } else {
+            pool.add_prewarmed(inst, Instant::now());
+        }
+        drop(pool);
+        self.wake.notify_one();
+    }
+
+    /// A cold start took `init_ms`: what greedy-dual weighs this function's
+    /// instances by.
+    pub(super) fn observe_cold_start(&self, init_ms: f64) {
+        if let Pools::Function(p) = &self.pools {
+            lock(p).keep_alive_mut().observe_cold_start(init_ms);
         }
     }
 

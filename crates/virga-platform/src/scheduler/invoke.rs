@@ -48,6 +48,8 @@ impl Pending {
 /// What running one invocation on an instance gave, before records.
 pub(super) struct Executed {
     pub(super) init_ms: Option<f64>,
+    /// How the instance started; `None` when none ran it.
+    pub(super) start: Option<Start>,
     pub(super) instance_id: Option<String>,
     pub(super) task_started_at: Option<String>,
     pub(super) duration_ms: f64,
@@ -65,6 +67,7 @@ impl Executed {
     /// Copies what every record of this invocation shares.
     pub(super) fn fill(&self, r: &mut InvocationRecord) {
         r.cold = self.init_ms.is_some();
+        r.start = self.start;
         r.init_ms = self.init_ms;
         r.instance_id = self.instance_id.clone();
         r.task_started_at = self.task_started_at.clone();
@@ -142,6 +145,7 @@ impl Scheduler {
             LaunchSpec {
                 id: id.clone(),
                 spawn,
+                ahead: init_type != "on-demand",
             },
             self.config.cgroups.as_deref(),
             f.logs.clone(),
@@ -386,7 +390,7 @@ impl Scheduler {
             if let Some(r) = self.budget.try_reserve(mb) {
                 return Ok(r);
             }
-            let stopping = self.stop_lru_idle();
+            let stopping = self.stop_idle_for_memory();
             if (!stopping && Instant::now() >= deadline)
                 || tokio::time::timeout_at(deadline, freed).await.is_err()
             {
@@ -400,10 +404,31 @@ impl Scheduler {
         }
     }
 
-    /// Stops the least recently used idle instance of any function (never a
-    /// provisioned one); false when there is none.
-    pub(super) fn stop_lru_idle(&self) -> bool {
+    /// Stops an idle instance to make room (never a provisioned one): the
+    /// lowest greedy-dual priority among functions under that policy, else
+    /// the least recently used of any function; false when there is none.
+    pub(super) fn stop_idle_for_memory(&self) -> bool {
         let fs = self.live_functions();
+        let cached = fs.iter().filter_map(|f| {
+            let Pools::Function(p) = &f.pools else {
+                return None;
+            };
+            let pool = lock(p);
+            let greedy = matches!(pool.keep_alive().policy(), KeepAlive::GreedyDual(_));
+            greedy
+                .then(|| pool.lowest_priority())
+                .flatten()
+                .map(|pr| (f, pr))
+        });
+        if let Some((f, _)) = keep_alive::victim(cached) {
+            if let Pools::Function(p) = &f.pools {
+                if let Some(inst) = lock(p).evict() {
+                    tracing::info!(instance = %inst.id, "host memory budget: stopping the idle instance of lowest greedy-dual priority");
+                    inst.kill();
+                    return true;
+                }
+            }
+        }
         let oldest = fs
             .iter()
             .filter_map(|f| {
@@ -455,6 +480,7 @@ impl Scheduler {
             instance_id: None,
             trigger: req.trigger,
             cold: false,
+            start: None,
             status: Status::Error,
             error_type: Some(error_type.into()),
             queue_ms: req.waited_ms,
@@ -538,6 +564,7 @@ impl Scheduler {
         let f = lease.function().clone();
         let mut run = Executed {
             init_ms: None,
+            start: None,
             instance_id: None,
             task_started_at: None,
             duration_ms: 0.0,
@@ -563,10 +590,13 @@ impl Scheduler {
                 Ok((i, init)) => {
                     lease.started(i);
                     run.init_ms = Some(init);
+                    run.start = Some(Start::Cold);
+                    f.observe_cold_start(init);
                 }
                 Err(failure) => {
                     // Dropping the lease frees the slot.
                     run.init_ms = failure.init_ms;
+                    run.start = failure.init_ms.map(|_| Start::Cold);
                     run.outcome = Err(failure);
                     return run;
                 }
@@ -582,7 +612,14 @@ impl Scheduler {
                     .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             );
         }
-        inst.invocations.fetch_add(1, Ordering::Relaxed);
+        let first = inst.invocations.fetch_add(1, Ordering::Relaxed) == 0;
+        if run.start.is_none() {
+            run.start = Some(if first && inst.ahead {
+                Start::Prewarmed
+            } else {
+                Start::Warm
+            });
+        }
 
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
         let timeout = Duration::from_millis(f.manifest.timeout_ms);
@@ -656,6 +693,7 @@ impl Scheduler {
             instance_id: None,
             trigger: req.trigger,
             cold: false,
+            start: None,
             status: Status::Success,
             error_type: None,
             queue_ms: 0.0,
@@ -761,6 +799,7 @@ mod tests {
             instance_id: None,
             trigger: Trigger::Http,
             cold: true,
+            start: Some(virga_spec::Start::Cold),
             status: Status::Success,
             error_type: None,
             queue_ms: 0.0,

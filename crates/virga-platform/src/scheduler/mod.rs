@@ -31,9 +31,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
+use virga_policy::{keep_alive, KeepAlive};
 use virga_spec::{
-    billed_ms, task_billed_ms, InvocationRecord, Manifest, ManifestError, Mode, Runtime, Status,
-    Trigger, BUILTIN_RUNTIME,
+    billed_ms, task_billed_ms, InvocationRecord, Manifest, ManifestError, Mode, Runtime, Start,
+    Status, Trigger, BUILTIN_RUNTIME,
 };
 
 use crate::instance::{Instance, Isolation, Job, LaunchSpec, Phase, Reply, RunResult};
@@ -44,7 +45,8 @@ use crate::store::{StoreError, StoredFunction};
 use budget::{MemoryBudget, Reservation};
 use lease::{Lease, Waiting};
 use policy::{
-    Acquire, AutoscaleConfig, Autoscaler, BatchPolicy, Grant, Pool, PoolLimits, ServicePool,
+    keep_alive_of, Acquire, AutoscaleConfig, Autoscaler, BatchPolicy, Grant, GreedyDualClock, Pool,
+    PoolLimits, ServicePool, Tracker,
 };
 
 #[doc(hidden)]
@@ -245,6 +247,8 @@ pub struct Scheduler {
     meter: Meter,
     instance_seq: AtomicU64,
     budget: Arc<MemoryBudget>,
+    /// Greedy-dual's clock, shared by every function on this host's budget.
+    greedy_dual: GreedyDualClock,
     /// Accepted requests not yet answered.
     in_flight: Arc<InFlight>,
     /// Set by [`Scheduler::stop_accepting`]: new requests are refused.
@@ -262,6 +266,7 @@ impl Scheduler {
             meter,
             instance_seq: AtomicU64::new(0),
             budget: MemoryBudget::new(config.max_memory_mb),
+            greedy_dual: GreedyDualClock::new(),
             config,
             in_flight: Arc::new(InFlight::default()),
             closing: AtomicBool::new(false),

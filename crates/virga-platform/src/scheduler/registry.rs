@@ -169,15 +169,24 @@ impl Scheduler {
                 manifest.max_instances() as usize,
                 manifest.max_queue as usize,
             ))),
-            Mode::Function | Mode::Job => Pools::Function(Mutex::new(Pool::new(PoolLimits {
-                max_instances: match manifest.max_concurrency {
-                    0 => usize::MAX,
-                    n => n as usize,
-                },
-                max_queue: manifest.max_queue as usize,
-                keep_alive: Duration::from_millis(manifest.keep_alive_ms),
-                min_instances: manifest.min_instances as usize,
-            }))),
+            Mode::Function | Mode::Job => {
+                let limits = PoolLimits {
+                    max_instances: match manifest.max_concurrency {
+                        0 => usize::MAX,
+                        n => n as usize,
+                    },
+                    max_queue: manifest.max_queue as usize,
+                    keep_alive: Duration::from_millis(manifest.keep_alive_ms),
+                    min_instances: manifest.min_instances as usize,
+                };
+                // Greedy-dual's cost is the last cold start, unknown until one.
+                let keep = Tracker::new(keep_alive_of(&manifest)).greedy_dual(
+                    self.greedy_dual.clone(),
+                    0.0,
+                    f64::from(manifest.memory_mb),
+                );
+                Pools::Function(Box::new(Mutex::new(Pool::with_keep_alive(limits, keep))))
+            }
         };
         let batching = manifest.batching.clone();
         let (batch_tx, batch_rx) = match &batching {

@@ -3,32 +3,53 @@
 
 use super::*;
 
-/// The keep-alive timer of one pool, generic so it runs on a paused clock in tests.
+/// What the keep-alive timer of a pool does besides reaping.
+pub(crate) struct KeepAliveActions<E, P, W> {
+    /// Stop these expired idle instances.
+    pub(crate) expire: E,
+    /// Start this many provisioned instances (their slots are taken).
+    pub(crate) provision: P,
+    /// Start one instance ahead of the predicted next request (its slot is
+    /// taken; the pool gets it back with `add_prewarmed` or `discard`).
+    pub(crate) prewarm: W,
+}
+
+/// The keep-alive timer of one pool, generic so it runs on a paused clock in
+/// tests: reaps idle instances when their keep-alive runs out, keeps the
+/// provisioned minimum, and pre-warms when the policy says.
 pub(crate) async fn keep_alive_loop<I>(
     pool: &Mutex<Pool<I>>,
     wake: &Notify,
     retired: impl Fn() -> bool,
-    mut expire: impl FnMut(Vec<I>),
-    mut provision: impl FnMut(usize),
+    mut act: KeepAliveActions<impl FnMut(Vec<I>), impl FnMut(usize), impl FnMut()>,
 ) {
     loop {
         if retired() {
             return;
         }
-        let (expired, next, missing) = {
+        let (expired, next, missing, prewarm) = {
             let mut p = lock(pool);
-            let expired = p.reap(Instant::now());
+            let now = Instant::now();
+            let expired = p.reap(now);
             let mut missing = 0;
             while p.deficit() > 0 && p.reserve() {
                 missing += 1;
             }
-            (expired, p.next_expiry(), missing)
+            let prewarm = p.take_prewarm(now);
+            let next = [p.next_expiry(), p.next_prewarm()]
+                .into_iter()
+                .flatten()
+                .min();
+            (expired, next, missing, prewarm)
         };
         if !expired.is_empty() {
-            expire(expired);
+            (act.expire)(expired);
         }
         if missing > 0 {
-            provision(missing);
+            (act.provision)(missing);
+        }
+        if prewarm {
+            (act.prewarm)();
         }
         match next {
             Some(at) => {
@@ -51,32 +72,52 @@ impl Scheduler {
         };
         let me = self.clone();
         let fp = f.clone();
+        let (warm_me, warm_f) = (self.clone(), f.clone());
         keep_alive_loop(
             pool,
             &f.wake,
             || f.retired.load(Ordering::SeqCst),
-            |expired: Vec<Arc<Instance>>| {
-                for i in expired {
-                    tracing::info!(instance = %i.id, "keep-alive expired: stopping idle instance");
-                    i.kill();
-                }
-            },
-            |n| {
-                for _ in 0..n {
-                    let me = me.clone();
-                    let f = fp.clone();
+            KeepAliveActions {
+                expire: |expired: Vec<Arc<Instance>>| {
+                    for i in expired {
+                        tracing::info!(instance = %i.id, "keep-alive expired: stopping idle instance");
+                        i.kill();
+                    }
+                },
+                provision: |n| {
+                    for _ in 0..n {
+                        let me = me.clone();
+                        let f = fp.clone();
+                        tokio::spawn(async move {
+                            match me.start_provisioned(&f).await {
+                                Ok((inst, _)) => f.give_back(inst, true),
+                                Err(failure) => {
+                                    tracing::warn!(function = %f.manifest.name, error = %failure.message, "provisioned instance failed to start");
+                                    // Back off before the loop tries again.
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                    f.give_back_slot();
+                                }
+                            }
+                        });
+                    }
+                },
+                prewarm: || {
+                    let me = warm_me.clone();
+                    let f = warm_f.clone();
                     tokio::spawn(async move {
                         match me.start_provisioned(&f).await {
-                            Ok((inst, _)) => f.give_back(inst, true),
+                            Ok((inst, _)) => {
+                                tracing::info!(instance = %inst.id, "pre-warmed ahead of the predicted request");
+                                f.add_prewarmed(inst);
+                            }
                             Err(failure) => {
-                                tracing::warn!(function = %f.manifest.name, error = %failure.message, "provisioned instance failed to start");
-                                // Back off before the loop tries again.
-                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                // Not worth a retry: the request comes cold.
+                                tracing::debug!(function = %f.manifest.name, error = %failure.message, "pre-warm failed");
                                 f.give_back_slot();
                             }
                         }
                     });
-                }
+                },
             },
         )
         .await;
@@ -211,7 +252,7 @@ mod tests {
         let expired = Arc::new(Mutex::new(Vec::<(u32, Instant)>::new()));
         let t0 = Instant::now();
         assert!(lock(&p).reserve());
-        lock(&p).release(7, t0);
+        assert!(lock(&p).release(7, t0).is_none());
         let task = {
             let (p, wake, retired, expired) =
                 (p.clone(), wake.clone(), retired.clone(), expired.clone());
@@ -220,8 +261,13 @@ mod tests {
                     &p,
                     &wake,
                     || retired.load(Ordering::SeqCst),
-                    |v| lock(&expired).extend(v.into_iter().map(|i| (i, Instant::now()))),
-                    |_| {},
+                    KeepAliveActions {
+                        expire: |v: Vec<u32>| {
+                            lock(&expired).extend(v.into_iter().map(|i| (i, Instant::now())))
+                        },
+                        provision: |_| {},
+                        prewarm: || {},
+                    },
                 )
                 .await
             })
@@ -234,7 +280,7 @@ mod tests {
 
         // An instance released later is reaped one keep-alive after its release.
         assert!(lock(&p).reserve());
-        lock(&p).release(8, Instant::now());
+        assert!(lock(&p).release(8, Instant::now()).is_none());
         wake.notify_one();
         tokio::time::sleep(Duration::from_millis(1_001)).await;
         assert_eq!(
@@ -259,8 +305,11 @@ mod tests {
                     &p,
                     &wake,
                     || false,
-                    |_| panic!("provisioned instances are never reaped"),
-                    |n| *lock(&provisioned) += n,
+                    KeepAliveActions {
+                        expire: |_| panic!("provisioned instances are never reaped"),
+                        provision: |n| *lock(&provisioned) += n,
+                        prewarm: || {},
+                    },
                 )
                 .await
             })
@@ -268,8 +317,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(*lock(&provisioned), 2);
         // The provisioned instances come up and go idle; hours pass.
-        lock(&p).release(1, Instant::now());
-        lock(&p).release(2, Instant::now());
+        assert!(lock(&p).release(1, Instant::now()).is_none());
+        assert!(lock(&p).release(2, Instant::now()).is_none());
         wake.notify_one();
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert_eq!(lock(&p).idle_count(), 2);
@@ -334,5 +383,132 @@ mod tests {
             "down to zero: both idle tasks stop"
         );
         task.abort();
+    }
+
+    /// Replays `arrivals` through a live pool under `policy` on the paused
+    /// clock, with a fake instance backend (no processes): a cold start takes
+    /// `cold`, a run `run`; pre-warms start when the keep-alive loop says.
+    /// Returns how each invocation started.
+    async fn replay_live(
+        policy: virga_policy::KeepAlive,
+        arrivals: &[Duration],
+        cold: Duration,
+        run: Duration,
+    ) -> Vec<Start> {
+        let limits = PoolLimits {
+            max_instances: usize::MAX,
+            max_queue: 0,
+            keep_alive: Duration::ZERO,
+            min_instances: 0,
+        };
+        let pool = Arc::new(Mutex::new(Pool::<u32>::with_keep_alive(
+            limits,
+            Tracker::new(policy),
+        )));
+        let wake = Arc::new(Notify::new());
+        let next_id = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        // Instances started ahead, and those already used.
+        let ahead = Arc::new(Mutex::new(std::collections::HashSet::<u32>::new()));
+        let used = Arc::new(Mutex::new(std::collections::HashSet::<u32>::new()));
+        let timer = {
+            let (pool, wake, next_id, ahead) =
+                (pool.clone(), wake.clone(), next_id.clone(), ahead.clone());
+            tokio::spawn(async move {
+                let (p2, w2) = (pool.clone(), wake.clone());
+                keep_alive_loop(
+                    &pool,
+                    &wake,
+                    || false,
+                    KeepAliveActions {
+                        expire: |_: Vec<u32>| {},
+                        provision: |_| {},
+                        prewarm: || {
+                            let id = next_id.fetch_add(1, Ordering::SeqCst);
+                            lock(&ahead).insert(id);
+                            let (p, w) = (p2.clone(), w2.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(cold).await;
+                                lock(&p).add_prewarmed(id, Instant::now());
+                                w.notify_one();
+                            });
+                        },
+                    },
+                )
+                .await
+            })
+        };
+        let t0 = Instant::now();
+        let mut starts = Vec::new();
+        for at in arrivals {
+            tokio::time::sleep_until(t0 + *at).await;
+            let (id, start) = match lock(&pool).acquire(Instant::now()) {
+                Acquire::Warm(id) => {
+                    let first = lock(&used).insert(id);
+                    let pre = first && lock(&ahead).contains(&id);
+                    (id, if pre { Start::Prewarmed } else { Start::Warm })
+                }
+                Acquire::Spawn => {
+                    let id = next_id.fetch_add(1, Ordering::SeqCst);
+                    lock(&used).insert(id);
+                    (id, Start::Cold)
+                }
+                _ => unreachable!("an unlimited pool"),
+            };
+            starts.push(start);
+            let busy = if start == Start::Cold {
+                cold + run
+            } else {
+                run
+            };
+            let (p, w) = (pool.clone(), wake.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(busy).await;
+                // Stopped at once when the policy pre-warms a fresh one later.
+                let _stopped = lock(&p).release(id, Instant::now());
+                w.notify_one();
+            });
+        }
+        timer.abort();
+        starts
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_live_pool_and_the_simulator_decide_alike() {
+        use virga_sim::engine::{run_alone, Timeline};
+        use virga_sim::{FunctionModel, Source, TriggerGroup, Workload};
+        let s = Duration::from_secs;
+        // A timer every 10 minutes (learnt, then pre-warmed), a burst of
+        // three at once, a long silence, and a few close together.
+        let mut arrivals: Vec<Duration> = (0..10).map(|i| s(600 * i + 7)).collect();
+        arrivals.extend([s(6_007), s(6_008), s(6_009)]);
+        arrivals.extend([s(6_607), s(21_000), s(21_013), s(21_400)]);
+        let (cold, run) = (Duration::from_millis(700), Duration::from_millis(1_300));
+        let workload = Workload {
+            functions: vec![FunctionModel {
+                app: 0,
+                trigger: TriggerGroup::Timer,
+                duration: run,
+                cold_start: cold,
+                memory_mb: 256,
+                source: Source::Exact(arrivals.clone()),
+            }],
+            apps: vec!["a".into()],
+            minutes: 400,
+            seed: 1,
+        };
+        for policy in [
+            virga_policy::KeepAlive::HybridHistogram(virga_policy::HybridConfig::default()),
+            virga_policy::KeepAlive::Fixed(s(600)),
+            virga_policy::KeepAlive::GreedyDual(Default::default()),
+        ] {
+            let mut tl = Timeline::new(workload.minutes);
+            let simulated = run_alone(&workload, 0, &policy, &mut tl, true).1.unwrap();
+            let live = replay_live(policy, &arrivals, cold, run).await;
+            assert_eq!(live, simulated, "{policy:?}");
+            if let virga_policy::KeepAlive::HybridHistogram(_) = policy {
+                assert!(live.contains(&Start::Prewarmed), "{live:?}");
+                assert!(live.contains(&Start::Cold) && live.contains(&Start::Warm));
+            }
+        }
     }
 }
