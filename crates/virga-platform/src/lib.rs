@@ -17,6 +17,7 @@ pub mod runtime_api;
 pub mod sandbox;
 pub mod scheduler;
 pub mod store;
+mod upkeep;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -153,6 +154,7 @@ impl Platform {
             );
         }
         let store = Arc::new(Store::open(&config.data_dir)?);
+        upkeep::start();
         if let Some(keep) = config.retain_records {
             // Once now, then every minute, off the async threads.
             let store = store.clone();

@@ -26,9 +26,6 @@ const BUCKETS_SECONDS: &[f64] = &[
 /// dropped from `/metrics`; live ones are set at every scrape.
 const GAUGE_IDLE: Duration = Duration::from_secs(60);
 
-/// How often recorded histogram samples are folded into their buckets.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
 /// The process-wide Prometheus recorder (`metrics` has one global recorder).
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -39,18 +36,6 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 .ok()?
                 .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
                 .install_recorder()
-                .ok()?;
-            // Histogram samples wait in the recorder until an upkeep drains
-            // them into their buckets: without one, a platform nobody
-            // scrapes grows by every sample it ever took. A thread of its
-            // own, not a task: it must outlive any one tokio runtime.
-            let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("virga-metrics".into())
-                .spawn(move || loop {
-                    std::thread::sleep(UPKEEP_EVERY);
-                    upkeep.run_upkeep();
-                })
                 .ok()?;
             describe();
             Some(handle)
