@@ -105,6 +105,7 @@ fn main() {
             &target,
             &job,
             USERS,
+            Duration::ZERO,
             Duration::from_millis(500),
             Duration::from_secs(SECONDS),
             &Stop::new(),

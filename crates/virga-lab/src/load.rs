@@ -295,12 +295,21 @@ pub async fn sequential(target: &Target, job: &Job, n: u32, stop: &Stop) -> Vec<
     out
 }
 
+/// When user `i` of `users` sends its first request: paced users are spread
+/// over one think time, since users that start together and wait the same
+/// time would keep arriving in lockstep.
+pub fn first_send(i: u32, users: u32, think: Duration) -> Duration {
+    think.mul_f64(f64::from(i) / f64::from(users.max(1)))
+}
+
 /// `users` closed-loop users for `duration` (after `warmup`, whose requests
-/// are not kept).
+/// are not kept); each waits `think` after an answer before its next request.
+#[allow(clippy::too_many_arguments)]
 pub async fn closed_loop(
     target: &Target,
     job: &Job,
     users: u32,
+    think: Duration,
     warmup: Duration,
     duration: Duration,
     stop: &Stop,
@@ -311,12 +320,16 @@ pub async fn closed_loop(
     let measure_from = t0 + warmup;
     let end = measure_from + duration;
     let mut tasks = Vec::new();
-    for _ in 0..users {
+    for i in 0..users {
         let (target, job, stop, on_done) =
             (target.clone(), job.clone(), stop.clone(), on_done.clone());
+        let first = first_send(i, users, think);
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(&target);
             let mut out = Vec::new();
+            if !first.is_zero() && !stop.sleep(first).await {
+                return out;
+            }
             while Instant::now() < end && !stop.stopped() {
                 let mut s = conn.invoke(&job, measure_from, None).await;
                 if Instant::now() > measure_from + Duration::from_micros(1) && s.t_ms > 0.0 {
@@ -326,6 +339,13 @@ pub async fn closed_loop(
                 } else if s.status == 0 {
                     // Cannot connect: do not spin.
                     tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if !think.is_zero() {
+                    // No longer than the run: the last wait would only delay the result.
+                    let left = end.saturating_duration_since(Instant::now());
+                    if !stop.sleep(think.min(left)).await {
+                        break;
+                    }
                 }
             }
             out
@@ -536,6 +556,100 @@ mod tests {
         assert!((n - 10_000.0).abs() < 500.0, "{n}");
         assert!(a.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(a, arrivals(200.0, Duration::from_secs(50), true, 7));
+    }
+
+    /// A bare HTTP/1.1 server answering `{}` at once on keep-alive
+    /// connections; counts the requests it answered.
+    async fn bare_server() -> (Target, Arc<AtomicU32>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let answered = Arc::new(AtomicU32::new(0));
+        let count = answered.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // One request: headers, then Content-Length bytes of body.
+                        let Some(head) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let headers = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+                        let len: usize = headers
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() < head + 4 + len {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        }
+                        buf.drain(..head + 4 + len);
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                        if sock.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (target, answered)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn think_time_paces_each_user() {
+        let (target, answered) = bare_server().await;
+        let job = Job {
+            function: "f".into(),
+            body: Bytes::from_static(b"{}"),
+        };
+        let (users, think, duration) = (3u32, Duration::from_millis(250), Duration::from_secs(1));
+        let samples = closed_loop(
+            &target,
+            &job,
+            users,
+            think,
+            Duration::ZERO,
+            duration,
+            &Stop::new(),
+            || {},
+        )
+        .await;
+        assert!(samples.iter().all(Sample::ok));
+        // A user that waits 250 ms after each answer starts at most
+        // 1 + 1000 / 250 requests in a second, however fast the server is.
+        let per_user = 1 + (duration.as_millis() / think.as_millis()) as usize;
+        assert!(!samples.is_empty());
+        assert!(
+            samples.len() <= users as usize * per_user,
+            "{} requests from {users} paced users",
+            samples.len()
+        );
+        // The server saw no more than that either (warm-up included).
+        assert!(answered.load(Ordering::SeqCst) as usize <= users as usize * per_user);
+    }
+
+    #[test]
+    fn paced_users_start_spread_over_one_think_time() {
+        let think = Duration::from_millis(1000);
+        let starts: Vec<Duration> = (0..4).map(|i| first_send(i, 4, think)).collect();
+        assert_eq!(
+            starts,
+            [0, 250, 500, 750].map(Duration::from_millis).to_vec()
+        );
+        // Unpaced users all start at once.
+        assert_eq!(first_send(3, 4, Duration::ZERO), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

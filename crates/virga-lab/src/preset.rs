@@ -348,6 +348,22 @@ duration_s = 5
         assert!(err(&OK.replace("duration_s = 5", "duration_s = 5\nspeed = 1")).contains("speed"));
         assert!(err(&OK.replace("duration_s = 5", "duration_s = 0")).contains("duration_s"));
         assert!(err(&OK.replace("users = [1, 8]", "users = []")).contains("users"));
+        for bad in ["-1", "1e9", "nan"] {
+            let e = err(&OK.replace(
+                "duration_s = 5",
+                &format!("duration_s = 5\nthink_ms = {bad}"),
+            ));
+            assert!(e.contains("think_ms"), "{bad}: {e}");
+        }
+        let paced = Preset::parse(
+            &OK.replace("duration_s = 5", "duration_s = 5\nthink_ms = 850"),
+            "p.toml",
+        )
+        .unwrap();
+        let ScenarioKind::Throughput(t) = &paced.scenarios[0].kind else {
+            unreachable!()
+        };
+        assert_eq!(t.think_ms, 850.0);
         assert!(err("name = \"x\"").contains("no [[scenarios]]"));
         assert!(err(&format!("{OK}\n[pricing]\nprofiles = [\"heroku\"]")).contains("heroku"));
     }
@@ -365,6 +381,7 @@ duration_s = 5
             users: vec![50, 100, 200],
             duration_s: 60.0,
             warmup_s: 10.0,
+            think_ms: 850.0,
         }));
         s.quick();
         let ScenarioKind::Throughput(t) = s.kind else {
@@ -372,6 +389,8 @@ duration_s = 5
         };
         assert_eq!(t.users, vec![4, 4]);
         assert!(t.duration_s <= 1.0);
+        // Pacing is the per-user rate, not a size: a smoke run keeps it.
+        assert_eq!(t.think_ms, 850.0);
         let mut k = scenario(ScenarioKind::KeepAlive(KeepAlive {
             at: vec![0.0, 6.0, 16.0, 31.0, 61.0],
             unit_s: 1.0,

@@ -48,6 +48,9 @@ impl ColdStart {
             "warm p50 ms",
             "cold/warm",
         ]);
+        // Priced from the warm requests' records: what a served request
+        // costs once the instance is up (a job's are fresh tasks even so).
+        r.columns.extend(lab.cost_columns());
         for f in functions {
             let job = lab.job(f, payload, None)?;
             let pb = bar(u64::from(repetitions + warm), format!("{f} cold"));
@@ -84,7 +87,7 @@ impl ColdStart {
             let cs = &cold_g.stats;
             let cold_p50 = cs.client.as_ref().map(|s| s.p50);
             let warm_p50 = warm_g.stats.client.as_ref().map(|s| s.p50);
-            r.rows.push(vec![
+            let mut row = vec![
                 f.clone(),
                 cold_g
                     .config
@@ -103,13 +106,20 @@ impl ColdStart {
                     (Some(c), Some(w)) if w > 0.0 => format!("{:.1}x", c / w),
                     _ => "-".into(),
                 },
-            ]);
+            ];
+            row.extend(lab.cost_cells(&warm_g));
+            r.rows.push(row);
             r.groups.push(cold_g);
             r.groups.push(warm_g);
         }
         r.notes.push(format!(
             "{repetitions} forced cold invocations per function (idle instances stopped before each); init = spawn to the runtime's first invocation/next, from the platform's records"
         ));
+        if !lab.cost_columns().is_empty() {
+            r.notes.push(format!(
+                "USD/1000 columns price the {warm} warm requests' records under each profile (a job's requests each run in a fresh task)"
+            ));
+        }
         Ok(())
     }
 }

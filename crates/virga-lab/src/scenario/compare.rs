@@ -16,6 +16,9 @@ pub struct Compare {
     pub duration_s: f64,
     #[serde(default)]
     pub warmup_s: f64,
+    /// Each user's wait after an answer, as in `throughput`.
+    #[serde(default)]
+    pub think_ms: f64,
 }
 
 impl Compare {
@@ -27,7 +30,8 @@ impl Compare {
 
     pub(super) fn check(&self) -> Result<(), String> {
         positive("users", f64::from(self.users))?;
-        positive("duration_s", self.duration_s)
+        positive("duration_s", self.duration_s)?;
+        super::think(self.think_ms)
     }
 
     pub(super) async fn run(
@@ -37,16 +41,13 @@ impl Compare {
         functions: &[String],
         payload: Option<&str>,
     ) -> Result<(), LabError> {
-        super::throughput::closed_loop(
-            lab,
-            r,
-            functions,
-            payload,
-            &[self.users],
-            self.duration_s,
-            self.warmup_s,
-        )
-        .await?;
+        let settings = super::Throughput {
+            users: vec![self.users],
+            duration_s: self.duration_s,
+            warmup_s: self.warmup_s,
+            think_ms: self.think_ms,
+        };
+        super::throughput::closed_loop(lab, r, functions, payload, &settings).await?;
         r.notes.push(
             "the same closed-loop workload against each deployment; cost columns price each deployment's own records"
                 .into(),

@@ -213,6 +213,21 @@ fn positive(what: &str, v: f64) -> Result<(), String> {
     }
 }
 
+/// The longest think time a closed-loop user may take: a user pausing
+/// longer between requests is better described as an open loop's rate.
+const MAX_THINK_MS: f64 = 60_000.0;
+
+/// `think_ms` is a finite wait in `0..=MAX_THINK_MS`.
+fn think(v: f64) -> Result<(), String> {
+    if (0.0..=MAX_THINK_MS).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`think_ms` must be between 0 and {MAX_THINK_MS} (got {v}); for paced arrivals beyond that use `open-loop`"
+        ))
+    }
+}
+
 fn cap<T: Copy + PartialOrd>(v: &mut T, max: T) {
     if *v > max {
         *v = max;

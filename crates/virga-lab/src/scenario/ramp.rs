@@ -51,7 +51,8 @@ impl Ramp {
         if self.stages.iter().all(|s| s.ramp_s + s.hold_s <= 0.0) {
             return Err("every stage lasts 0 s: give `ramp_s` or `hold_s`".into());
         }
-        positive("bucket_s", self.bucket_s)
+        positive("bucket_s", self.bucket_s)?;
+        super::think(self.think_ms)
     }
 
     pub(super) async fn run(

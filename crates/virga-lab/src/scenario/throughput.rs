@@ -19,6 +19,10 @@ pub struct Throughput {
     pub duration_s: f64,
     #[serde(default)]
     pub warmup_s: f64,
+    /// What each user waits after an answer before its next request (0:
+    /// back to back). `--quick` keeps it: it sets the per-user rate.
+    #[serde(default)]
+    pub think_ms: f64,
 }
 
 impl Throughput {
@@ -35,7 +39,8 @@ impl Throughput {
         if self.users.is_empty() || self.users.contains(&0) {
             return Err("`users` must list user counts > 0".into());
         }
-        positive("duration_s", self.duration_s)
+        positive("duration_s", self.duration_s)?;
+        super::think(self.think_ms)
     }
 
     pub(super) async fn run(
@@ -45,16 +50,7 @@ impl Throughput {
         functions: &[String],
         payload: Option<&str>,
     ) -> Result<(), LabError> {
-        closed_loop(
-            lab,
-            r,
-            functions,
-            payload,
-            &self.users,
-            self.duration_s,
-            self.warmup_s,
-        )
-        .await
+        closed_loop(lab, r, functions, payload, self).await
     }
 }
 
@@ -66,10 +62,15 @@ pub(super) async fn closed_loop(
     r: &mut ScenarioResult,
     functions: &[String],
     payload: Option<&str>,
-    users: &[u32],
-    duration_s: f64,
-    warmup_s: f64,
+    settings: &Throughput,
 ) -> Result<(), LabError> {
+    let Throughput {
+        users,
+        duration_s,
+        warmup_s,
+        think_ms,
+    } = settings;
+    let (duration_s, warmup_s, think_ms) = (*duration_s, *warmup_s, *think_ms);
     r.columns = columns(&[
         "function", "mode", "users", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
         "errors %", "cold",
@@ -88,6 +89,7 @@ pub(super) async fn closed_loop(
                 &lab.target,
                 &job,
                 u,
+                Duration::from_secs_f64(think_ms / 1000.0),
                 Duration::from_secs_f64(warmup_s),
                 Duration::from_secs_f64(duration_s),
                 &lab.stop,
@@ -134,8 +136,13 @@ pub(super) async fn closed_loop(
             r.groups.push(g);
         }
     }
+    let pacing = if think_ms > 0.0 {
+        format!("{think_ms} ms after the previous returns (users' first requests spread over that time)")
+    } else {
+        "when the previous returns".into()
+    };
     r.notes.push(format!(
-        "closed loop: each user sends its next request when the previous returns; {duration_s} s measured after {warmup_s} s warm-up; errors include throttling (429)"
+        "closed loop: each user sends its next request {pacing}; {duration_s} s measured after {warmup_s} s warm-up; errors include throttling (429)"
     ));
     Ok(())
 }
