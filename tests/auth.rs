@@ -330,9 +330,18 @@ fn a_non_loopback_bind_without_auth_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lab_signs_its_requests() {
-    let s = signed_server().await;
+    let functions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../functions");
+    // The lab deploys the repository's manifests: their directory is one
+    // the operator lets deploys capture code from.
+    let s = Server::start_with(
+        &virga_bin(),
+        &[],
+        &["--auth", "sigv4", "--code-dir", functions.to_str().unwrap()],
+        &[],
+    )
+    .await;
     let admin = creds(&create_key(&data_dir(&s), "lab", "admin", &[]));
-    let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../functions/echo.toml");
+    let echo = functions.join("echo.toml");
     let preset = s.dir.path().join("signed.toml");
     std::fs::write(
         &preset,
@@ -375,4 +384,79 @@ async fn the_lab_signs_its_requests() {
     // `virga cost` reads the records through the lab's client too.
     let (code, out, err) = virga(&s, &as_env(&admin), &["cost", "--function", "echo-signed"]);
     assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_captures_code_only_from_the_servers_code_directories() {
+    // A directory of this host the platform can read and a key holder must
+    // not: its files would become a function's code.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::write(private.path().join("secret.txt"), "host secret").unwrap();
+    std::fs::write(private.path().join("grab.toml"), manifest("grab", "")).unwrap();
+    let grab = private.path().join("grab.toml");
+
+    let s = signed_server().await;
+    let admin = creds(&create_key(&data_dir(&s), "admin", "admin", &[]));
+    let env = as_env(&admin);
+    let (code, _, err) = virga(&s, &env, &["deploy", grab.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("AccessDeniedException") && err.contains("--code-dir"),
+        "{err}"
+    );
+    // Nor through a link inside the allowed --functions directory, nor `..`.
+    let link = s.dir.path().join("fns/inside");
+    std::os::unix::fs::symlink(private.path(), &link).unwrap();
+    for base in [
+        link.display().to_string(),
+        // Both temporary directories are in the same parent.
+        format!(
+            "{}/../../{}",
+            s.dir.path().join("fns").display(),
+            private.path().file_name().unwrap().to_str().unwrap()
+        ),
+    ] {
+        let url = format!("/v1/functions/grab?base_dir={}", base.replace('/', "%2F"));
+        let http = reqwest::Client::new();
+        let signer = virga_sigv4::Signer::new(
+            virga_sigv4::Credentials::new(&admin[0].1, &admin[1].1, None),
+            "us-east-1",
+            "lambda",
+        );
+        let mut req = http
+            .put(s.url(&url))
+            .body(manifest("grab", ""))
+            .build()
+            .unwrap();
+        signer.sign_reqwest(&mut req).unwrap();
+        let resp = http.execute(req).await.unwrap();
+        assert_eq!(resp.status(), 403, "{base}");
+        assert!(
+            resp.text().await.unwrap().contains("code directory"),
+            "{base}"
+        );
+    }
+    let (_, out, _) = virga(&s, &env, &["ls"]);
+    assert!(!out.contains("grab"), "{out}");
+
+    // Named with --code-dir, the directory is the operator's choice.
+    let allowed = Server::start_with(
+        &virga_bin(),
+        &[],
+        &[
+            "--auth",
+            "sigv4",
+            "--code-dir",
+            private.path().to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let admin = creds(&create_key(&data_dir(&allowed), "admin", "admin", &[]));
+    let (code, out, err) = virga(
+        &allowed,
+        &as_env(&admin),
+        &["deploy", grab.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// (others than localhost, 127.0.0.1 and [::1] get 403). Repeatable.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
+    /// Under `--auth sigv4`, a host directory (besides --functions) whose
+    /// subdirectories deploys through the API may capture code from
+    /// (`virga deploy` sends the manifest's directory). Repeatable.
+    #[arg(long = "code-dir", value_name = "DIR")]
+    pub code_dirs: Vec<PathBuf>,
 }
 
 /// `--isolation`.
@@ -66,6 +71,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         retain_records,
         auth,
         allow_hosts,
+        code_dirs,
     } = args;
     init_tracing("info");
     let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
@@ -77,6 +83,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     config.retain_records = retain_records;
     config.auth = auth;
     config.allowed_hosts = allow_hosts;
+    config.code_dirs = code_dirs;
     run_platform(config).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -94,6 +94,9 @@ pub struct PlatformConfig {
     pub auth: access::AuthMode,
     /// On a loopback bind, Host names served besides loopback ones.
     pub allowed_hosts: Vec<String>,
+    /// Under `--auth sigv4`, host directories besides `functions_dir` that
+    /// a deploy through the API may capture code from (`base_dir`).
+    pub code_dirs: Vec<PathBuf>,
 }
 
 /// A function's log file rotates past this size ...
@@ -120,6 +123,7 @@ impl PlatformConfig {
             retain_records: None,
             auth: access::AuthMode::None,
             allowed_hosts: Vec::new(),
+            code_dirs: Vec::new(),
         }
     }
 }
@@ -139,12 +143,22 @@ impl Platform {
     /// dir and starts serving. Returns once the listener is bound.
     pub async fn start(config: PlatformConfig) -> Result<Platform, PlatformError> {
         // Refused before anything starts: no auth off loopback.
-        let access = Arc::new(access::Access::new(
-            &config.data_dir,
-            config.auth,
-            config.addr,
-            &config.allowed_hosts,
-        )?);
+        let code_dirs: Vec<PathBuf> = config
+            .functions_dir
+            .iter()
+            .filter(|d| d.is_dir())
+            .chain(&config.code_dirs)
+            .cloned()
+            .collect();
+        let access = Arc::new(
+            access::Access::new(
+                &config.data_dir,
+                config.auth,
+                config.addr,
+                &config.allowed_hosts,
+            )?
+            .with_code_dirs(&code_dirs)?,
+        );
         create_private_dir(&config.data_dir)
             .map_err(|e| PlatformError::DataDir(config.data_dir.clone(), e))?;
         if config.auth == access::AuthMode::Sigv4 && access.keys.live()? == 0 {

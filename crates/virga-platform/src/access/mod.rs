@@ -81,6 +81,11 @@ pub struct Access {
     /// On a loopback bind: the Host names accepted besides loopback ones
     /// (a defence against DNS rebinding). `None`: any Host.
     hosts: Option<Vec<String>>,
+    /// Under `--auth sigv4`: the host directories (canonical) a deploy
+    /// through the API may capture code from. The platform reads them with
+    /// its own rights, so a key must not be able to name any directory of
+    /// the host.
+    code_dirs: Vec<PathBuf>,
     pub keys: KeyStore,
     pub audit: AuditLog,
 }
@@ -106,9 +111,47 @@ impl Access {
                     .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
                     .collect()
             }),
+            code_dirs: Vec::new(),
             keys: KeyStore::new(data_dir),
             audit: AuditLog::new(data_dir),
         })
+    }
+
+    /// Lets deploys through the API capture code from inside `dirs`
+    /// (under `--auth sigv4`; without authentication any directory is the
+    /// local operator's).
+    pub fn with_code_dirs(mut self, dirs: &[PathBuf]) -> Result<Access, AccessError> {
+        for d in dirs {
+            let canonical = d
+                .canonicalize()
+                .map_err(|e| AccessError::Io(d.clone(), e))?;
+            self.code_dirs.push(canonical);
+        }
+        Ok(self)
+    }
+
+    /// The directory a deploy may capture code from, given as `base_dir`:
+    /// any under `--auth none`; under `--auth sigv4` only one inside the
+    /// allowed code directories, checked after links and `..` are resolved.
+    /// The error says what to do instead.
+    pub fn code_dir(&self, base_dir: &Path) -> Result<PathBuf, String> {
+        if self.mode == AuthMode::None {
+            return Ok(base_dir.to_path_buf());
+        }
+        let canonical = base_dir
+            .canonicalize()
+            .map_err(|e| format!("base_dir {}: {e}", base_dir.display()))?;
+        if self
+            .code_dirs
+            .iter()
+            .any(|root| canonical.starts_with(root))
+        {
+            return Ok(canonical);
+        }
+        Err(format!(
+            "base_dir {} is not inside a code directory of this server: under --auth sigv4 a deploy captures code only from the server's --functions directory or a --code-dir; start the server with --code-dir DIR, or deploy without base_dir and upload the code as a zip (`aws lambda update-function-code --zip-file fileb://code.zip`)",
+            base_dir.display()
+        ))
     }
 
     /// Whether a request with this `Host` header may be served.

@@ -84,7 +84,13 @@ pub(super) async fn deploy(
     // own (an absolute `command`, the built-in runtime, or code uploaded
     // later with UpdateFunctionCode); its relative paths are the server's.
     let (base_dir, code) = match q.base_dir {
-        Some(d) if d.is_absolute() => (d, CodeSource::Dir),
+        Some(d) if d.is_absolute() => {
+            let d = state
+                .access
+                .code_dir(&d)
+                .map_err(|m| ApiError::new(StatusCode::FORBIDDEN, "AccessDeniedException", m))?;
+            (d, CodeSource::Dir)
+        }
         Some(d) => {
             return Err(ApiError::bad_request(format!(
                 "base_dir {} must be an absolute path",
