@@ -15,6 +15,8 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Signs requests to `endpoint` when set.
     pub signer: Option<virga_sigv4::Signer>,
+    /// A client link to emulate (overrides the preset's).
+    pub link: Option<virga_lab::load::Link>,
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -67,6 +69,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         },
         if args.quick { ", --quick" } else { "" },
     );
+    let link = match args.link {
+        Some(l) => Some(l),
+        None => preset.link().map_err(anyhow::Error::msg)?,
+    };
+    if let Some(l) = link {
+        println!("client link: {}", l.label());
+    }
     let opts = RunOptions {
         endpoint,
         embedded: platform.is_some(),
@@ -74,6 +83,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         limits_enforced: limits,
         verbose: true,
         signer: args.signer.clone(),
+        link: args.link,
     };
     let result = run::run(&preset, &opts, stop).await;
     if let Some(p) = platform {

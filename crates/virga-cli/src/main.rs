@@ -135,6 +135,11 @@ enum Command {
         /// Shrink every scenario to a smoke run of a few seconds.
         #[arg(long)]
         quick: bool,
+        /// Emulate a client link on every request, RATE,RTT (e.g.
+        /// 50mbit,20ms): the studies' clients had a WAN, loopback has none.
+        /// Overrides the preset's `link`.
+        #[arg(long, value_name = "RATE,RTT")]
+        link: Option<virga_lab::load::Link>,
     },
     /// Compare keep-alive policies (fixed, hybrid-histogram, greedy-dual) on
     /// the Azure Functions trace or a synthetic workload, by simulation:
@@ -447,7 +452,12 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             };
             cost::tune(&cli.endpoint, signer, config, out).await?;
         }
-        Command::Bench { preset, out, quick } => {
+        Command::Bench {
+            preset,
+            out,
+            quick,
+            link,
+        } => {
             init_tracing("warn");
             bench::run(bench::BenchArgs {
                 preset,
@@ -456,6 +466,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 signer,
                 out,
                 quick,
+                link,
             })
             .await?;
         }

@@ -49,6 +49,8 @@ pub struct Target {
     base_path: String,
     /// Signs every request (AWS Signature V4) when set.
     signer: Option<std::sync::Arc<virga_sigv4::Signer>>,
+    /// Delays every exchange as this link would.
+    link: Option<Link>,
 }
 
 impl Target {
@@ -71,6 +73,7 @@ impl Target {
             authority: authority.to_string(),
             base_path: path.to_string(),
             signer: None,
+            link: None,
         })
     }
 
@@ -80,12 +83,96 @@ impl Target {
         self
     }
 
+    /// Emulates `link` on every exchange (none: loopback as it is).
+    pub fn over(mut self, link: Option<Link>) -> Target {
+        self.link = link;
+        self
+    }
+
     fn invoke_path(&self, function: &str) -> String {
         format!(
             "{}/2015-03-31/functions/{function}/invocations",
             self.base_path
         )
     }
+}
+
+/// A client-side network link, emulated on every exchange: before a
+/// request is sent, half the round trip plus its bytes at the link's rate;
+/// after its answer arrived, the other half plus the answer's bytes. The
+/// studies' clients reached their functions over a WAN, where payload size
+/// shows in latency; on loopback it barely does. Each user has a link of
+/// its own: a bottleneck the users share is not modelled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    pub bits_per_s: f64,
+    pub rtt: Duration,
+}
+
+impl Link {
+    /// Time `bytes` take at the link's rate.
+    pub fn transfer(&self, bytes: usize) -> Duration {
+        Duration::from_secs_f64(bytes as f64 * 8.0 / self.bits_per_s)
+    }
+
+    /// For reports: the rate and round trip, marked as emulated.
+    pub fn label(&self) -> String {
+        format!(
+            "{} Mbit/s, {} ms round trip (emulated in the client)",
+            self.bits_per_s / 1e6,
+            self.rtt.as_secs_f64() * 1e3
+        )
+    }
+}
+
+impl std::str::FromStr for Link {
+    type Err = String;
+
+    /// `RATE,RTT`: e.g. `50mbit,20ms` (rates in bit, kbit, mbit or gbit per
+    /// second; round trips in us, ms or s).
+    fn from_str(s: &str) -> Result<Link, String> {
+        let bad = |why: &str| format!("link {s:?}: {why}; write RATE,RTT, e.g. 50mbit,20ms");
+        let (rate, rtt) = s.split_once(',').ok_or_else(|| bad("no comma"))?;
+        let number = |text: &str, units: &[(&str, f64)]| -> Option<f64> {
+            let text = text.trim().to_ascii_lowercase();
+            let (unit, scale) = units
+                .iter()
+                .find(|(u, _)| text.ends_with(u) && text.len() > u.len())?;
+            let v: f64 = text[..text.len() - unit.len()].trim().parse().ok()?;
+            (v.is_finite() && v >= 0.0).then_some(v * scale)
+        };
+        // Longest unit first: "mbit" before "bit", "ms" before "s".
+        let bits_per_s = number(
+            rate,
+            &[("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)],
+        )
+        .ok_or_else(|| bad("the rate is not a number with bit, kbit, mbit or gbit"))?;
+        let rtt_s = number(rtt, &[("us", 1e-6), ("ms", 1e-3), ("s", 1.0)])
+            .ok_or_else(|| bad("the round trip is not a number with us, ms or s"))?;
+        if !(1e3..=1e12).contains(&bits_per_s) {
+            return Err(bad(
+                "the rate must be between 1 kbit and 1000 gbit per second",
+            ));
+        }
+        if rtt_s > 10.0 {
+            return Err(bad("the round trip must be at most 10 s"));
+        }
+        Ok(Link {
+            bits_per_s,
+            rtt: Duration::from_secs_f64(rtt_s),
+        })
+    }
+}
+
+/// Bytes of an HTTP/1.1 message head: start line and headers.
+fn head_bytes(start_line: usize, headers: &hyper::HeaderMap) -> usize {
+    start_line
+        + 2
+        + headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+            .sum::<usize>()
+        + 2
 }
 
 /// The request a scenario repeats.
@@ -189,10 +276,16 @@ impl Conn {
             )
             .map_err(|e| e.to_string())?;
         }
+        let link = self.target.link;
+        if let Some(l) = link {
+            let bytes = head_bytes("POST  HTTP/1.1".len() + path.len(), req.headers()) + body.len();
+            tokio::time::sleep(l.rtt / 2 + l.transfer(bytes)).await;
+        }
         let sender = self.connect().await?;
         sender.ready().await.map_err(|e| e.to_string())?;
         let result = async {
             let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let head = head_bytes("HTTP/1.1 200 OK".len(), resp.headers());
             let header = |n: &str| {
                 resp.headers()
                     .get(n)
@@ -208,6 +301,9 @@ impl Conn {
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
+            if let Some(l) = link {
+                tokio::time::sleep(l.rtt / 2 + l.transfer(head + body.len())).await;
+            }
             Ok(Reply {
                 status,
                 function_error,
@@ -541,6 +637,35 @@ mod tests {
     }
 
     #[test]
+    fn links_parse_and_time_bytes() {
+        let l: Link = "50mbit,20ms".parse().unwrap();
+        assert_eq!(l.bits_per_s, 50e6);
+        assert_eq!(l.rtt, Duration::from_millis(20));
+        // 1 MB at 50 Mbit/s: 160 ms.
+        let t = l.transfer(1_000_000).as_secs_f64();
+        assert!((t - 0.16).abs() < 1e-9, "{t}");
+        let l: Link = " 1.5 Gbit , 250us ".parse().unwrap();
+        assert_eq!(l.bits_per_s, 1.5e9);
+        assert_eq!(l.rtt, Duration::from_micros(250));
+        assert_eq!("10kbit,1s".parse::<Link>().unwrap().bits_per_s, 1e4);
+        assert!(l.label().contains("emulated"));
+        for bad in [
+            "50mbit",
+            "fast,20ms",
+            "50,20ms",
+            "50mbit,20",
+            "-5mbit,20ms",
+            "nanmbit,1ms",
+            "10bit,1ms",
+            "50mbit,11s",
+            "mbit,1ms",
+        ] {
+            let e = bad.parse::<Link>().unwrap_err();
+            assert!(e.contains("RATE,RTT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn constant_arrivals_are_evenly_spaced() {
         let a = arrivals(10.0, Duration::from_secs(1), false, 1);
         assert_eq!(a.len(), 10);
@@ -638,6 +763,27 @@ mod tests {
         );
         // The server saw no more than that either (warm-up included).
         assert!(answered.load(Ordering::SeqCst) as usize <= users as usize * per_user);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_link_delays_each_exchange_by_its_round_trip_and_bytes() {
+        let (target, answered) = bare_server().await;
+        // 80 kbit/s: the 10 kB body alone takes 1 s; the round trip 200 ms.
+        let link: Link = "80kbit,200ms".parse().unwrap();
+        let mut conn = Conn::new(&target.clone().over(Some(link)));
+        let body = Bytes::from(vec![b' '; 10_000]);
+        let t = Instant::now();
+        let reply = conn.post("/x", body).await.unwrap();
+        let took = t.elapsed();
+        assert_eq!(reply.status, 200);
+        assert_eq!(answered.load(Ordering::SeqCst), 1);
+        // A lower bound only: the emulated delays are slept, whatever the host.
+        assert!(took >= Duration::from_millis(1200), "{took:?}");
+        // Without a link the same exchange does not wait for them.
+        let mut plain = Conn::new(&target);
+        let t = Instant::now();
+        plain.post("/x", Bytes::from_static(b"{}")).await.unwrap();
+        assert!(t.elapsed() < took);
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct Preset {
     /// Per table of figures: the study's shape and why this host may differ.
     #[serde(default, rename = "reference_table")]
     pub reference_tables: Vec<ReferenceTable>,
+    /// A client link to emulate (`RATE,RTT`, e.g. "50mbit,20ms"), as the
+    /// study's clients had a WAN; `virga bench --link` overrides it.
+    #[serde(default)]
+    pub link: Option<String>,
     /// Directory of the preset file: manifests and files resolve against it.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -137,10 +141,19 @@ impl Preset {
         Ok(p)
     }
 
+    /// The link to emulate, as `link` says.
+    pub fn link(&self) -> Result<Option<crate::load::Link>, String> {
+        self.link
+            .as_deref()
+            .map(|l| l.parse().map_err(|e| format!("`link`: {e}")))
+            .transpose()
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.name.trim().is_empty() {
             return Err("`name` must not be empty".into());
         }
+        self.link()?;
         if self.scenarios.is_empty() {
             return Err("no [[scenarios]]: add at least one".into());
         }
@@ -301,6 +314,14 @@ duration_s = 5
         let p = Preset::parse(OK, "p.toml").unwrap();
         assert_eq!(p.scenarios[0].kind(), crate::scenario::Kind::Throughput);
         assert_eq!(p.functions[0].set["memory_mb"].as_integer(), Some(512));
+    }
+
+    #[test]
+    fn a_link_is_checked_with_the_preset() {
+        let p = Preset::parse(&format!("link = \"50mbit,20ms\"\n{OK}"), "p.toml").unwrap();
+        assert_eq!(p.link().unwrap().unwrap().bits_per_s, 50e6);
+        let e = err(&format!("link = \"fast\"\n{OK}"));
+        assert!(e.contains("p.toml") && e.contains("`link`"), "{e}");
     }
 
     #[test]

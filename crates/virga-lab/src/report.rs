@@ -119,6 +119,11 @@ fn header_lines(r: &RunResult) -> Vec<String> {
         ),
         format!("run: {} .. {}", r.started_at, r.finished_at),
     ];
+    if let Some(link) = &r.link {
+        v.push(format!(
+            "client link: {link}; every latency includes it, the platform's own figures do not"
+        ));
+    }
     if let Some(s) = &r.reproduces {
         v.push(format!("reproduces: {s}"));
     }
@@ -746,6 +751,7 @@ mod tests {
             description: String::new(),
             reproduces: Some("000.txt".into()),
             endpoint: "http://127.0.0.1:1".into(),
+            link: None,
             embedded: true,
             quick: true,
             started_at: "2024-01-01T00:00:00Z".into(),

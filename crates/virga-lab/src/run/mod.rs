@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub verbose: bool,
     /// Signs the run's requests (AWS Signature V4) when set.
     pub signer: Option<virga_sigv4::Signer>,
+    /// The client link to emulate; `None`: the preset's `link`, if any.
+    pub link: Option<crate::load::Link>,
 }
 
 /// A run in progress: what every scenario kind runs with.
@@ -58,7 +60,13 @@ pub(crate) struct Lab<'a> {
 pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunResult, LabError> {
     let started_at = now();
     let api = Client::new(&opts.endpoint).signed(opts.signer.clone());
-    let target = Target::parse(&opts.endpoint)?.signed(opts.signer.clone());
+    let link = match opts.link {
+        Some(l) => Some(l),
+        None => preset.link().map_err(LabError::Config)?,
+    };
+    let target = Target::parse(&opts.endpoint)?
+        .signed(opts.signer.clone())
+        .over(link);
     let managed = api.functions().await.is_ok();
     let profiles = preset
         .pricing
@@ -125,6 +133,7 @@ pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunRe
         description: preset.description.clone(),
         reproduces: preset.reproduces.clone(),
         endpoint: opts.endpoint.clone(),
+        link: link.map(|l| l.label()),
         embedded: opts.embedded,
         quick: opts.quick,
         started_at,

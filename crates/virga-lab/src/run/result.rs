@@ -248,6 +248,8 @@ pub struct RunResult {
     pub description: String,
     pub reproduces: Option<String>,
     pub endpoint: String,
+    /// The client link the run emulated, if any (its label).
+    pub link: Option<String>,
     pub embedded: bool,
     pub quick: bool,
     pub started_at: String,
