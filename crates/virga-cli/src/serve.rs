@@ -42,7 +42,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "none", value_name = "sigv4|none")]
     pub auth: virga_platform::access::AuthMode,
     /// On a loopback --addr, also answer requests whose Host is NAME
-    /// (others than localhost, 127.0.0.1 and [::1] get 403). Repeatable.
+    /// (others than localhost, 127.0.0.1 and the IPv6 loopback get 403). Repeatable.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
     /// Under `--auth sigv4`, a host directory (besides --functions) whose
