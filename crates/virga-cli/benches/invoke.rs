@@ -11,23 +11,9 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use support::{closed_loop, env_num, median, Run};
-
-async fn bare_axum() -> SocketAddr {
-    let app = axum::Router::new().route(
-        "/hello",
-        axum::routing::post(|body: Bytes| async move { body }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
 
 const PING: &[u8] = b"{\"ping\":1}";
 
@@ -94,7 +80,7 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let (_data, platform) = support::platform("noop", NOOP).await;
-        let bare = bare_axum().await;
+        let bare = support::bare_axum().await;
         let client = support::http_client();
         let virga_uri = format!("http://{}/2015-03-31/functions/noop/invocations", platform.addr());
         let bare_uri = format!("http://{bare}/hello");

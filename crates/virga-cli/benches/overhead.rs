@@ -28,7 +28,6 @@
 mod common;
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -45,17 +44,6 @@ fn noop(name: &str, max_concurrency: u32) -> String {
          memory_mb = 1769\ntimeout_ms = 3000\nmax_concurrency = {max_concurrency}\nmax_queue = 1000\n\
          keep_alive_ms = 600000\n"
     )
-}
-
-async fn bare_axum() -> SocketAddr {
-    let app = axum::Router::new().route(
-        "/hello",
-        axum::routing::post(|body: Bytes| async move { body }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
 }
 
 /// CPU seconds (user + system, every thread) process `pid` has used.
@@ -165,7 +153,7 @@ fn main() {
         )
         .await;
         let pid = s.pid();
-        let bare = bare_axum().await;
+        let bare = support::bare_axum().await;
         let client = support::http_client();
         let uri = |f: &str| s.url(&format!("/2015-03-31/functions/{f}/invocations"));
         let bare_uri = format!("http://{bare}/hello");

@@ -57,6 +57,19 @@ pub async fn platform_with(
     (data, platform)
 }
 
+/// A bare axum server echoing `POST /hello`: the baseline the platform's
+/// invoke path is measured against.
+pub async fn bare_axum() -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/hello",
+        axum::routing::post(|body: Bytes| async move { body }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
 pub fn host_line() -> String {
     format!(
         "host: {} cores, {}; build: {}",
