@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Server;
 use serde_json::{json, Value};
 
@@ -360,6 +362,50 @@ async fn deploying_a_model_function_without_its_model_says_how_to_get_one() {
     assert!(err.contains("fashion-mnist"), "{err}");
 }
 
+/// `virga models train --rows N --json`: a timed run on the first N rows,
+/// as the lab's `train` scenario reads it.
+#[test]
+fn training_on_the_first_rows_reports_its_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w.model");
+    let (code, stdout, err) = common::cli(&[
+        "models",
+        "train",
+        "--algorithm",
+        "logistic",
+        "--dataset",
+        "winequality",
+        "--rows",
+        "512",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["rows"], 512, "{v}");
+    assert_eq!(v["n_features"], 11);
+    assert_eq!(v["algorithm"], "logistic");
+    assert!(v["train_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["metrics"]["accuracy"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        v["model_bytes"].as_u64(),
+        Some(std::fs::metadata(&out).unwrap().len())
+    );
+    let (code, _, err) = common::cli(&[
+        "models",
+        "train",
+        "--algorithm",
+        "logistic",
+        "--dataset",
+        "iris",
+        "--rows",
+        "0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("rows"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn onnx_models_run_with_tract_through_both_apis() {
     let s = Server::start(&[]).await;
@@ -573,18 +619,121 @@ async fn onnx_models_run_with_ort_through_the_platform() {
     assert_eq!(s.get("/v2/models/mlp").await["platform"], "virga-ort");
 }
 
-/// Without the `ort` feature, an `ort` function's instance fails its init
-/// saying how to get the engine.
+/// Without the `ort` feature, an `ort` function is refused at deploy,
+/// saying how to get the engine (not at every cold start).
 #[cfg(not(feature = "ort"))]
 #[tokio::test(flavor = "multi_thread")]
 async fn ort_functions_in_a_build_without_ort_say_how_to_get_it() {
     let s = Server::start(&[]).await;
     let model = s.dir.path().join("mlp.onnx");
     virga_engine::fixtures::mlp(&model);
-    deploy_text(&s, "mlp", "name = \"mlp\"\nruntime = \"model\"\n[model]\ntask = \"tabular-classification\"\nengine = \"ort\"\npath = \"mlp.onnx\"\n");
-    let (_, headers, body) = s.invoke("mlp", r#"{"instances": [[1, 2, 3, 4]]}"#).await;
-    assert!(headers.get("x-amz-function-error").is_some(), "{body}");
-    assert!(body.contains("--features ort"), "{body}");
+    let path = s.dir.path().join("mlp.toml");
+    std::fs::write(&path, "name = \"mlp\"\nruntime = \"model\"\n[model]\ntask = \"tabular-classification\"\nengine = \"ort\"\npath = \"mlp.onnx\"\n").unwrap();
+    let (code, _, err) = s.cli(&["deploy", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("model.engine") && err.contains("--features ort"),
+        "{err}"
+    );
+    let (status, _, _) = s.invoke("mlp", r#"{"instances": [[1, 2, 3, 4]]}"#).await;
+    assert_eq!(status, 404, "nothing was deployed");
+}
+
+/// `input = "object"`: an upload to the trigger's bucket is classified by
+/// the function, which never reads the bucket itself; the upload names the
+/// invocation, whose record is found by it.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_functions_classify_uploaded_objects() {
+    let s = Server::start(&[]).await;
+    let model = s.dir.path().join("colours.onnx");
+    virga_engine::fixtures::colour_classifier(&model, 8);
+    deploy_text(&s, "on-upload", "name = \"on-upload\"\nruntime = \"model\"\nmemory_mb = 1769\nmax_retries = 0\n[model]\ntask = \"image-classification\"\nengine = \"tract\"\npath = \"colours.onnx\"\ninput = \"object\"\n[[triggers]]\ntype = \"bucket\"\nbucket = \"photos\"\nprefix = \"in/\"\nevents = [\"put\"]\n");
+    let put = |key: &str, body: Vec<u8>| {
+        s.http
+            .put(s.url(&format!("/v1/buckets/photos/objects/{key}")))
+            .body(body)
+            .send()
+    };
+    let png = virga_engine::image::solid_png(40, 30, [10, 10, 240]);
+    let resp = put("in/blue.png", png).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let stored: Value = resp.json().await.unwrap();
+    assert_eq!(
+        stored["invocations"][0]["function"], "on-upload",
+        "{stored}"
+    );
+    let id = stored["invocations"][0]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Outside the prefix: stored, nothing triggered.
+    let other: Value = put("out/x.png", b"x".to_vec())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["invocations"], json!([]), "{other}");
+    // Not an image: the invocation fails with the model's own error.
+    let junk: Value = put("in/junk.png", b"not an image".to_vec())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let junk_id = junk["invocations"][0]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Over what an invocation can carry: the platform says so instead.
+    let big: Value = put("in/big.png", vec![7u8; 5 << 20])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let big_id = big["invocations"][0]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let records = s
+        .records_until("on-upload", Duration::from_secs(60), |r| r.len() >= 3)
+        .await;
+    let of = |id: &str| {
+        records
+            .iter()
+            .find(|r| r["request_id"] == id)
+            .unwrap_or_else(|| panic!("no record of {id}: {records:?}"))
+            .clone()
+    };
+    let ok = of(&id);
+    assert_eq!(ok["status"], "success", "{ok}");
+    assert_eq!(ok["trigger"], "bucket");
+    assert!(
+        ok["payload_bytes"].as_u64().unwrap() > 100,
+        "the image rode in the event: {ok}"
+    );
+    let bad = of(&junk_id);
+    assert_eq!(bad["status"], "error", "{bad}");
+    assert_eq!(bad["error_type"], "InvalidInput", "{bad}");
+    let big = of(&big_id);
+    assert_eq!(big["error_type"], "ObjectTooLarge", "{big}");
+    // The answer itself: the same shape invoked directly, as a test event.
+    let event = json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "photos"}, "object": {"key": "in/blue.png", "contentBase64": base64_png([240, 10, 10])}}}]});
+    let (status, _, body) = s.invoke("on-upload", &event.to_string()).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["predictions"][0]["label"], "red", "{v}");
+    assert_eq!(v["key"], "in/blue.png");
+    // A plain request to an object function says what it takes.
+    let (_, headers, body) = s.invoke("on-upload", r#"{"image": "AAAA"}"#).await;
+    assert_eq!(headers["x-amz-function-error"], "Unhandled");
+    assert!(body.contains("input = \\\"object\\\""), "{body}");
+}
+
+fn base64_png(rgb: [u8; 3]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(virga_engine::image::solid_png(40, 30, rgb))
 }
 
 /// Five seeded rows for the MLP fixture and the labels its plain-Rust

@@ -95,6 +95,10 @@ pub fn builtin_runtime() -> virga_platform::BuiltinRuntime {
     virga_platform::BuiltinRuntime {
         program: PathBuf::from("/proc/self/exe"),
         args: vec!["worker".into()],
+        engines: virga_engine::engines()
+            .iter()
+            .map(|e| e.to_string())
+            .collect(),
     }
 }
 
@@ -104,6 +108,7 @@ pub fn jailer() -> virga_platform::BuiltinRuntime {
     virga_platform::BuiltinRuntime {
         program: PathBuf::from("/proc/self/exe"),
         args: vec!["jail".into()],
+        engines: Vec::new(),
     }
 }
 

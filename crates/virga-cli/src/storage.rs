@@ -27,11 +27,14 @@ pub struct PutArgs {
 pub async fn put(client: &Client, args: PutArgs) -> Result<ExitCode> {
     let PutArgs { bucket, key, file } = args;
     let body = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let meta = client.put_object(&bucket, &key, body).await?;
+    let stored = client.put_object(&bucket, &key, body).await?;
     println!(
         "put {bucket}/{key} ({} bytes, etag {})",
-        meta.size, meta.etag
+        stored.object.size, stored.object.etag
     );
+    for t in &stored.invocations {
+        println!("triggered {} (request id {})", t.function, t.request_id);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -162,6 +162,15 @@ impl Task {
     }
 }
 
+/// The engines this build has, by the names manifests use.
+pub fn engines() -> &'static [&'static str] {
+    if cfg!(feature = "ort") {
+        &["classical", "tract", "ort"]
+    } else {
+        &["classical", "tract"]
+    }
+}
+
 /// Loads a model with the named engine for the manifest's `task` (one
 /// intra-op thread).
 pub fn load(engine: &str, path: &Path, task: Task) -> Result<Box<dyn Model>, EngineError> {

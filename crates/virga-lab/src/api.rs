@@ -6,7 +6,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use virga_spec::api::{DeadLetter, FunctionInfo, InstanceInfo, ObjectMeta, Published, Queues};
+use virga_spec::api::{
+    DeadLetter, FunctionInfo, InstanceInfo, ObjectMeta, Published, Queues, StoredObject,
+};
 use virga_spec::{InvocationRecord, Status};
 
 /// Why a request to the platform failed.
@@ -32,6 +34,16 @@ pub enum ApiError {
     /// the request could not be signed with the credentials given
     #[error("cannot sign the request")]
     Signing(#[source] virga_sigv4::SignError),
+}
+
+impl ApiError {
+    /// The HTTP status the platform answered, 0 when there was no answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Refused { status, .. } => *status,
+            _ => 0,
+        }
+    }
 }
 
 /// A synchronous invocation's answer.
@@ -259,7 +271,7 @@ impl Client {
         bucket: &str,
         key: &str,
         body: Vec<u8>,
-    ) -> Result<ObjectMeta, ApiError> {
+    ) -> Result<StoredObject, ApiError> {
         let url = self.url(&format!("/v1/buckets/{bucket}/objects/{key}"));
         self.json(self.http.put(url).body(body)).await
     }

@@ -79,6 +79,24 @@ pub struct ObjectMeta {
     pub last_modified: String,
 }
 
+/// The answer to an object upload: the object, and the asynchronous
+/// invocations its bucket triggers started (one per matching function), so
+/// a caller can find their records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredObject {
+    #[serde(flatten)]
+    pub object: ObjectMeta,
+    #[serde(default)]
+    pub invocations: Vec<Triggered>,
+}
+
+/// An invocation started by a trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Triggered {
+    pub function: String,
+    pub request_id: String,
+}
+
 /// Queue depth and age of one function's asynchronous events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AsyncDepth {

@@ -17,6 +17,14 @@ pub const MODEL_TASK: &str = "VIRGA_MODEL_TASK";
 pub const MODEL_MAX_BATCH: &str = "VIRGA_MODEL_MAX_BATCH";
 /// Intra-op threads for engines with a thread pool.
 pub const MODEL_THREADS: &str = "VIRGA_MODEL_THREADS";
+/// Where the request comes from, by [`crate::manifest::ModelInput::as_str`].
+pub const MODEL_INPUT: &str = "VIRGA_MODEL_INPUT";
+/// The field of an S3 notification's `s3.object` that carries the object's
+/// bytes (base64) to a `[model] input = "object"` function.
+pub const OBJECT_CONTENT_FIELD: &str = "contentBase64";
+/// Set instead of [`OBJECT_CONTENT_FIELD`] when the platform could not
+/// attach the object (deleted before delivery, too large): why.
+pub const OBJECT_CONTENT_ERROR_FIELD: &str = "contentError";
 
 /// On `invocation/next`: how many events the `{"batch": [...]}` holds.
 pub const BATCH_SIZE_HEADER: &str = "Virga-Batch-Size";

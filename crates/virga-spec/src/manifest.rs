@@ -192,6 +192,35 @@ pub struct ModelSpec {
     /// Intra-op threads; default: the instance's vCPU share, at least 1.
     #[serde(default)]
     pub threads: Option<u32>,
+    /// Where a request's input comes from.
+    #[serde(default)]
+    pub input: ModelInput,
+}
+
+/// Where a model function's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelInput {
+    /// The invocation's payload is the request (`{"image": ...}`,
+    /// `{"instances": ...}`, `{"inputs": ...}`).
+    #[default]
+    Request,
+    /// The invocation is an S3-shaped bucket notification and the request
+    /// is the uploaded object: the platform attaches the object's bytes to
+    /// the event (`Records[0].s3.object.contentBase64`), because a
+    /// confined instance sees neither the network nor the data dir. An
+    /// image for image classification, else the task's JSON request.
+    Object,
+}
+
+impl ModelInput {
+    /// The name manifests and `VIRGA_MODEL_INPUT` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelInput::Request => "request",
+            ModelInput::Object => "object",
+        }
+    }
 }
 
 /// What a model function's model does.

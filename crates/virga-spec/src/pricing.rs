@@ -17,6 +17,10 @@ pub const SECONDS_PER_MONTH: f64 = HOURS_PER_MONTH * 3600.0;
 const BUILT_IN: &[(&str, &str)] = &[
     ("lambda-x86", include_str!("../profiles/lambda-x86.toml")),
     (
+        "lambda-x86-eu-south-1",
+        include_str!("../profiles/lambda-x86-eu-south-1.toml"),
+    ),
+    (
         "lambda-arm64",
         include_str!("../profiles/lambda-arm64.toml"),
     ),

@@ -42,6 +42,9 @@ pub struct ModelConfig {
     pub max_batch: usize,
     /// Intra-op threads (`VIRGA_MODEL_THREADS`), for engines with a thread pool.
     pub threads: usize,
+    /// Requests are bucket notifications carrying the uploaded object
+    /// (`VIRGA_MODEL_INPUT=object`).
+    pub object_input: bool,
 }
 
 impl ModelConfig {
@@ -67,6 +70,7 @@ impl ModelConfig {
                 .and_then(|v| v.parse().ok())
                 .filter(|&n| n > 0)
                 .unwrap_or(1),
+            object_input: var(contract::MODEL_INPUT).as_deref() == Some("object"),
         })
     }
 }
@@ -74,6 +78,7 @@ impl ModelConfig {
 pub struct ModelHandler {
     model: Box<dyn Model>,
     max_batch: usize,
+    object_input: bool,
     /// Reported once, on the instance's first (cold) response.
     init_ms: Option<f64>,
 }
@@ -103,6 +108,7 @@ impl ModelHandler {
         Ok(ModelHandler {
             model,
             max_batch: config.max_batch,
+            object_input: config.object_input,
             init_ms: Some(ms(t)),
         })
     }
@@ -252,7 +258,65 @@ fn engine_error(e: virga_engine::EngineError) -> FunctionError {
     }
 }
 
+/// The bucket and key an object request came from.
+type Origin = (String, String);
+
 impl ModelHandler {
+    /// Reads an S3 notification of one created object, with the bytes the
+    /// platform attached, as the task's own request.
+    fn object_request(&self, v: &Value) -> Result<(Value, Origin), FunctionError> {
+        use base64::Engine as _;
+        let bad = |m: String| FunctionError::new("InvalidInput", m);
+        let records = v.get("Records").and_then(Value::as_array).ok_or_else(|| {
+            bad("this function takes its input from uploaded objects (input = \"object\"): send an S3 notification {\"Records\": [...]}, or deploy with input = \"request\"".into())
+        })?;
+        let [record] = records.as_slice() else {
+            return Err(bad(format!(
+                "an S3 notification carries one record; this one has {}",
+                records.len()
+            )));
+        };
+        let object = &record["s3"]["object"];
+        let origin = (
+            record["s3"]["bucket"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            object["key"].as_str().unwrap_or_default().to_string(),
+        );
+        let event = record["eventName"].as_str().unwrap_or_default();
+        if !event.starts_with("ObjectCreated") {
+            return Err(bad(format!(
+                "{event} of {}/{}: only created objects have content to run the model on",
+                origin.0, origin.1
+            )));
+        }
+        if let Some(why) = object[contract::OBJECT_CONTENT_ERROR_FIELD].as_str() {
+            let (kind, _) = why.split_once(':').unwrap_or(("ObjectUnavailable", why));
+            return Err(FunctionError::new(kind, why));
+        }
+        let content = object[contract::OBJECT_CONTENT_FIELD].as_str().ok_or_else(|| {
+            bad(format!(
+                "the notification has no s3.object.{}: the platform attaches it to bucket notifications of input = \"object\" functions",
+                contract::OBJECT_CONTENT_FIELD
+            ))
+        })?;
+        let request = if self.model.info().task == virga_engine::Task::ImageClassification {
+            json!({ "image": content })
+        } else {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(content)
+                .map_err(|e| bad(format!("the attached content is not base64: {e}")))?;
+            serde_json::from_slice(&bytes).map_err(|e| {
+                bad(format!(
+                    "{}/{} is not the task's JSON request: {e}",
+                    origin.0, origin.1
+                ))
+            })?
+        };
+        Ok((request, origin))
+    }
+
     /// Parses one batch member into a unit of work.
     fn unit(&self, v: &Value) -> Result<Unit, FunctionError> {
         let bad = |m: String| FunctionError::new("InvalidInput", m);
@@ -339,12 +403,21 @@ impl ModelHandler {
         let t = Instant::now();
         let mut results: Vec<Option<Result<Value, FunctionError>>> = (0..n).map(|_| None).collect();
         let mut units: Vec<(usize, Unit)> = Vec::new();
+        let mut origins: Vec<Option<Origin>> = vec![None; n];
         for (i, item) in items.iter().enumerate() {
             if item.get("metadata") == Some(&Value::Bool(true)) {
                 results[i] = Some(Ok(json!({ "model": self.model.info() })));
                 continue;
             }
-            match self.unit(item) {
+            let parsed = if self.object_input {
+                self.object_request(item).and_then(|(req, origin)| {
+                    origins[i] = Some(origin);
+                    self.unit(&req)
+                })
+            } else {
+                self.unit(item)
+            };
+            match parsed {
                 Ok(u) => units.push((i, u)),
                 Err(e) => results[i] = Some(Err(e)),
             }
@@ -407,9 +480,13 @@ impl ModelHandler {
         let init_ms = self.init_ms.take();
         let mut responses = Vec::with_capacity(n);
         let mut errors = Vec::with_capacity(n);
-        for r in results {
+        for (r, origin) in results.into_iter().zip(origins) {
             match r.unwrap_or_else(|| Err(FunctionError::new("Runtime.Unknown", "unanswered"))) {
                 Ok(mut body) => {
+                    if let Some((bucket, key)) = origin {
+                        body["bucket"] = json!(bucket);
+                        body["key"] = json!(key);
+                    }
                     if body.get("model").is_none() && body.get("embeddings").is_none() {
                         body["model"] = model.clone();
                     }
@@ -435,6 +512,15 @@ impl ModelHandler {
         }
         serde_json::to_vec(&out).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
     }
+}
+
+/// An answer with the bucket and key of the object it is about.
+fn with_origin(body: &[u8], (bucket, key): Origin) -> Result<Vec<u8>, FunctionError> {
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))?;
+    v["bucket"] = json!(bucket);
+    v["key"] = json!(key);
+    serde_json::to_vec(&v).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
 }
 
 /// A member's response body from its share of the outputs.
@@ -463,8 +549,18 @@ impl Handler for ModelHandler {
         if v.get("metadata") == Some(&Value::Bool(true)) {
             return self.metadata();
         }
+        let (v, origin) = if self.object_input {
+            let (req, origin) = self.object_request(&v)?;
+            (req, Some(origin))
+        } else {
+            (v, None)
+        };
         if self.model.info().task == virga_engine::Task::TextEmbedding {
-            return self.texts(&v, t);
+            let body = self.texts(&v, t)?;
+            return match origin {
+                None => Ok(body),
+                Some(origin) => with_origin(&body, origin),
+            };
         }
         let (predictions, preprocess_ms, inference_ms) =
             if self.model.info().task == virga_engine::Task::ImageClassification {
@@ -491,6 +587,10 @@ impl Handler for ModelHandler {
         });
         if let Some(init) = self.init_ms.take() {
             out["init_ms"] = json!(init);
+        }
+        if let Some((bucket, key)) = origin {
+            out["bucket"] = json!(bucket);
+            out["key"] = json!(key);
         }
         out["postprocess_ms"] = json!(ms(t));
         serde_json::to_vec(&out).map_err(|e| FunctionError::new("Runtime.Unknown", e.to_string()))
@@ -529,8 +629,92 @@ mod tests {
             path: dir.join(file).display().to_string(),
             max_batch: 8,
             threads: 1,
+            object_input: false,
         })
         .unwrap()
+    }
+
+    /// An S3 notification of `key`, with `object` fields the platform adds.
+    fn notification(event: &str, key: &str, object: Value) -> Value {
+        let mut n = virga_spec::events::s3_event("up", key, 3, "e", true, "t", "1");
+        n["Records"][0]["eventName"] = json!(event);
+        for (k, v) in object.as_object().unwrap() {
+            n["Records"][0]["s3"]["object"][k] = v.clone();
+        }
+        n
+    }
+
+    #[test]
+    fn object_input_classifies_the_attached_upload_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        virga_engine::fixtures::colour_classifier(&dir.path().join("c.onnx"), 8);
+        let mut h = handler(dir.path(), "c.onnx", "image-classification");
+        h.object_input = true;
+        let up = notification(
+            "ObjectCreated:Put",
+            "in/red.png",
+            json!({ contract::OBJECT_CONTENT_FIELD: png([250, 10, 10]) }),
+        );
+        let v = call(&mut h, &up, None);
+        assert_eq!(v["predictions"][0]["label"], "red", "{v}");
+        assert_eq!(
+            (v["bucket"].as_str(), v["key"].as_str()),
+            (Some("up"), Some("in/red.png"))
+        );
+        // The same through the batched path.
+        let v = call(
+            &mut h,
+            &json!({ "batch": [up, {"image": png([1, 2, 3])}] }),
+            Some(2),
+        );
+        assert_eq!(v["batch"][0]["key"], "in/red.png", "{v}");
+        assert_eq!(v["errors"][1]["errorType"], "InvalidInput", "{v}");
+    }
+
+    #[test]
+    fn object_input_refuses_what_carries_no_object() {
+        let dir = tempfile::tempdir().unwrap();
+        virga_engine::fixtures::mlp(&dir.path().join("m.onnx"));
+        let mut h = handler(dir.path(), "m.onnx", "tabular-classification");
+        h.object_input = true;
+        let err = |h: &mut ModelHandler, v: &Value| {
+            h.handle(v.to_string().as_bytes(), &ctx(None)).unwrap_err()
+        };
+        // Rows in a JSON object work; the answer names the object.
+        let rows = json!({"instances": [[0.1, 0.2, 0.3, 0.4]]});
+        let b64 = |v: &Value| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(v.to_string())
+        };
+        let ok = notification(
+            "ObjectCreated:Put",
+            "rows.json",
+            json!({ contract::OBJECT_CONTENT_FIELD: b64(&rows) }),
+        );
+        assert_eq!(call(&mut h, &ok, None)["key"], "rows.json");
+        // A plain request, a delete, a missing or failed attachment, bytes
+        // that are not the task's JSON: each a clear error, never a panic.
+        let e = err(&mut h, &rows);
+        assert!(e.message.contains("input = \"object\""), "{}", e.message);
+        let e = err(
+            &mut h,
+            &notification("ObjectRemoved:Delete", "k", json!({})),
+        );
+        assert!(e.message.contains("ObjectRemoved"), "{}", e.message);
+        let e = err(&mut h, &notification("ObjectCreated:Put", "k", json!({})));
+        assert!(
+            e.message.contains(contract::OBJECT_CONTENT_FIELD),
+            "{}",
+            e.message
+        );
+        let gone = json!({ contract::OBJECT_CONTENT_ERROR_FIELD: "NoSuchKey: up/k is gone" });
+        let e = err(&mut h, &notification("ObjectCreated:Put", "k", gone));
+        assert_eq!(e.error_type, "NoSuchKey");
+        let junk = json!({ contract::OBJECT_CONTENT_FIELD: b64(&json!("not rows")) });
+        let e = err(&mut h, &notification("ObjectCreated:Put", "k", junk));
+        assert_eq!(e.error_type, "InvalidInput", "{}", e.message);
+        let two = json!({"Records": [ok["Records"][0], ok["Records"][0]]});
+        assert!(err(&mut h, &two).message.contains("one record"));
     }
 
     fn ctx(batch: Option<usize>) -> Context {

@@ -45,10 +45,12 @@ pub async fn platform_with(
     config.builtin_runtime = Some(virga_platform::BuiltinRuntime {
         program: PathBuf::from(env!("CARGO_BIN_EXE_virga")),
         args: vec!["worker".into()],
+        engines: Vec::new(),
     });
     config.jailer = Some(virga_platform::BuiltinRuntime {
         program: PathBuf::from(env!("CARGO_BIN_EXE_virga")),
         args: vec!["jail".into()],
+        engines: Vec::new(),
     });
     // As in the lab: 64 instances of 1769 MB exceed a 24 GiB host's budget.
     config.max_memory_mb = Some(u64::MAX);

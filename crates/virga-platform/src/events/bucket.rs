@@ -5,13 +5,19 @@ use std::io::Write;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use virga_spec::{BucketEvent, Trigger, TriggerSpec};
+use virga_spec::api::{StoredObject, Triggered};
+use virga_spec::{contract, BucketEvent, Trigger, TriggerSpec};
 
 use super::durable::ObjectMeta;
 use super::{Events, EventsError};
 
 /// Longest key, as S3 allows.
 pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Largest object attached to a notification for a `[model] input =
+/// "object"` function: in base64 with its envelope it stays under the
+/// 6 MiB an invocation may carry.
+pub const MAX_INLINE_OBJECT_BYTES: usize = 4 * 1024 * 1024;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -61,7 +67,7 @@ impl Events {
         bucket: &str,
         key: &str,
         body: Bytes,
-    ) -> Result<ObjectMeta, EventsError> {
+    ) -> Result<StoredObject, EventsError> {
         validate_bucket(bucket)?;
         validate_key(key).map_err(EventsError::Invalid)?;
         let path = self.object_path(bucket, key);
@@ -86,8 +92,11 @@ impl Events {
             last_modified: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         };
         self.durable.put_object(meta.clone()).await?;
-        self.fire_bucket(&meta, BucketEvent::Put).await?;
-        Ok(meta)
+        let invocations = self.fire_bucket(&meta, BucketEvent::Put).await?;
+        Ok(StoredObject {
+            object: meta,
+            invocations,
+        })
     }
 
     pub async fn get_object(
@@ -126,10 +135,16 @@ impl Events {
             })?;
         self.durable.delete_object(bucket, key).await?;
         let _ = tokio::fs::remove_file(self.object_path(bucket, key)).await;
-        self.fire_bucket(&meta, BucketEvent::Delete).await
+        self.fire_bucket(&meta, BucketEvent::Delete).await?;
+        Ok(())
     }
 
-    async fn fire_bucket(&self, meta: &ObjectMeta, what: BucketEvent) -> Result<(), EventsError> {
+    /// Accepts one event per function whose trigger matches; says which.
+    async fn fire_bucket(
+        &self,
+        meta: &ObjectMeta,
+        what: BucketEvent,
+    ) -> Result<Vec<Triggered>, EventsError> {
         let matching: Vec<String> = self
             .scheduler
             .manifests()
@@ -153,7 +168,7 @@ impl Events {
             .map(|(m, _)| m.name.clone())
             .collect();
         if matching.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let sequencer = format!(
             "{:016X}",
@@ -171,11 +186,76 @@ impl Events {
             )
             .to_string(),
         );
-        let events = matching
+        let events: Vec<_> = matching
             .iter()
             .map(|f| self.new_event(f, payload.clone(), Trigger::Bucket))
             .collect();
-        self.accept(events).await
+        let triggered = events
+            .iter()
+            .map(|e| Triggered {
+                function: e.function.clone(),
+                request_id: e.request_id.clone(),
+            })
+            .collect();
+        self.accept(events).await?;
+        Ok(triggered)
+    }
+}
+
+impl Events {
+    /// The notification with each created object's bytes attached
+    /// (`s3.object.contentBase64`), for `[model] input = "object"`
+    /// functions; where an object cannot be attached, `contentError` says
+    /// why and the model runtime answers with that error.
+    pub(super) async fn attach_object(&self, notification: &Bytes) -> Bytes {
+        use base64::Engine as _;
+        let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(notification) else {
+            return notification.clone();
+        };
+        let Some(records) = event
+            .get_mut("Records")
+            .and_then(serde_json::Value::as_array_mut)
+        else {
+            return notification.clone();
+        };
+        for record in records {
+            let created = record
+                .get("eventName")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|n| n.starts_with("ObjectCreated"));
+            let Some(s3) = record.get_mut("s3") else {
+                continue;
+            };
+            let bucket = s3["bucket"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let key = s3["object"]["key"].as_str().unwrap_or_default().to_string();
+            if !created {
+                continue;
+            }
+            let (field, value) = match self.get_object(&bucket, &key).await {
+                Ok((_, body)) if body.len() > MAX_INLINE_OBJECT_BYTES => (
+                    contract::OBJECT_CONTENT_ERROR_FIELD,
+                    format!(
+                        "ObjectTooLarge: {bucket}/{key} is {} bytes; a model function takes objects of at most {MAX_INLINE_OBJECT_BYTES} bytes",
+                        body.len()
+                    ),
+                ),
+                Ok((_, body)) => (
+                    contract::OBJECT_CONTENT_FIELD,
+                    base64::engine::general_purpose::STANDARD.encode(&body),
+                ),
+                Err(e) => (contract::OBJECT_CONTENT_ERROR_FIELD, format!("NoSuchKey: {e}")),
+            };
+            if let Some(object) = s3
+                .get_mut("object")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                object.insert(field.into(), value.into());
+            }
+        }
+        Bytes::from(event.to_string())
     }
 }
 

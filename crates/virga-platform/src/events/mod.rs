@@ -298,6 +298,17 @@ impl Events {
             self.dead_letter(&ev, "EventAgeExceeded: older than max_event_age_ms");
             return;
         }
+        let mut req = req;
+        if ev.trigger == Trigger::Bucket
+            && manifest
+                .model
+                .as_ref()
+                .is_some_and(|m| m.input == virga_spec::ModelInput::Object)
+        {
+            // Read at delivery, not at upload: the durable queue keeps the
+            // small notification, and a retry sees the object as it is now.
+            req.payload = self.attach_object(&ev.payload).await;
+        }
         let result = self.scheduler.invoke(req.clone()).await;
         match result {
             Ok(inv) if inv.function_error.is_none() => {

@@ -26,9 +26,9 @@ pub(super) async fn put_object(
     let body = to_bytes(body, MAX_OBJECT_BYTES)
         .await
         .map_err(|_| too_large(MAX_OBJECT_BYTES, "An object"))?;
-    let meta = state.events.put_object(&bucket, &key, body).await?;
-    let mut resp = Json(&meta).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
+    let stored = state.events.put_object(&bucket, &key, body).await?;
+    let mut resp = Json(&stored).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", stored.object.etag)) {
         resp.headers_mut().insert("etag", v);
     }
     Ok(resp)

@@ -114,6 +114,14 @@ pub enum DeployError {
     /// the model file of a model function is missing
     #[error("{file}: field `path`: no model at {path}; train one with `virga models train` or fetch them with `virga models pull`")]
     ModelMissing { file: String, path: String },
+    /// the built-in runtime lacks the model's engine
+    #[error("{file}: field `model.engine`: this platform's runtime has no engine {engine:?} (it has {have}){hint}")]
+    EngineUnavailable {
+        file: String,
+        engine: &'static str,
+        have: String,
+        hint: &'static str,
+    },
     /// the store failed
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -147,6 +155,10 @@ pub struct BuiltinRuntime {
     pub program: PathBuf,
     /// Arguments before the manifest's own (e.g. the subcommand).
     pub args: Vec<String>,
+    /// The model engines it has (`classical`, `tract`, `ort` in a build
+    /// with it): a model function for another is refused at deploy, not at
+    /// every cold start. Empty: not checked.
+    pub engines: Vec<String>,
 }
 
 /// How instances are sandboxed: the helper that confines them (e.g. the

@@ -72,6 +72,21 @@ impl Scheduler {
         code: CodeSource<'_>,
     ) -> Result<FunctionInfo, DeployError> {
         let manifest = Manifest::parse(manifest_text, source)?;
+        if let (Some(m), Some(b)) = (&manifest.model, &self.config.builtin) {
+            let engine = m.engine.as_str();
+            if !b.engines.is_empty() && !b.engines.iter().any(|e| e == engine) {
+                return Err(DeployError::EngineUnavailable {
+                    file: source.to_string(),
+                    engine,
+                    have: b.engines.join(", "),
+                    hint: if engine == "ort" {
+                        ": a build with `--features ort` has it, or use engine = \"tract\""
+                    } else {
+                        ""
+                    },
+                });
+            }
+        }
         if let Some(m) = &manifest.model {
             let path = base_dir.join(&m.path);
             if !path.is_file() {
@@ -559,6 +574,7 @@ impl Scheduler {
                     (contract::MODEL_ENGINE, model.engine.as_str().to_string()),
                     (contract::MODEL_TASK, model.task.as_str().to_string()),
                     (contract::MODEL_MAX_BATCH, model.max_batch.to_string()),
+                    (contract::MODEL_INPUT, model.input.as_str().to_string()),
                     (
                         contract::MODEL_THREADS,
                         model
