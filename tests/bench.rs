@@ -164,13 +164,38 @@ fn runs_quick(name: &str) {
         .map(|g| g["stats"]["requests"].as_u64().unwrap())
         .sum();
     assert_eq!(rows.len() as u64, requests, "{}", preset.display());
+    // Every invocation is joined with its record (training runs have none).
     assert!(rows
         .iter()
+        .filter(|r| !r.contains(":train,"))
         .all(|r| r.contains(",true,") || r.contains(",false,")));
     assert!(csv.starts_with("scenario,") && csv.lines().next().unwrap().contains(",instance_id,"));
     // The terminal shows the tables.
     assert!(stdout.contains("== scenario 1/"), "{stdout}");
     assert!(stdout.contains("host: "), "{stdout}");
+    match name {
+        // The trace's uploads went through the bucket trigger, each answered
+        // by a bucket-triggered invocation of the model function.
+        "setlur-arun-frameworks" => {
+            let trace = scenarios.iter().find(|s| s["kind"] == "trace").unwrap();
+            for g in trace["groups"].as_array().unwrap() {
+                assert_eq!(g["config"]["via"], "bucket", "{g}");
+                assert!(g["function"].as_str().unwrap().ends_with("-upload"), "{g}");
+                assert!(g["stats"]["load_inference"]["mean"].as_f64().unwrap() > 0.0);
+            }
+            assert!(csv.lines().filter(|l| l.starts_with("2:trace,")).count() > 0);
+            let columns = trace["columns"].to_string();
+            assert!(columns.contains("upload-to-answer") && columns.contains("load + inference"));
+        }
+        // Training time per feature count, from timed `virga models train`.
+        "feyzkhanov-2021-graviton" => {
+            let train = scenarios.iter().find(|s| s["kind"] == "train").unwrap();
+            let rows = train["rows"].as_array().unwrap();
+            assert!(rows.len() >= 2, "{train}");
+            assert!(rows.iter().any(|r| r[3] == "4") && rows.iter().any(|r| r[3] == "11"));
+        }
+        _ => {}
+    }
 }
 
 #[test]

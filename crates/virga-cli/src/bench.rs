@@ -104,65 +104,110 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// Makes sure every model the preset's functions load exists: classical
-/// models named `<dataset>-<algorithm>.model` are trained, ONNX models are
-/// pulled (`virga models pull --only NAME`).
+/// models named `<dataset>-<algorithm>[-<rows>].model` are trained (on the
+/// dataset's first `rows` rows when given), ONNX models are pulled (`virga
+/// models pull --only NAME`). For an `optional` function a model that
+/// cannot be made is a note: the function is then skipped, with the
+/// platform's reason.
 fn ensure_models(preset: &Preset) -> Result<()> {
     for f in &preset.functions {
-        let manifest_path = preset.dir.join(&f.manifest);
-        let text = std::fs::read_to_string(&manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-        let m = virga_spec::Manifest::parse(&text, &manifest_path.display().to_string())?;
-        let Some(model) = &m.model else { continue };
-        let base = manifest_path.parent().unwrap_or(Path::new("."));
-        let path = base.join(&model.path);
-        if path.exists() {
-            continue;
+        match ensure_model(preset, f) {
+            Err(e) if f.optional => println!("note: {}: {e:#}", f.name),
+            other => other?,
         }
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("model") => {
-                let known = virga_engine::classical::Algorithm::NAMES
-                    .iter()
-                    .find(|a| stem.ends_with(&format!("-{a}")));
-                let Some(algorithm) = known else {
-                    bail!(
-                        "{} needs {}, which is missing: train it with `virga models train --out {}`",
-                        f.name,
-                        path.display(),
-                        path.display()
-                    );
-                };
-                let dataset = &stem[..stem.len() - algorithm.len() - 1];
-                println!(
-                    "training {} ({algorithm} on {dataset}) for {}",
+    }
+    Ok(())
+}
+
+/// `stem` as `(dataset, algorithm, rows)`: `fashion-mnist-svm-512` ->
+/// `("fashion-mnist", "svm", Some(512))`.
+fn classical_stem(stem: &str) -> Option<(&str, &'static str, Option<usize>)> {
+    let (rest, rows) = match stem.rsplit_once('-') {
+        Some((rest, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (rest, Some(n.parse().ok()?))
+        }
+        _ => (stem, None),
+    };
+    let algorithm = virga_engine::classical::Algorithm::NAMES
+        .iter()
+        .find(|a| rest.ends_with(&format!("-{a}")))?;
+    Some((&rest[..rest.len() - algorithm.len() - 1], algorithm, rows))
+}
+
+fn ensure_model(preset: &Preset, f: &virga_lab::preset::FunctionSpec) -> Result<()> {
+    let manifest_path = preset.dir.join(&f.manifest);
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let m = virga_spec::Manifest::parse(&text, &manifest_path.display().to_string())?;
+    let Some(model) = &m.model else {
+        return Ok(());
+    };
+    let base = manifest_path.parent().unwrap_or(Path::new("."));
+    let path = base.join(&model.path);
+    if path.exists() {
+        return Ok(());
+    }
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("model") => {
+            let Some((dataset, algorithm, rows)) = classical_stem(&stem) else {
+                bail!(
+                    "{} needs {}, which is missing: train it with `virga models train --out {}`",
+                    f.name,
                     path.display(),
-                    f.name
+                    path.display()
                 );
-                crate::models::train_model(algorithm, dataset, &path)?;
-            }
-            _ => {
-                let out = path.parent().unwrap_or(Path::new("models"));
-                println!("pulling {stem} into {} for {}", out.display(), f.name);
-                crate::models::pull_models(out, &stem, "").with_context(|| {
-                    format!(
-                        "{} needs {}: `virga models pull --only {stem}` failed; fix that first (it needs python3 with pip)",
-                        f.name,
-                        path.display()
-                    )
-                })?;
-                if !path.exists() {
-                    bail!(
-                        "{} needs {}, which `virga models pull` does not provide",
-                        f.name,
-                        path.display()
-                    );
-                }
+            };
+            println!(
+                "training {} ({algorithm} on {dataset}{}) for {}",
+                path.display(),
+                rows.map(|n| format!(", {n} rows")).unwrap_or_default(),
+                f.name
+            );
+            crate::models::train_model(algorithm, dataset, rows, &path)?;
+        }
+        _ => {
+            let out = path.parent().unwrap_or(Path::new("models"));
+            println!("pulling {stem} into {} for {}", out.display(), f.name);
+            crate::models::pull_models(out, &stem, "").with_context(|| {
+                format!(
+                    "{} needs {}: `virga models pull --only {stem}` failed; fix that first (it needs python3 with pip)",
+                    f.name,
+                    path.display()
+                )
+            })?;
+            if !path.exists() {
+                bail!(
+                    "{} needs {}, which `virga models pull` does not provide",
+                    f.name,
+                    path.display()
+                );
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classical_stem;
+
+    #[test]
+    fn model_file_names_say_what_to_train() {
+        assert_eq!(classical_stem("iris-svm"), Some(("iris", "svm", None)));
+        assert_eq!(
+            classical_stem("fashion-mnist-svm-512"),
+            Some(("fashion-mnist", "svm", Some(512)))
+        );
+        assert_eq!(
+            classical_stem("winequality-random-forest"),
+            Some(("winequality", "random-forest", None))
+        );
+        assert_eq!(classical_stem("resnet50-synthetic"), None);
+        assert_eq!(classical_stem("iris-512"), None);
+    }
 }

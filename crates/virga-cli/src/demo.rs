@@ -18,7 +18,7 @@ pub async fn run(functions: &Path, warm: usize, out: &Path) -> Result<()> {
     // The example model function needs its model: train it once.
     let model = functions.join("../models/iris-logistic.model");
     if functions.join("iris.toml").exists() && !model.exists() {
-        let info = crate::models::train_model("logistic", "iris", &model)?;
+        let info = crate::models::train_model("logistic", "iris", None, &model)?;
         println!(
             "trained {} (accuracy {:.3})",
             model.display(),

@@ -32,6 +32,14 @@ pub enum ModelsCommand {
         dataset: String,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Train on the dataset's first N rows (fashion-mnist: N training
+        /// images), e.g. 512 as study 001 does.
+        #[arg(long)]
+        rows: Option<usize>,
+        /// Print one JSON line (algorithm, dataset, rows, n_features,
+        /// load_ms, train_ms, save_ms, model_bytes, metrics) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -49,15 +57,23 @@ pub async fn models(args: ModelsArgs) -> Result<ExitCode> {
             algorithm,
             dataset,
             out,
+            rows,
+            json,
         } => {
             let out =
                 out.unwrap_or_else(|| PathBuf::from(format!("models/{dataset}-{algorithm}.model")));
-            let info = train_model(&algorithm, &dataset, &out)?;
-            println!(
-                "trained {algorithm} on {dataset}: {} -> {}",
-                metrics_line(&info),
-                out.display()
-            );
+            let t = train_timed(&algorithm, &dataset, rows, &out)?;
+            if json {
+                println!("{}", serde_json::to_string(&t)?);
+            } else {
+                println!(
+                    "trained {algorithm} on {dataset} ({} rows) in {:.0} ms: {} -> {}",
+                    t.rows,
+                    t.train_ms,
+                    metrics_line(&t.info),
+                    out.display()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -86,13 +102,68 @@ pub fn pull_models(out: &Path, only: &str, engine: &str) -> Result<()> {
 }
 
 /// Trains and saves a classical model.
-pub fn train_model(algorithm: &str, dataset: &str, out: &Path) -> Result<virga_engine::ModelInfo> {
+pub fn train_model(
+    algorithm: &str,
+    dataset: &str,
+    rows: Option<usize>,
+    out: &Path,
+) -> Result<virga_engine::ModelInfo> {
+    Ok(train_timed(algorithm, dataset, rows, out)?.info)
+}
+
+/// A training run, timed by phase (what `virga models train --json` prints).
+#[derive(Debug, serde::Serialize)]
+pub struct Trained {
+    pub algorithm: String,
+    pub dataset: String,
+    /// Rows of data loaded (training and held-out).
+    pub rows: usize,
+    pub n_features: usize,
+    pub load_ms: f64,
+    pub train_ms: f64,
+    pub save_ms: f64,
+    pub model_bytes: u64,
+    #[serde(rename = "metrics", serialize_with = "metrics_of")]
+    pub info: virga_engine::ModelInfo,
+}
+
+fn metrics_of<S: serde::Serializer>(
+    info: &virga_engine::ModelInfo,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&info.metrics, s)
+}
+
+pub fn train_timed(
+    algorithm: &str,
+    dataset: &str,
+    rows: Option<usize>,
+    out: &Path,
+) -> Result<Trained> {
     use virga_engine::Model as _;
+    let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
     let algorithm = virga_engine::classical::Algorithm::parse(algorithm)?;
-    let table = virga_engine::datasets::load(dataset)?;
+    let t = std::time::Instant::now();
+    let table = virga_engine::datasets::load_rows(dataset, rows)?;
+    let load_ms = ms(t);
+    let t = std::time::Instant::now();
     let model = virga_engine::classical::ClassicalModel::train(algorithm, &table)?;
+    let train_ms = ms(t);
+    let t = std::time::Instant::now();
     model.save(out)?;
-    Ok(model.info().clone())
+    let save_ms = ms(t);
+    let info = model.info().clone();
+    Ok(Trained {
+        algorithm: algorithm.name().to_string(),
+        dataset: dataset.to_string(),
+        rows: table.rows.len(),
+        n_features: info.n_features,
+        load_ms,
+        train_ms,
+        save_ms,
+        model_bytes: std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
+        info,
+    })
 }
 
 pub fn metrics_line(info: &virga_engine::ModelInfo) -> String {

@@ -72,6 +72,23 @@ macro_rules! table_parts {
     }};
 }
 
+/// [`load`], keeping at most `rows` rows: fashion-mnist loads that many
+/// training images (its test split is its own); the others keep their
+/// first `rows` rows, of which training holds out 20 % as usual.
+pub fn load_rows(name: &str, rows: Option<usize>) -> Result<Table, EngineError> {
+    let Some(n) = rows else { return load(name) };
+    if n == 0 {
+        return Err(EngineError::Input("rows must be at least 1".into()));
+    }
+    if name == "fashion-mnist" {
+        return load_fashion_mnist(&fashion_mnist_dir(), n, FASHION_MNIST_TEST_ROWS);
+    }
+    let mut t = load(name)?;
+    t.rows.truncate(n);
+    t.labels.truncate(n);
+    Ok(t)
+}
+
 pub fn load(name: &str) -> Result<Table, EngineError> {
     let (name, (rows, labels, feature_names), class_names) = match name {
         "iris" => (

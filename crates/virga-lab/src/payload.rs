@@ -58,6 +58,15 @@ pub fn build(spec: &PayloadSpec, dir: &Path, rows: Option<u32>) -> Result<Vec<u8
 
 /// A PNG of seeded RGB noise of about `bytes` bytes: noise does not
 /// compress, so width x height x 3 is close to the file size.
+/// The object a bucket-triggered scenario uploads for `spec`: the image
+/// itself for an image payload, else the request body.
+pub fn object(spec: &PayloadSpec, dir: &Path) -> Result<Vec<u8>, LabError> {
+    match spec {
+        PayloadSpec::Image { bytes, .. } => noise_png(*bytes),
+        other => build(other, dir, None),
+    }
+}
+
 pub fn noise_png(bytes: usize) -> Result<Vec<u8>, LabError> {
     let side = ((bytes as f64 / 3.0).sqrt().round() as u32).max(8);
     let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);

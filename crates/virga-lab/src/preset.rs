@@ -58,6 +58,11 @@ pub struct FunctionSpec {
     /// The payload scenarios send it when they name none.
     #[serde(default)]
     pub payload: Option<String>,
+    /// The platform may refuse it (e.g. `model.engine = "ort"` on a build
+    /// without that engine): then its rows are skipped, with the platform's
+    /// reason in the notes, instead of failing the run.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// How requests are priced in the report.
@@ -206,6 +211,8 @@ impl Preset {
             let mut used: Vec<&str> = Vec::new();
             if let ScenarioKind::WarmLatency(w) = &s.kind {
                 used.extend(w.payloads.iter().map(String::as_str));
+            } else if let ScenarioKind::Train(_) = &s.kind {
+                // Training sends no requests.
             } else {
                 for f in &s.functions {
                     used.push(self.payload_for(s.payload.as_deref(), f).ok_or_else(|| {
@@ -314,6 +321,22 @@ duration_s = 5
         let p = Preset::parse(OK, "p.toml").unwrap();
         assert_eq!(p.scenarios[0].kind(), crate::scenario::Kind::Throughput);
         assert_eq!(p.functions[0].set["memory_mb"].as_integer(), Some(512));
+    }
+
+    #[test]
+    fn bucket_traces_optional_functions_and_training_parse() {
+        let text = format!(
+            "{OK}[[scenarios]]\nkind = \"trace\"\nfunctions = [\"iris\"]\npayload = \"rows\"\ncounts = [2]\ninterval_s = 60\nvia = \"bucket\"\n[[scenarios]]\nkind = \"train\"\nfunctions = [\"iris\"]\nrows = 512\n"
+        )
+        .replace("set = { memory_mb = 512 }", "set = { memory_mb = 512 }\noptional = true");
+        let p = Preset::parse(&text, "p.toml").unwrap();
+        assert!(p.functions[0].optional);
+        assert_eq!(p.scenarios[1].kind(), crate::scenario::Kind::Trace);
+        assert_eq!(p.scenarios[2].kind(), crate::scenario::Kind::Train);
+        let e = err(&text.replace("via = \"bucket\"", "via = \"pigeon\""));
+        assert!(e.contains("pigeon"), "{e}");
+        let e = err(&text.replace("rows = 512", "rows = 0"));
+        assert!(e.contains("rows"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub enum Measure {
     DurationMeanMs,
     DurationP50Ms,
     InferenceMeanMs,
+    /// A cold start's load plus the invocation, per request.
+    LoadInferenceMeanMs,
     BilledMeanMs,
     ThroughputRps,
     /// Most successful requests in one second.
@@ -268,6 +270,7 @@ fn measure(r: &Reference, g: Option<&Group>, profiles: &[Profile]) -> Option<f64
         Measure::InitMeanMs => s.init.as_ref().map(|x| x.mean),
         Measure::DurationMeanMs => s.server_duration.as_ref().map(|x| x.mean),
         Measure::DurationP50Ms => s.server_duration.as_ref().map(|x| x.p50),
+        Measure::LoadInferenceMeanMs => s.load_inference.as_ref().map(|x| x.mean),
         Measure::InferenceMeanMs => s.inference.as_ref().map(|x| x.mean),
         Measure::BilledMeanMs => s.billed_mean_ms,
         Measure::ThroughputRps => s.throughput_rps,

@@ -140,6 +140,9 @@ fn header_lines(r: &RunResult) -> Vec<String> {
         "prices: {} (dated profiles; `virga cost --explain` shows the arithmetic)",
         r.pricing_profiles.join(", ")
     ));
+    for (f, why) in &r.skipped {
+        v.push(format!("SKIPPED {f}: {why}"));
+    }
     v
 }
 
@@ -533,6 +536,18 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
+        Kind::Train => {
+            let mut line = Vec::new();
+            for g in &s.groups {
+                if let (Some(x), Some(c)) = (g.config_f64("features"), &g.stats.client) {
+                    push(&mut line, "fitting", (x, c.mean));
+                }
+            }
+            out.push((
+                "Training time against the feature count".into(),
+                plot::lines("Training time", "features", "train mean (ms)", &line),
+            ));
+        }
         Kind::OpenLoop => {
             let mut lines = cdf_of(false);
             for l in &mut lines {
@@ -761,6 +776,7 @@ mod tests {
             managed: true,
             pricing_profiles: vec!["lambda-x86".into()],
             functions: vec![],
+            skipped: [("f-ort".to_string(), "no engine \"ort\"".to_string())].into(),
             scenarios: vec![ScenarioResult {
                 kind: Kind::ColdStart,
                 title: "Table 1".into(),
@@ -802,6 +818,7 @@ mod tests {
         assert!(md.contains("820 ms") && md.contains("41 ms") && md.contains("0.05"));
         // max memory and instances show per configuration.
         assert!(md.contains("max memory MB") && md.contains("61"), "{md}");
+        assert!(md.contains("SKIPPED f-ort: no engine"), "{md}");
         let page = html(&r);
         assert!(page.contains("Source study vs this run"));
         assert!(page.contains("<svg"), "charts come from the chart data");

@@ -53,6 +53,8 @@ pub(crate) struct Lab<'a> {
     /// Function info (memory, vCPU, mode) by deployed name.
     info: BTreeMap<String, FunctionInfo>,
     deployed: Vec<Deployed>,
+    /// `optional` functions the platform refused, with its reason.
+    skipped: BTreeMap<String, String>,
 }
 
 /// Runs `preset` against `opts.endpoint`. Returns what was measured even
@@ -86,10 +88,19 @@ pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunRe
         profiles,
         info: BTreeMap::new(),
         deployed: Vec::new(),
+        skipped: BTreeMap::new(),
     };
     if managed {
         for f in &preset.functions {
-            lab.deploy(f, &toml::Table::new(), &f.name).await?;
+            match lab.deploy(f, &toml::Table::new(), &f.name).await {
+                Err(e) if f.optional => {
+                    if lab.verbose {
+                        println!("note: {}: skipped: {e}", f.name);
+                    }
+                    lab.skipped.insert(f.name.clone(), e.to_string());
+                }
+                other => other?,
+            }
         }
     } else if lab.verbose {
         println!(
@@ -143,9 +154,25 @@ pub async fn run(preset: &Preset, opts: &RunOptions, stop: Stop) -> Result<RunRe
         managed,
         pricing_profiles: preset.pricing.profiles.clone(),
         functions: lab.deployed,
+        skipped: lab.skipped,
         scenarios,
         reference,
     })
+}
+
+/// Sets `key` in a manifest: tables merge key by key (`{ model = { engine
+/// = "ort" } }` keeps the model's path), anything else replaces.
+fn merge(table: &mut toml::Table, key: &str, value: &toml::Value) {
+    match (table.get_mut(key), value) {
+        (Some(toml::Value::Table(have)), toml::Value::Table(set)) => {
+            for (k, v) in set {
+                merge(have, k, v);
+            }
+        }
+        _ => {
+            table.insert(key.to_string(), value.clone());
+        }
+    }
 }
 
 fn now() -> String {
@@ -170,7 +197,7 @@ impl Lab<'_> {
             .map_err(|e| LabError::Config(format!("{}: {e}", path.display())))?;
         table.insert("name".into(), toml::Value::String(name.into()));
         for (k, v) in spec.set.iter().chain(extra.iter()) {
-            table.insert(k.clone(), v.clone());
+            merge(&mut table, k, v);
         }
         let manifest = toml::to_string(&table)
             .map_err(|e| LabError::Config(format!("{}: {e}", path.display())))?;
@@ -194,6 +221,16 @@ impl Lab<'_> {
             info: Some(info),
         });
         Ok(())
+    }
+
+    /// The pricing profiles of the run.
+    pub(crate) fn profiles(&self) -> &[virga_spec::pricing::Profile] {
+        &self.profiles
+    }
+
+    /// Why an `optional` function was not deployed, if it was not.
+    pub(crate) fn skipped(&self, function: &str) -> Option<&str> {
+        self.skipped.get(function).map(String::as_str)
     }
 
     /// The request `function` gets: the scenario's payload, else the
@@ -335,6 +372,12 @@ impl Lab<'_> {
         let duration: Vec<f64> = servers.iter().map(|s| s.duration_ms).collect();
         let init: Vec<f64> = servers.iter().filter_map(|s| s.init_ms).collect();
         let inference: Vec<f64> = servers.iter().filter_map(|s| s.inference_ms).collect();
+        // What the studies call model execution: the load a cold start
+        // paid, then the invocation.
+        let load_inference: Vec<f64> = servers
+            .iter()
+            .map(|s| s.init_ms.filter(|_| s.cold).unwrap_or(0.0) + s.duration_ms)
+            .collect();
         let billed: Vec<f64> = servers.iter().map(|s| s.billed_ms as f64).collect();
         let mut cost = BTreeMap::new();
         if !records.is_empty() {
@@ -355,6 +398,7 @@ impl Lab<'_> {
             server_duration: stats::summarize(&duration),
             init: stats::summarize(&init),
             inference: stats::summarize(&inference),
+            load_inference: stats::summarize(&load_inference),
             billed_mean_ms: (!billed.is_empty())
                 .then(|| billed.iter().sum::<f64>() / billed.len() as f64),
             max_memory_mb: records.iter().filter_map(|r| r.max_memory_mb).max(),
@@ -448,4 +492,26 @@ pub(crate) fn cfg(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+
+    #[test]
+    fn overrides_merge_into_tables_and_replace_the_rest() {
+        let mut m: toml::Table = toml::from_str(
+            "memory_mb = 1024\n[model]\ntask = \"image-classification\"\nengine = \"tract\"\npath = \"m.onnx\"\n",
+        )
+        .unwrap();
+        let set: toml::Table =
+            toml::from_str("memory_mb = 512\nmodel = { engine = \"ort\", threads = 1 }\n").unwrap();
+        for (k, v) in &set {
+            merge(&mut m, k, v);
+        }
+        assert_eq!(m["memory_mb"].as_integer(), Some(512));
+        assert_eq!(m["model"]["engine"].as_str(), Some("ort"));
+        assert_eq!(m["model"]["path"].as_str(), Some("m.onnx"), "kept");
+        assert_eq!(m["model"]["threads"].as_integer(), Some(1));
+    }
 }

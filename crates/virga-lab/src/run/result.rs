@@ -72,6 +72,9 @@ pub struct GroupStats {
     pub server_duration: Option<Summary>,
     pub init: Option<Summary>,
     pub inference: Option<Summary>,
+    /// Per request: the model load its cold start paid (0 when warm) plus
+    /// its duration, the studies' "model execution time".
+    pub load_inference: Option<Summary>,
     pub billed_mean_ms: Option<f64>,
     /// Peak memory of the instances that served the group (their records).
     pub max_memory_mb: Option<u32>,
@@ -262,6 +265,8 @@ pub struct RunResult {
     pub managed: bool,
     pub pricing_profiles: Vec<String>,
     pub functions: Vec<Deployed>,
+    /// `optional` functions the platform refused, and why.
+    pub skipped: BTreeMap<String, String>,
     pub scenarios: Vec<ScenarioResult>,
     /// The source study's figures beside this run's.
     pub reference: Comparison,

@@ -3,12 +3,10 @@
 //! memory size): init, processing and billed time per invocation and the
 //! number of distinct instances the platform used (its Figs 5.10/5.11).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use virga_spec::record::Status;
 
 use super::{bar, columns, f1, f2, opt, positive};
 use crate::load::Sample;
@@ -109,7 +107,9 @@ impl Burst {
                     let job = lab.job_as(f, &name, payload, None)?;
                     let t0 = Instant::now();
                     let samples = self.send(lab, &name, job.body, t0).await;
-                    let samples = self.settle(lab, &name, samples).await?;
+                    let mut samples = samples;
+                    let wait = Duration::from_secs_f64(self.wait_s);
+                    super::settle(lab, &name, &mut samples, wait).await?;
                     let wall = t0.elapsed().as_secs_f64();
                     let mut config = cfg(&[
                         ("function", json!(f)),
@@ -148,7 +148,7 @@ impl Burst {
                         let admits = (budget_mb(host) as f64 / memory).floor() as u64;
                         if admits < u64::from(c.min(self.size)) {
                             r.notes.push(format!(
-                                "{name}: this host's memory ({host} MB, a budget of {} MB for instances) admits {admits} instances of {memory} MB at once: max_concurrency {c} is capped there",
+                                "{name}: this host's memory ({host} MB, a default budget of {} MB for instances) admits {admits} instances of {memory} MB at once: under `virga serve`'s default budget max_concurrency {c} is capped there (the lab's embedded platform, standing in for a cloud, does not cap it)",
                                 budget_mb(host)
                             ));
                         }
@@ -186,13 +186,7 @@ impl Burst {
                     let ms = (t0.elapsed() - sent).as_secs_f64() * 1000.0;
                     let (status, error, request_id) = match answer {
                         Ok(id) => (202, None, Some(id)),
-                        Err(e) => {
-                            let status = match &e {
-                                crate::ApiError::Refused { status, .. } => *status,
-                                _ => 0,
-                            };
-                            (status, Some(e.to_string()), None)
-                        }
+                        Err(e) => (e.status(), Some(e.to_string()), None),
                     };
                     vec![Sample {
                         t_ms: sent.as_secs_f64() * 1000.0,
@@ -211,51 +205,6 @@ impl Burst {
             s.users = self.size;
         }
         samples
-    }
-
-    /// Waits until every accepted invocation has a final record, and marks
-    /// those whose final attempt failed.
-    async fn settle(
-        &self,
-        lab: &Lab<'_>,
-        name: &str,
-        mut samples: Vec<Sample>,
-    ) -> Result<Vec<Sample>, LabError> {
-        let deadline = Instant::now() + Duration::from_secs_f64(self.wait_s);
-        let ids: Vec<String> = samples
-            .iter()
-            .filter_map(|s| s.request_id.clone())
-            .collect();
-        let mut last: BTreeMap<String, (Status, Option<String>)> = BTreeMap::new();
-        loop {
-            let records = lab
-                .api
-                .records(Some(name), None, Some(4 * samples.len() + 64))
-                .await?;
-            last.clear();
-            for rec in records {
-                // Oldest first: the last one seen is the final attempt.
-                last.insert(rec.request_id.clone(), (rec.status, rec.error_type.clone()));
-            }
-            let settled = ids
-                .iter()
-                .all(|id| last.get(id).is_some_and(|(s, _)| *s != Status::Throttled));
-            if settled || Instant::now() >= deadline || lab.stop.stopped() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        for s in &mut samples {
-            let Some(id) = &s.request_id else { continue };
-            match last.get(id) {
-                Some((Status::Success, _)) => {}
-                Some((status, error)) => {
-                    s.error = Some(error.clone().unwrap_or_else(|| status.as_str().into()));
-                }
-                None => s.error = Some(format!("no record within {} s", self.wait_s)),
-            }
-        }
-        Ok(samples)
     }
 }
 

@@ -2,11 +2,14 @@
 //! payload it sends) and one module per kind with that kind's settings, how
 //! `--quick` shrinks them, how they are checked and how the kind runs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use virga_spec::record::Status;
+use virga_spec::InvocationRecord;
 
 use crate::preset::Preset;
 use crate::run::{Lab, ScenarioResult};
@@ -21,6 +24,7 @@ mod ramp;
 mod sweep;
 mod throughput;
 mod trace;
+mod train;
 mod warm_latency;
 
 pub use burst::Burst;
@@ -32,6 +36,7 @@ pub use ramp::{Ramp, Stage};
 pub use sweep::Sweep;
 pub use throughput::Throughput;
 pub use trace::Trace;
+pub use train::Train;
 pub use warm_latency::WarmLatency;
 
 /// One scenario of a preset. Every kind names the functions it targets
@@ -65,6 +70,7 @@ pub enum ScenarioKind {
     Compare(Compare),
     OpenLoop(OpenLoop),
     Burst(Burst),
+    Train(Train),
 }
 
 /// A scenario's kind without its settings: what results and reports carry.
@@ -81,6 +87,7 @@ pub enum Kind {
     Compare,
     OpenLoop,
     Burst,
+    Train,
 }
 
 impl Kind {
@@ -97,6 +104,7 @@ impl Kind {
             Kind::Compare => "compare",
             Kind::OpenLoop => "open-loop",
             Kind::Burst => "burst",
+            Kind::Train => "train",
         }
     }
 }
@@ -120,6 +128,7 @@ impl ScenarioKind {
             ScenarioKind::Compare(_) => Kind::Compare,
             ScenarioKind::OpenLoop(_) => Kind::OpenLoop,
             ScenarioKind::Burst(_) => Kind::Burst,
+            ScenarioKind::Train(_) => Kind::Train,
         }
     }
 }
@@ -148,6 +157,7 @@ impl Scenario {
             ScenarioKind::Compare(k) => k.quick(),
             ScenarioKind::OpenLoop(k) => k.quick(),
             ScenarioKind::Burst(k) => k.quick(),
+            ScenarioKind::Train(k) => k.quick(),
         }
     }
 
@@ -164,6 +174,7 @@ impl Scenario {
             ScenarioKind::Compare(k) => k.check(),
             ScenarioKind::OpenLoop(k) => k.check(),
             ScenarioKind::Burst(k) => k.check(),
+            ScenarioKind::Train(k) => k.check(),
         }
     }
 
@@ -173,7 +184,21 @@ impl Scenario {
         lab: &mut Lab<'_>,
         r: &mut ScenarioResult,
     ) -> Result<(), LabError> {
-        let (functions, payload) = (&self.functions[..], self.payload.as_deref());
+        // Functions the platform could not deploy (`optional` ones) have
+        // no rows; the scenario says so.
+        let functions: Vec<String> = self
+            .functions
+            .iter()
+            .filter(|f| match lab.skipped(f) {
+                Some(why) => {
+                    r.notes.push(format!("{f}: skipped: {why}"));
+                    false
+                }
+                None => true,
+            })
+            .cloned()
+            .collect();
+        let (functions, payload) = (&functions[..], self.payload.as_deref());
         match &self.kind {
             ScenarioKind::ColdStart(k) => k.run(lab, r, functions, payload).await,
             ScenarioKind::WarmLatency(k) => k.run(lab, r, functions).await,
@@ -185,8 +210,59 @@ impl Scenario {
             ScenarioKind::Compare(k) => k.run(lab, r, functions, payload).await,
             ScenarioKind::OpenLoop(k) => k.run(lab, r, functions, payload).await,
             ScenarioKind::Burst(k) => k.run(lab, r, functions, payload).await,
+            ScenarioKind::Train(k) => k.run(lab, r, functions).await,
         }
     }
+}
+
+/// Waits until every accepted asynchronous invocation in `samples` has a
+/// final record (or `wait` passes), marks those whose final attempt failed
+/// (or that have no record), and returns the final records by request id.
+async fn settle(
+    lab: &Lab<'_>,
+    function: &str,
+    samples: &mut [crate::load::Sample],
+    wait: Duration,
+) -> Result<BTreeMap<String, InvocationRecord>, LabError> {
+    let deadline = std::time::Instant::now() + wait;
+    let ids: Vec<String> = samples
+        .iter()
+        .filter_map(|s| s.request_id.clone())
+        .collect();
+    let mut last: BTreeMap<String, InvocationRecord> = BTreeMap::new();
+    loop {
+        let records = lab
+            .api
+            .records(Some(function), None, Some(4 * samples.len() + 64))
+            .await?;
+        last.clear();
+        for rec in records {
+            // Oldest first: the last one seen is the final attempt.
+            last.insert(rec.request_id.clone(), rec);
+        }
+        let settled = ids
+            .iter()
+            .all(|id| last.get(id).is_some_and(|r| r.status != Status::Throttled));
+        if settled || std::time::Instant::now() >= deadline || lab.stop.stopped() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in samples.iter_mut() {
+        let Some(id) = &s.request_id else { continue };
+        match last.get(id) {
+            Some(r) if r.status == Status::Success => {}
+            Some(r) => {
+                s.error = Some(
+                    r.error_type
+                        .clone()
+                        .unwrap_or_else(|| r.status.as_str().into()),
+                );
+            }
+            None => s.error = Some(format!("no record within {} s", wait.as_secs_f64())),
+        }
+    }
+    Ok(last)
 }
 
 /// A grid cell's deployed name (`f-m512-c10`) and its manifest overrides.
