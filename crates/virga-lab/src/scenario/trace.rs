@@ -188,7 +188,7 @@ impl Trace {
         }
         if self.via == Via::Bucket {
             r.notes.push(format!(
-                "each arrival is an upload of the payload's object to bucket {UPLOAD_BUCKET}; the bucket trigger invokes <function>-upload (input = \"object\": the platform attaches the object to the S3 notification) asynchronously; upload-to-answer = the upload's own latency (from its intended time) + the record's queue and duration (from the stored object to the function's answer)"
+                "each arrival is an upload of the payload's object to bucket {UPLOAD_BUCKET}; the bucket trigger invokes <function>-upload (input = \"object\": the platform attaches the object to the S3 notification) asynchronously; upload-to-answer = the upload's own latency (from its intended time) + the record's queue, cold-start init and duration (from the stored object to the function's answer)"
             ));
         }
         r.notes.push(
@@ -204,7 +204,8 @@ impl Trace {
     /// Deploys `name` (function `f` triggered by uploads under its own
     /// prefix, taking its input from the object), uploads one object per
     /// arrival, then waits for every invocation's record. Each sample's
-    /// latency is upload-to-answer.
+    /// latency is upload-to-answer: the upload, then the record's queue,
+    /// cold-start init and duration.
     #[allow(clippy::too_many_arguments)]
     async fn uploads(
         &self,
@@ -286,8 +287,11 @@ impl Trace {
         let records = super::settle(lab, name, &mut samples, wait).await?;
         for s in &mut samples {
             if let Some(rec) = s.request_id.as_ref().and_then(|id| records.get(id)) {
-                // From the stored object to the function's answer.
-                let answer = rec.queue_ms + rec.duration_ms;
+                // From the stored object to the function's answer: the
+                // record's phases follow each other (queue, then a cold
+                // start's init, then the invocation).
+                let init = rec.init_ms.filter(|_| rec.cold).unwrap_or(0.0);
+                let answer = rec.queue_ms + init + rec.duration_ms;
                 s.client_ms += answer;
                 s.service_ms += answer;
             }
