@@ -28,7 +28,7 @@ impl Handler for Builtin {
 /// Runs until the Runtime API goes away; no async runtime of its own.
 pub fn main() -> ExitCode {
     let handler = std::env::var("_HANDLER").unwrap_or_else(|_| "echo".into());
-    let result = virga_worker::run(|| match handler.as_str() {
+    let init = || match handler.as_str() {
         "" | "echo" => Ok(Builtin::Echo(Echo)),
         "model" => Ok(Builtin::Model(Box::new(ModelHandler::load(
             &ModelConfig::from_env()?,
@@ -37,7 +37,18 @@ pub fn main() -> ExitCode {
             "Runtime.HandlerNotFound",
             format!("unknown handler {other:?}: the built-in runtime knows \"echo\" and \"model\""),
         )),
-    });
+    };
+    // One load shared by the polling threads, except for an engine whose
+    // calls wait for each other: its copies load in parallel from the start.
+    let one_at_a_time = std::env::var(virga_spec::contract::MODEL_ENGINE).as_deref() == Ok("ort");
+    let result = if one_at_a_time {
+        virga_worker::run(init)
+    } else {
+        virga_worker::run_shared(init, |h| match h {
+            Builtin::Echo(_) => Some(Builtin::Echo(Echo)),
+            Builtin::Model(m) => m.share().map(|m| Builtin::Model(Box::new(m))),
+        })
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

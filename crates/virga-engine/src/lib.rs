@@ -124,9 +124,19 @@ pub struct ModelInfo {
     pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
-/// A loaded model.
-pub trait Model: Send {
+/// A loaded model. What loading built (weights, the optimised plan, the
+/// tokenizer) is immutable and shared by every call; each call keeps its
+/// scratch state to itself, so one model serves several threads at once.
+pub trait Model: Send + Sync {
     fn info(&self) -> &ModelInfo;
+
+    /// Whether calls from several threads run at the same time. `false`
+    /// where the engine would take them one at a time (an onnxruntime
+    /// session behind its lock): a host with n threads then loads n.
+    fn concurrent(&self) -> bool {
+        true
+    }
+
     /// One prediction per row; rows must have `info().n_features` values.
     fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Value>, EngineError>;
 

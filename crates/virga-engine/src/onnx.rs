@@ -66,8 +66,13 @@ pub struct Output {
 
 /// What an engine does with a loaded graph: run input tensors (in the
 /// graph's input order) and return its first output, as `f32`.
-pub trait Graph: Send {
+pub trait Graph: Send + Sync {
     fn run(&self, inputs: Vec<Input>) -> Result<Output, EngineError>;
+
+    /// See [`crate::Model::concurrent`].
+    fn concurrent(&self) -> bool {
+        true
+    }
 }
 
 /// What an engine is asked to load.
@@ -397,6 +402,10 @@ fn argmax(v: &[f32]) -> usize {
 impl Model for OnnxModel {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn concurrent(&self) -> bool {
+        self.graph.concurrent()
     }
 
     fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Value>, EngineError> {

@@ -176,6 +176,11 @@ mod engine {
     }
 
     impl Graph for OrtGraph {
+        // ort runs a session with `&mut`: calls wait for its lock.
+        fn concurrent(&self) -> bool {
+            false
+        }
+
         fn run(&self, inputs: Vec<Input>) -> Result<Output, EngineError> {
             let values = inputs
                 .into_iter()

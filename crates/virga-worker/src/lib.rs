@@ -209,13 +209,32 @@ where
     H: Handler + Send,
     F: Fn() -> Result<H, FunctionError> + Sync,
 {
+    run_shared(init, |_| None)
+}
+
+/// As [`run`], but with `AWS_LAMBDA_MAX_CONCURRENCY=n` `init` runs once and
+/// `share` makes the other n - 1 handlers from the first (e.g. on the same
+/// loaded model); where it answers `None`, those are built by `init`, in
+/// parallel.
+pub fn run_shared<H, F, S>(init: F, share: S) -> Result<(), WorkerError>
+where
+    H: Handler + Send,
+    F: Fn() -> Result<H, FunctionError> + Sync,
+    S: Fn(&H) -> Option<H>,
+{
     let n = max_concurrency();
     let client = RuntimeClient::from_env()?;
-    let built: Vec<Result<H, FunctionError>> = if n == 1 {
-        vec![init()]
-    } else {
-        std::thread::scope(|s| {
-            let threads: Vec<_> = (0..n).map(|_| s.spawn(&init)).collect();
+    let first = init();
+    let shared: Vec<H> = match &first {
+        Ok(h) if n > 1 => (1..n).map_while(|_| share(h)).collect(),
+        _ => Vec::new(),
+    };
+    let mut built: Vec<Result<H, FunctionError>> = vec![first];
+    built.extend(shared.into_iter().map(Ok));
+    let missing = n - built.len();
+    if missing > 0 && built[0].is_ok() {
+        built.extend(std::thread::scope(|s| {
+            let threads: Vec<_> = (0..missing).map(|_| s.spawn(&init)).collect();
             threads
                 .into_iter()
                 .map(|t| {
@@ -226,9 +245,9 @@ where
                         ))
                     })
                 })
-                .collect()
-        })
-    };
+                .collect::<Vec<_>>()
+        }));
+    }
     let mut handlers = Vec::with_capacity(n);
     for h in built {
         match h {

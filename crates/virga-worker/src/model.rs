@@ -18,13 +18,16 @@
 //! chunks of `max_batch`; each response carries `batch_size` and the timing
 //! of the batch it rode in. Anything else (`metadata`) is answered alone.
 //!
-//! Threads: an engine `Model` is `Send` but not `Sync` (some engines keep
-//! per-call scratch state), so a model cannot be shared by reference between
-//! threads. Under `AWS_LAMBDA_MAX_CONCURRENCY=n` each polling thread loads
-//! its own copy (n copies in memory, loaded in parallel at init) rather than
-//! sharing one behind a mutex, which would serialise inference and leave
-//! the service's extra vCPUs idle.
+//! Threads: under `AWS_LAMBDA_MAX_CONCURRENCY=n` (a service task) the model
+//! is loaded once and shared by the n polling threads ([`ModelHandler::share`]):
+//! what loading built is immutable and each call keeps its scratch state to
+//! itself, so the threads infer at the same time and the task's init and
+//! memory do not grow with n. An engine whose calls would wait for each
+//! other (an onnxruntime session behind its lock) says so
+//! (`Model::concurrent`), and then each thread loads its own copy, in
+//! parallel, so the task's extra vCPUs are not left idle.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -76,7 +79,7 @@ impl ModelConfig {
 }
 
 pub struct ModelHandler {
-    model: Box<dyn Model>,
+    model: Arc<dyn Model>,
     max_batch: usize,
     object_input: bool,
     /// Reported once, on the instance's first (cold) response.
@@ -106,10 +109,21 @@ impl ModelHandler {
         )
         .map_err(load_error)?;
         Ok(ModelHandler {
-            model,
+            model: Arc::from(model),
             max_batch: config.max_batch,
             object_input: config.object_input,
             init_ms: Some(ms(t)),
+        })
+    }
+
+    /// Another handler on the same loaded model, for another polling
+    /// thread; `None` when the engine runs one call at a time (load another).
+    pub fn share(&self) -> Option<ModelHandler> {
+        self.model.concurrent().then(|| ModelHandler {
+            model: self.model.clone(),
+            max_batch: self.max_batch,
+            object_input: self.object_input,
+            init_ms: self.init_ms,
         })
     }
 
@@ -632,6 +646,37 @@ mod tests {
             object_input: false,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn threads_share_one_loaded_model_and_infer_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        virga_engine::fixtures::mlp(&dir.path().join("m.onnx"));
+        let h = handler(dir.path(), "m.onnx", "tabular-classification");
+        let others: Vec<ModelHandler> = (0..3).map(|_| h.share().unwrap()).collect();
+        assert!(
+            others.iter().all(|o| Arc::ptr_eq(&o.model, &h.model)),
+            "one load"
+        );
+        let rows = json!({"instances": [[0.1, 0.2, 0.3, 0.4], [3.0, -1.0, 0.5, 2.0]]});
+        let mut all = others;
+        all.push(h);
+        let answers: Vec<Value> = std::thread::scope(|s| {
+            let threads: Vec<_> = all
+                .into_iter()
+                .map(|mut h| {
+                    let rows = rows.clone();
+                    s.spawn(move || {
+                        (0..50)
+                            .map(|_| call(&mut h, &rows, None)["predictions"].clone())
+                            .last()
+                            .unwrap()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
     }
 
     /// An S3 notification of `key`, with `object` fields the platform adds.
