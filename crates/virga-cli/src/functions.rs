@@ -122,6 +122,7 @@ pub async fn instances(client: &Client, args: InstancesArgs) -> Result<ExitCode>
         &[
             "id",
             "version",
+            "role",
             "pid",
             "state",
             "init_ms",
@@ -173,6 +174,7 @@ pub async fn invocations(client: &Client, args: InvocationsArgs) -> Result<ExitC
             "error_type",
             "queue_ms",
             "init_ms",
+            "restore_ms",
             "duration_ms",
             "billed_ms",
             "max_memory_mb",

@@ -260,6 +260,7 @@ const RECORD_COLUMNS: &[&str] = &[
     "error_type",
     "queue_ms",
     "init_ms",
+    "restore_ms",
     "duration_ms",
     "billed_ms",
     "memory_mb",

@@ -38,6 +38,11 @@ pub fn main() -> ExitCode {
             format!("unknown handler {other:?}: the built-in runtime knows \"echo\" and \"model\""),
         )),
     };
+    if std::env::var(virga_spec::contract::SNAP_START).as_deref()
+        == Ok(virga_spec::contract::SNAP_START_TEMPLATE)
+    {
+        return template(init);
+    }
     // One load shared by the polling threads, except for an engine whose
     // calls wait for each other: its copies load in parallel from the start.
     let one_at_a_time = std::env::var(virga_spec::contract::MODEL_ENGINE).as_deref() == Ok("ort");
@@ -49,6 +54,40 @@ pub fn main() -> ExitCode {
             Builtin::Model(m) => m.share().map(|m| Builtin::Model(Box::new(m))),
         })
     };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("virga worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A snap-start template: loads and warms the model, forks instances on the
+/// platform's orders; a forked child serves as any instance.
+fn template(init: impl Fn() -> Result<Builtin, FunctionError>) -> ExitCode {
+    // tokenizers' batch encoding would start a rayon pool, whose threads a
+    // child would not have: a template owns no thread but its own.
+    std::env::set_var("TOKENIZERS_PARALLELISM", "false");
+    let handler = match init() {
+        Ok(h) => h,
+        Err(e) => {
+            if let Ok(client) = virga_worker::RuntimeClient::from_env() {
+                let _ = client.init_error(&e);
+            }
+            eprintln!("virga worker: {}: {}", e.error_type, e.message);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Builtin::Model(m) = &handler {
+        m.warm();
+    }
+    let result = virga_worker::template::serve(handler).and_then(|mut h| {
+        if let Builtin::Model(m) = &mut h {
+            m.forked();
+        }
+        virga_worker::serve_built(h)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -210,9 +210,11 @@ pub async fn tune(
             let billed: Vec<f64> = mine
                 .iter()
                 .map(|r| {
-                    cfg.profile
-                        .lambda_billed_ms(r.duration_ms, r.init_ms, &r.received_at)
-                        as f64
+                    cfg.profile.lambda_billed_ms(
+                        r.duration_ms,
+                        r.init_ms.or(r.restore_ms),
+                        &r.received_at,
+                    ) as f64
                 })
                 .collect();
             let n = mine.len().max(1) as f64;

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+pub use virga_spec::api::InstanceRole;
+use virga_spec::contract::ForkOrder;
 pub use virga_spec::Isolation;
 
 use crate::logs::LogRing;
@@ -83,9 +85,52 @@ pub(crate) struct Shared {
     final_peak: std::sync::OnceLock<u64>,
     /// Log lines of the invocation in flight, for `X-Amz-Log-Type: Tail`.
     capture: Mutex<Option<Vec<String>>>,
+    /// A snap-start template's fork orders.
+    pub(crate) desk: Option<ForkDesk>,
+}
+
+/// A template's side of the fork protocol (see `virga_worker::template`):
+/// orders wait here for the template's long poll, and each waits in turn
+/// for the template's report of the child it forked.
+pub(crate) struct ForkDesk {
+    orders_tx: mpsc::Sender<Order>,
+    pub(crate) orders_rx: tokio::sync::Mutex<mpsc::Receiver<Order>>,
+    pub(crate) placing: Mutex<HashMap<String, oneshot::Sender<Placement>>>,
+}
+
+/// One fork order and where its report goes.
+pub(crate) struct Order {
+    pub(crate) order: ForkOrder,
+    pub(crate) placed: oneshot::Sender<Placement>,
+}
+
+/// A template's report of a fork: the child's pid as the template sees it,
+/// and where the platform answers once the child is in its cgroup (or why
+/// it is refused, when the template then kills it).
+pub(crate) struct Placement {
+    pub(crate) pid: i32,
+    pub(crate) done: oneshot::Sender<Result<(), String>>,
 }
 
 impl Shared {
+    fn new(desk: Option<ForkDesk>) -> Arc<Shared> {
+        let (jobs_tx, jobs_rx) = mpsc::channel(16);
+        let (phase, _) = watch::channel(Phase::Starting);
+        Arc::new(Shared {
+            jobs_tx,
+            jobs_rx: tokio::sync::Mutex::new(jobs_rx),
+            pending: Mutex::new(HashMap::new()),
+            phase,
+            init_error: Mutex::new(None),
+            spawned_at: Instant::now(),
+            stopping: AtomicBool::new(false),
+            pid: std::sync::OnceLock::new(),
+            capture: Mutex::new(None),
+            final_peak: std::sync::OnceLock::new(),
+            desk,
+        })
+    }
+
     /// `invocation/next` arrived: the first one ends initialisation.
     pub(crate) fn mark_ready(&self) {
         let init_ms = self.spawned_at.elapsed().as_secs_f64() * 1e3;
@@ -125,7 +170,24 @@ pub struct LaunchSpec {
     pub spawn: SpawnSpec,
     /// Started before any request asked for it (pre-warmed or provisioned).
     pub ahead: bool,
+    /// A snap-start template: it takes fork orders instead of invocations.
+    pub template: bool,
 }
+
+/// How to fork an instance from a template.
+#[derive(Debug, Clone)]
+pub struct ForkSpec {
+    pub id: String,
+    /// The name of its cgroup.
+    pub name: String,
+    pub limits: sandbox::Limits,
+    /// Set in the child before it polls (its log stream, init type).
+    pub env: Vec<(String, String)>,
+    pub ahead: bool,
+}
+
+/// Longest wait for a template to fork a child and report it.
+const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running (or just died) instance.
 pub struct Instance {
@@ -140,9 +202,13 @@ pub struct Instance {
     /// Started before any request asked for it: its first invocation is
     /// recorded as `prewarmed`.
     pub ahead: bool,
+    pub role: InstanceRole,
     shared: Arc<Shared>,
     cgroup: Option<Arc<dyn Cgroup>>,
     server: AbortHandle,
+    /// A confined template's network namespace: its children's Runtime API
+    /// listeners are bound in it.
+    netns: Option<std::os::fd::OwnedFd>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -195,29 +261,31 @@ impl Instance {
             let addr = listener.local_addr().map_err(SandboxError::Listener)?;
             (listener, addr.to_string(), None)
         };
-        let (jobs_tx, jobs_rx) = mpsc::channel(16);
-        let (phase, _) = watch::channel(Phase::Starting);
-        let shared = Arc::new(Shared {
-            jobs_tx,
-            jobs_rx: tokio::sync::Mutex::new(jobs_rx),
-            pending: Mutex::new(HashMap::new()),
-            phase,
-            init_error: Mutex::new(None),
-            spawned_at: Instant::now(),
-            stopping: AtomicBool::new(false),
-            pid: std::sync::OnceLock::new(),
-            capture: Mutex::new(None),
-            final_peak: std::sync::OnceLock::new(),
+        let desk = spec.template.then(|| {
+            let (orders_tx, orders_rx) = mpsc::channel(64);
+            ForkDesk {
+                orders_tx,
+                orders_rx: tokio::sync::Mutex::new(orders_rx),
+                placing: Mutex::new(HashMap::new()),
+            }
         });
+        let shared = Shared::new(desk);
         let server = tokio::spawn(runtime_api::serve(listener, shared.clone())).abort_handle();
 
         let mut spawn_spec = spec.spawn;
         spawn_spec
             .env
             .push(("AWS_LAMBDA_RUNTIME_API".into(), api_addr));
+        if spec.template {
+            spawn_spec.env.push((
+                virga_spec::contract::SNAP_START.into(),
+                virga_spec::contract::SNAP_START_TEMPLATE.into(),
+            ));
+        }
         let spawned = sandbox::spawn(&spawn_spec, cgroups, net.as_ref());
-        // The instance has joined its namespace (or failed to start).
-        drop(net);
+        // The instance has joined its namespace (or failed to start); a
+        // template keeps it for its children's listeners.
+        let netns = if spec.template { net } else { None };
         let spawned = match spawned {
             Ok(s) => s,
             Err(e) => {
@@ -244,7 +312,6 @@ impl Instance {
         let watcher_cgroup = cgroup.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
-            let oom = watcher_cgroup.as_ref().is_some_and(|g| g.oom_killed());
             let reason = match &status {
                 Ok(s) => match (s.code(), s.signal()) {
                     (Some(code), _) => format!("exit status {code}"),
@@ -254,39 +321,7 @@ impl Instance {
                 },
                 Err(e) => format!("wait failed: {e}"),
             };
-            let death = if let Some(d) = lock(&watcher_shared.init_error).take() {
-                d
-            } else if oom {
-                Death {
-                    error_type: "Runtime.OutOfMemory".into(),
-                    message: format!("Runtime exited with error: {reason}"),
-                }
-            } else {
-                Death {
-                    error_type: "Runtime.ExitError".into(),
-                    message: format!("Runtime exited with error: {reason}"),
-                }
-            };
-            // Whatever the group left behind goes too (a forked helper, say).
-            if let Some(pid) = pid {
-                sandbox::kill_group(pid);
-            }
-            // The group goes before the death is announced, so a platform
-            // that waits for its instances to die leaves no cgroup behind.
-            if let Some(g) = watcher_cgroup {
-                if let Some(peak) = g.peak_memory_bytes() {
-                    let _ = watcher_shared.final_peak.set(peak);
-                }
-                let _ = tokio::task::spawn_blocking(move || {
-                    // A jailed instance's init and runtime die just after
-                    // the process the platform spawned: wait for them.
-                    g.empty(std::time::Duration::from_secs(5));
-                    g.remove()
-                })
-                .await;
-            }
-            watcher_shared.phase.send_replace(Phase::Dead(death));
-            lock(&watcher_shared.pending).clear();
+            bury(&watcher_shared, watcher_cgroup, pid, &reason).await;
         });
 
         Ok(Arc::new(Instance {
@@ -301,10 +336,207 @@ impl Instance {
             started: chrono::Utc::now(),
             invocations: std::sync::atomic::AtomicU64::new(0),
             ahead: spec.ahead,
+            role: if spec.template {
+                InstanceRole::Template
+            } else {
+                InstanceRole::Spawned
+            },
             shared,
             cgroup,
             server,
+            netns,
         }))
+    }
+
+    /// Forks an instance from `template` (a ready snap-start template):
+    /// binds the child's Runtime API listener (in the template's network
+    /// namespace when it is confined), makes its cgroup, orders the fork,
+    /// moves the child into the cgroup before it runs, then lets it go.
+    /// Returns once the child is released; [`Instance::ready`] waits for
+    /// its first poll (the restore time).
+    pub async fn fork(
+        template: &Instance,
+        spec: ForkSpec,
+        cgroups: Option<&dyn Cgroups>,
+    ) -> Result<Arc<Instance>, SandboxError> {
+        let Some(desk) = &template.shared.desk else {
+            return Err(SandboxError::Fork(format!(
+                "{} is not a template",
+                template.id
+            )));
+        };
+        let listener = match &template.netns {
+            Some(ns) => {
+                let ns = ns.try_clone().map_err(SandboxError::Listener)?;
+                let std_listener =
+                    tokio::task::spawn_blocking(move || sandbox::netns::bind_in(&ns))
+                        .await
+                        .map_err(|e| SandboxError::Listener(std::io::Error::other(e)))?
+                        .map_err(SandboxError::Listener)?;
+                std_listener
+                    .set_nonblocking(true)
+                    .map_err(SandboxError::Listener)?;
+                tokio::net::TcpListener::from_std(std_listener).map_err(SandboxError::Listener)?
+            }
+            None => tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .map_err(SandboxError::Listener)?,
+        };
+        let api_addr = listener
+            .local_addr()
+            .map_err(SandboxError::Listener)?
+            .to_string();
+        let cgroup: Option<Arc<dyn Cgroup>> = match cgroups {
+            Some(c) => Some(Arc::from(
+                c.create(&spec.name, &spec.limits)
+                    .map_err(|e| SandboxError::Cgroup(spec.name.clone(), e))?,
+            )),
+            None => None,
+        };
+        let remove_group = |g: &Option<Arc<dyn Cgroup>>| {
+            if let Some(g) = g {
+                g.remove();
+            }
+        };
+        let shared = Shared::new(None);
+        let server = tokio::spawn(runtime_api::serve(listener, shared.clone())).abort_handle();
+        let fail = |e: SandboxError| {
+            server.abort();
+            remove_group(&cgroup);
+            e
+        };
+
+        let (placed_tx, placed_rx) = oneshot::channel();
+        let order = Order {
+            order: ForkOrder {
+                id: spec.id.clone(),
+                runtime_api: api_addr,
+                env: spec.env,
+            },
+            placed: placed_tx,
+        };
+        if desk.orders_tx.send(order).await.is_err() {
+            return Err(fail(SandboxError::Fork("the template is gone".into())));
+        }
+        let placement = tokio::select! {
+            waited = tokio::time::timeout(FORK_TIMEOUT, placed_rx) => match waited {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(fail(SandboxError::Fork("the template is gone".into()))),
+                Err(_) => {
+                    return Err(fail(SandboxError::Fork(format!(
+                        "the template did not fork within {} s",
+                        FORK_TIMEOUT.as_secs()
+                    ))))
+                }
+            },
+            // An order a dead template never took would wait for nothing.
+            _ = template.dead() => {
+                return Err(fail(SandboxError::Fork("the template died".into())))
+            }
+        };
+        let placed = template
+            .host_pid_of(placement.pid)
+            .ok_or_else(|| {
+                SandboxError::Fork(format!(
+                    "the template's child {} is not among its processes",
+                    placement.pid
+                ))
+            })
+            .and_then(|pid| {
+                if let Some(g) = &cgroup {
+                    for file in g.procs_files() {
+                        std::fs::write(&file, pid.to_string())
+                            .map_err(|e| SandboxError::Cgroup(spec.name.clone(), e))?;
+                    }
+                }
+                let exited = sandbox::ProcessFd::open(pid).map_err(|e| {
+                    SandboxError::Fork(format!("cannot watch the forked process {pid}: {e}"))
+                })?;
+                Ok((pid, exited))
+            });
+        let (pid, exited) = match placed {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = placement.done.send(Err(e.to_string()));
+                return Err(fail(e));
+            }
+        };
+        let _ = shared.pid.set(pid as u32);
+        if placement.done.send(Ok(())).is_err() {
+            // The template hung up before releasing it: the child waits on
+            // a pipe that is now closed, and exits.
+            sandbox::kill_group(pid as u32);
+        }
+
+        let watcher_shared = shared.clone();
+        let watcher_cgroup = cgroup.clone();
+        tokio::spawn(async move {
+            exited.exited().await;
+            // Its exit status is its parent's (the template's) to read.
+            let reason = if watcher_shared.stopping.load(Ordering::SeqCst) {
+                "signal: killed"
+            } else {
+                "the forked process ended"
+            };
+            bury(&watcher_shared, watcher_cgroup, Some(pid as u32), reason).await;
+        });
+
+        Ok(Arc::new(Instance {
+            id: spec.id,
+            pid: pid as u32,
+            limits_enforced: cgroup.is_some(),
+            isolation: template.isolation,
+            started: chrono::Utc::now(),
+            invocations: std::sync::atomic::AtomicU64::new(0),
+            ahead: spec.ahead,
+            role: InstanceRole::Forked,
+            shared,
+            cgroup,
+            server,
+            netns: None,
+        }))
+    }
+
+    /// The platform's pid of a process a template forked, from the pid the
+    /// template saw (in its own pid namespace when confined): among the
+    /// template's group (where a child starts), the process whose innermost
+    /// pid is `inner` and, when confined, which shares its network namespace.
+    fn host_pid_of(&self, inner: i32) -> Option<i32> {
+        if inner <= 0 {
+            return None;
+        }
+        if self.isolation == Isolation::None {
+            return Some(inner);
+        }
+        let netns = {
+            use std::os::fd::AsRawFd;
+            let fd = self.netns.as_ref()?.as_raw_fd();
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))?
+        };
+        let candidates: Vec<i32> = match &self.cgroup {
+            Some(g) => g.pids(),
+            None => std::fs::read_dir("/proc")
+                .ok()?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect(),
+        };
+        candidates.into_iter().find(|&pid| {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let nested = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default();
+            nested.len() >= 2
+                && nested.last() == Some(&inner.to_string().as_str())
+                && std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == netns)
+                    .unwrap_or(false)
+        })
     }
 
     /// Waits for the end of initialisation; returns the init duration (ms).
@@ -420,6 +652,55 @@ impl Drop for Instance {
     fn drop(&mut self) {
         self.shared.kill();
         self.server.abort();
+    }
+}
+
+/// After an instance's process ended (`reason`, in Lambda's words): its
+/// death as Lambda names it, whatever its group left behind killed, its
+/// cgroup removed, and only then the death announced.
+async fn bury(
+    shared: &Arc<Shared>,
+    cgroup: Option<Arc<dyn Cgroup>>,
+    pid: Option<u32>,
+    reason: &str,
+) {
+    let oom = cgroup.as_ref().is_some_and(|g| g.oom_killed());
+    let death = if let Some(d) = lock(&shared.init_error).take() {
+        d
+    } else if oom {
+        Death {
+            error_type: "Runtime.OutOfMemory".into(),
+            message: format!("Runtime exited with error: {reason}"),
+        }
+    } else {
+        Death {
+            error_type: "Runtime.ExitError".into(),
+            message: format!("Runtime exited with error: {reason}"),
+        }
+    };
+    // Whatever the group left behind goes too (a forked helper, say).
+    if let Some(pid) = pid {
+        sandbox::kill_group(pid);
+    }
+    // The group goes before the death is announced, so a platform that
+    // waits for its instances to die leaves no cgroup behind.
+    if let Some(g) = cgroup {
+        if let Some(peak) = g.peak_memory_bytes() {
+            let _ = shared.final_peak.set(peak);
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            // A jailed instance's init and runtime die just after the
+            // process the platform spawned: wait for them.
+            g.empty(std::time::Duration::from_secs(5));
+            g.remove()
+        })
+        .await;
+    }
+    shared.phase.send_replace(Phase::Dead(death));
+    lock(&shared.pending).clear();
+    if let Some(desk) = &shared.desk {
+        // Forks it reported but the platform had not placed yet are refused.
+        lock(&desk.placing).clear();
     }
 }
 

@@ -132,6 +132,10 @@ impl Meter {
             metrics::histogram!("virga_init_duration_seconds", "function" => function.clone())
                 .record(init / 1e3);
         }
+        if let Some(restore) = r.restore_ms {
+            metrics::histogram!("virga_restore_duration_seconds", "function" => function.clone())
+                .record(restore / 1e3);
+        }
         metrics::histogram!("virga_invocation_duration_seconds", "function" => function.clone())
             .record(r.duration_ms / 1e3);
         metrics::histogram!("virga_queue_duration_seconds", "function" => function)
@@ -152,6 +156,10 @@ pub fn report_line(r: &InvocationRecord) -> String {
     );
     if let Some(init) = r.init_ms {
         line.push_str(&format!("\tInit Duration: {init:.2} ms"));
+    }
+    // SnapStart's name for a forked instance's start.
+    if let Some(restore) = r.restore_ms {
+        line.push_str(&format!("\tRestore Duration: {restore:.2} ms"));
     }
     if r.status == virga_spec::Status::Timeout {
         line.push_str("\tStatus: timeout");
@@ -178,6 +186,7 @@ mod tests {
             error_type: None,
             queue_ms: 0.0,
             init_ms: None,
+            restore_ms: None,
             duration_ms: 1.234,
             billed_ms: 2,
             memory_mb: 512,
@@ -201,5 +210,8 @@ mod tests {
         );
         r.init_ms = Some(40.0);
         assert!(report_line(&r).ends_with("\tInit Duration: 40.00 ms"));
+        r.init_ms = None;
+        r.restore_ms = Some(4.5);
+        assert!(report_line(&r).ends_with("\tMax Memory Used: 31 MB\tRestore Duration: 4.50 ms"));
     }
 }

@@ -37,6 +37,11 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
         )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
+        .route(virga_spec::contract::TEMPLATE_NEXT_PATH, get(template_next))
+        .route(
+            virga_spec::contract::TEMPLATE_FORKED_PATH,
+            post(template_forked),
+        )
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::warn!(error = %e, "Runtime API listener stopped");
@@ -91,6 +96,99 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     }
     put("content-type", "application/json");
     (StatusCode::OK, headers, job.payload).into_response()
+}
+
+/// A snap-start template's long poll for its next fork order; its first
+/// poll ends its initialisation. Only a template's listener answers it.
+async fn template_next(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(desk) = &shared.desk else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "NotATemplate",
+            "this instance is not a snap-start template",
+        );
+    };
+    shared.mark_ready();
+    // Cancel-safe as `next`: an order is taken only once it is answered.
+    let order = {
+        let mut rx = desk.orders_rx.lock().await;
+        match rx.recv().await {
+            Some(o) => o,
+            None => {
+                return api_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ServiceException",
+                    "template is shutting down",
+                )
+            }
+        }
+    };
+    desk.placing
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(order.order.id.clone(), order.placed);
+    (StatusCode::OK, axum::Json(order.order)).into_response()
+}
+
+/// A template reports a fork; answered once the platform has placed the
+/// child (204: release it) or refused it (4xx/5xx: kill it).
+async fn template_forked(State(shared): State<Arc<Shared>>, body: Body) -> Response {
+    let Some(desk) = &shared.desk else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "NotATemplate",
+            "this instance is not a snap-start template",
+        );
+    };
+    let forked: virga_spec::contract::Forked = match to_bytes(body, MAX_ERROR_BYTES)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        Some(f) => f,
+        None => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "send {\"id\": \"...\", \"pid\": n}",
+            )
+        }
+    };
+    let Some(placed) = desk
+        .placing
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&forked.id)
+    else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "no fork order has this id",
+        );
+    };
+    let (done, result) = tokio::sync::oneshot::channel();
+    if placed
+        .send(crate::instance::Placement {
+            pid: forked.pid,
+            done,
+        })
+        .is_err()
+    {
+        return api_error(
+            StatusCode::GONE,
+            "OrderCancelled",
+            "the fork is no longer wanted",
+        );
+    }
+    match result.await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(why)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "ForkRefused", &why),
+        Err(_) => api_error(
+            StatusCode::GONE,
+            "OrderCancelled",
+            "the fork is no longer wanted",
+        ),
+    }
 }
 
 fn take_pending(shared: &Shared, id: &str) -> Option<tokio::sync::oneshot::Sender<Reply>> {

@@ -263,7 +263,7 @@ impl Store {
                     queue_ms, init_ms, duration_ms, billed_ms, memory_mb, max_memory_mb,
                     limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
                     preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu,
-                    task_started_at, caller_gone, isolation, start
+                    task_started_at, caller_gone, isolation, start, restore_ms
              FROM invocations WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR status = ?2)
              ORDER BY id DESC",
         );
@@ -290,6 +290,7 @@ impl Store {
                         error_type: row.get(7)?,
                         queue_ms: row.get(8)?,
                         init_ms: row.get(9)?,
+                        restore_ms: row.get(29)?,
                         duration_ms: row.get(10)?,
                         billed_ms: row.get::<_, i64>(11)? as u64,
                         memory_mb: row.get(12)?,
@@ -376,7 +377,7 @@ impl Drop for Store {
 /// (SQLite's `user_version`) to `i + 1`. Append only; never edit one that
 /// has shipped.
 const MIGRATIONS: &[fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>] =
-    &[v1_base, v2_caller_gone, v3_isolation, v4_start];
+    &[v1_base, v2_caller_gone, v3_isolation, v4_start, v5_restore];
 
 /// Brings the database to the newest version, one transaction per
 /// migration. Returns the version found (newer than known: left untouched).
@@ -437,6 +438,11 @@ fn v4_start(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
+/// 4 -> 5: the restore time of an instance forked from a template.
+fn v5_restore(conn: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    conn.execute_batch("ALTER TABLE invocations ADD COLUMN restore_ms REAL")
+}
+
 fn stored_function(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFunction> {
     Ok(StoredFunction {
         name: row.get(0)?,
@@ -485,8 +491,8 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                 status, error_type, queue_ms, init_ms, duration_ms, billed_ms, memory_mb,
                 max_memory_mb, limits_enforced, payload_bytes, response_bytes, received_at, finished_at,
                 preprocess_ms, inference_ms, postprocess_ms, mode, batch_size, vcpu, task_started_at,
-                caller_gone, isolation, start)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                caller_gone, isolation, start, restore_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
         )?;
         for m in batch {
             let Msg::Record(r) = m else { continue };
@@ -520,6 +526,7 @@ fn write_batch(conn: &mut Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                 r.caller_gone,
                 r.isolation.as_str(),
                 r.start.map(Start::as_str),
+                r.restore_ms,
             ])?;
         }
     }
@@ -604,6 +611,7 @@ mod tests {
             error_type: None,
             queue_ms: 0.5,
             init_ms: None,
+            restore_ms: None,
             duration_ms: 1.25,
             billed_ms: 2,
             memory_mb: 128,
@@ -722,6 +730,7 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             let mut fresh = record("echo", Status::Success);
             fresh.caller_gone = true;
+            fresh.restore_ms = Some(3.5);
             store.insert(fresh);
             let all = store.records(&RecordFilter::default()).unwrap();
             assert_eq!(all.len(), 2);
@@ -730,6 +739,7 @@ mod tests {
             assert_eq!(all[0].batch_size, 1);
             assert_eq!(all[0].start, None, "served by no instance");
             assert!(all[1].caller_gone);
+            assert_eq!((all[0].restore_ms, all[1].restore_ms), (None, Some(3.5)));
             drop(store);
             assert_eq!(user_version(dir.path()), MIGRATIONS.len() as i64);
             // Opening again runs nothing twice.

@@ -67,6 +67,34 @@ pub struct InstanceInfo {
     #[serde(default)]
     pub isolation: crate::Isolation,
     pub max_memory_mb: Option<u32>,
+    /// How the instance came to be: spawned, forked from its function's
+    /// snap-start template, or that template (which serves no invocation).
+    #[serde(default)]
+    pub role: InstanceRole,
+}
+
+/// What an instance is to its function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceRole {
+    /// A process of its own that loaded its function itself.
+    #[default]
+    Spawned,
+    /// Forked from the template (`snap_start = "fork"`); the weights it
+    /// shares stay charged to the template's memory.
+    Forked,
+    /// The loaded, warmed process instances are forked from.
+    Template,
+}
+
+impl InstanceRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceRole::Spawned => "spawned",
+            InstanceRole::Forked => "forked",
+            InstanceRole::Template => "template",
+        }
+    }
 }
 
 /// An object's metadata.

@@ -32,3 +32,33 @@ pub const BATCH_SIZE_HEADER: &str = "Virga-Batch-Size";
 pub const BATCH_FIELD: &str = "batch";
 /// Per-member errors of a batch response, `null` where a member succeeded.
 pub const BATCH_ERRORS_FIELD: &str = "errors";
+
+/// Set to [`SNAP_START_TEMPLATE`] in a template's environment
+/// (`snap_start = "fork"`): load and warm the model, then fork instances on
+/// the platform's orders instead of serving invocations.
+pub const SNAP_START: &str = "VIRGA_SNAP_START";
+/// The value of [`SNAP_START`] that makes a template.
+pub const SNAP_START_TEMPLATE: &str = "template";
+/// A template's long poll for its next fork order, beside the Runtime API:
+/// answered with a [`ForkOrder`].
+pub const TEMPLATE_NEXT_PATH: &str = "/2018-06-01/virga/template/next";
+/// Where a template reports a fork (a [`Forked`]); answered 204 once the
+/// platform has put the child in its cgroup, when the child may go on.
+pub const TEMPLATE_FORKED_PATH: &str = "/2018-06-01/virga/template/forked";
+
+/// One instance to fork: its id, its own Runtime API address and what it
+/// sets in its environment before it polls.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ForkOrder {
+    pub id: String,
+    pub runtime_api: String,
+    pub env: Vec<(String, String)>,
+}
+
+/// A template's report of one fork: the child's pid as the template sees it
+/// (inside its pid namespace when it is confined).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Forked {
+    pub id: String,
+    pub pid: i32,
+}

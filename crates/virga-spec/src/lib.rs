@@ -18,6 +18,6 @@ pub use billing::{billed_ms, task_billed_ms, vcpu_for_memory, LAMBDA_MB_PER_VCPU
 pub use manifest::{
     BatchingSpec, BucketEvent, Destination, GreedyDualSpec, HistogramSpec, KeepAliveSpec, Manifest,
     ManifestError, Mode, ModelEngine, ModelInput, ModelSpec, ModelTask, Runtime, ScalingSpec,
-    TriggerSpec, BUILTIN_RUNTIME,
+    SnapStart, TriggerSpec, BUILTIN_RUNTIME,
 };
 pub use record::{InvocationRecord, Isolation, Start, Status, Trigger, WorkerSplit};

@@ -25,6 +25,10 @@
 //! together in one `{"batch": [...]}` invocation. A `command` runtime must opt
 //! in with `batch_payload = true`, since it has to understand that payload.
 //!
+//! A `runtime = "model"` function in `function` mode may set
+//! `snap_start = "fork"`: its cold starts fork a template process that has
+//! loaded and warmed the model, instead of spawning and loading anew.
+//!
 //! Unknown fields are refused, and every error names the file, the line and the field.
 
 use std::collections::BTreeMap;
@@ -223,6 +227,27 @@ impl ModelInput {
     }
 }
 
+/// How a function's cold starts make an instance (Lambda's SnapStart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapStart {
+    /// Spawn a fresh process, which loads the model.
+    #[default]
+    Off,
+    /// Fork the function version's template, a process that has loaded
+    /// and warmed the model and waits; the weights are shared copy-on-write.
+    Fork,
+}
+
+impl SnapStart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapStart::Off => "off",
+            SnapStart::Fork => "fork",
+        }
+    }
+}
+
 /// What a model function's model does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -354,6 +379,10 @@ pub struct Manifest {
     /// Function: the keep-alive policy (default: fixed, `keep_alive_ms`).
     #[serde(default)]
     pub keep_alive: Option<KeepAliveSpec>,
+    /// Model functions: cold starts fork a loaded template (`"fork"`) or
+    /// spawn (`"off"`, the default).
+    #[serde(default)]
+    pub snap_start: SnapStart,
 }
 
 /// An event source (`[[triggers]]` in the manifest).
@@ -1028,6 +1057,29 @@ impl Manifest {
                 ));
             }
         }
+        if self.snap_start == SnapStart::Fork {
+            if self.runtime != Runtime::Model {
+                return Err((
+                    "snap_start",
+                    "snap_start = \"fork\" forks the built-in model runtime: it needs runtime = \"model\"".into(),
+                ));
+            }
+            if self.mode != Mode::Function {
+                return Err((
+                    "snap_start",
+                    format!(
+                        "snap_start = \"fork\" is for mode \"function\"; a {} task loads its model once anyway: remove snap_start",
+                        self.mode.as_str()
+                    ),
+                ));
+            }
+            if self.model.as_ref().map(|m| m.engine) == Some(ModelEngine::Ort) {
+                return Err((
+                    "snap_start",
+                    "engine \"ort\" is not fork-safe (an onnxruntime session owns thread pools a forked child would not have): use engine = \"tract\", or remove snap_start".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1531,6 +1583,32 @@ input = '{"warm": true}'
     #[test]
     fn model_functions_need_a_model_table_and_no_command() {
         let ok = "name = \"iris\"\nruntime = \"model\"\n[model]\ntask = \"tabular-classification\"\npath = \"m.model\"\n";
+        let forked = Manifest::parse(&format!("snap_start = \"fork\"\n{ok}"), "m.toml").unwrap();
+        assert_eq!(forked.snap_start, SnapStart::Fork);
+        assert_eq!(
+            Manifest::parse(ok, "m.toml").unwrap().snap_start,
+            SnapStart::Off
+        );
+        for (text, needle) in [
+            (
+                "snap_start = \"fork\"\nname = \"e\"\ncommand = [\"x\"]\n".to_string(),
+                "runtime = \"model\"",
+            ),
+            (
+                format!("snap_start = \"fork\"\nmode = \"service\"\ncpu = 1\n{ok}"),
+                "mode \"function\"",
+            ),
+            (
+                format!(
+                    "snap_start = \"fork\"\n{}",
+                    ok.replace("path =", "engine = \"ort\"\npath =")
+                ),
+                "not fork-safe",
+            ),
+        ] {
+            let err = Manifest::parse(&text, "m.toml").unwrap_err().to_string();
+            assert!(err.contains("snap_start") && err.contains(needle), "{err}");
+        }
         let m = Manifest::parse(ok, "t.toml").unwrap();
         assert_eq!(m.runtime, Runtime::Model);
         assert_eq!(m.model.as_ref().unwrap().engine, ModelEngine::Classical);

@@ -71,8 +71,19 @@ pub struct LambdaRates {
     pub provisioned_gb_second_usd: f64,
     #[serde(default)]
     pub provisioned_duration_gb_second_usd: f64,
+    /// SnapStart: the snapshot cache of a function version, per GB-second
+    /// of its memory size while the version exists (a forked instance's
+    /// template here).
+    #[serde(default)]
+    pub snap_start_cache_gb_second_usd: Option<f64>,
+    /// SnapStart: each restore, per GB of memory size.
+    #[serde(default)]
+    pub snap_start_restore_gb_usd: Option<f64>,
     pub tiers: Vec<Tier>,
 }
+
+/// Lambda's shortest SnapStart cache charge per version: three hours.
+const SNAP_START_MIN_CACHE_S: f64 = 3.0 * 3600.0;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,6 +246,17 @@ impl Profile {
                 "provisioned_duration_gb_second_usd",
                 l.provisioned_duration_gb_second_usd,
             )?;
+            for (field, v) in [
+                (
+                    "snap_start_cache_gb_second_usd",
+                    l.snap_start_cache_gb_second_usd,
+                ),
+                ("snap_start_restore_gb_usd", l.snap_start_restore_gb_usd),
+            ] {
+                if let Some(v) = v {
+                    non_negative(field, v)?;
+                }
+            }
             if let Some(d) = &l.init_billed_from {
                 if !valid_date(d) {
                     return Err(format!(
@@ -504,6 +526,56 @@ pub fn price_lambda_usage(profile: &Profile, requests: u64, gb_seconds: f64) -> 
     Some(bill)
 }
 
+/// SnapStart use in a function's records: its restores, and how long its
+/// snapshot (a template) was kept, from the first record to the last (at
+/// least Lambda's three hours).
+struct SnapStartUsage {
+    restores: u64,
+    cache_s: f64,
+    memory_gb: f64,
+}
+
+fn snap_start_usage(ran: &[&InvocationRecord]) -> Option<SnapStartUsage> {
+    let restored: Vec<&&InvocationRecord> = ran.iter().filter(|r| r.restore_ms.is_some()).collect();
+    let first = restored.first()?;
+    let start = ran
+        .iter()
+        .filter_map(|r| epoch_s(&r.received_at))
+        .reduce(f64::min);
+    let end = ran
+        .iter()
+        .filter_map(|r| epoch_s(&r.finished_at))
+        .reduce(f64::max);
+    let span = match (start, end) {
+        (Some(a), Some(b)) => (b - a).max(0.0),
+        _ => 0.0,
+    };
+    Some(SnapStartUsage {
+        restores: restored.len() as u64,
+        cache_s: span.max(SNAP_START_MIN_CACHE_S),
+        memory_gb: f64::from(first.memory_mb) / 1024.0,
+    })
+}
+
+/// Lambda SnapStart's two charges: the cache of the version's snapshot
+/// per GB-second, and each restore per GB. Restore time itself is not
+/// billed duration (Lambda bills only runtime hooks after a restore, which
+/// the built-in runtime has none of).
+fn add_snap_start(bill: &mut Bill, l: &LambdaRates, restores: f64, cache_s: f64, memory_gb: f64) {
+    match (l.snap_start_cache_gb_second_usd, l.snap_start_restore_gb_usd) {
+        (Some(cache), Some(restore)) => {
+            bill.note(format!(
+                "snap_start = \"fork\" priced as Lambda SnapStart: the template as the version's cached snapshot ({memory_gb:.3} GB x {cache_s:.0} s, at least 3 h) and {restores:.0} restores x {memory_gb:.3} GB"
+            ));
+            bill.add("SnapStart cache", memory_gb * cache_s, "GB-s", cache);
+            bill.add("SnapStart restores", memory_gb * restores, "GB", restore);
+        }
+        _ => bill.note(
+            "snap_start = \"fork\": this profile has no SnapStart prices, so the template's memory and the restores are not priced",
+        ),
+    }
+}
+
 /// What a set of recorded invocations of one function cost under a profile.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecordedCost {
@@ -567,6 +639,10 @@ pub fn price_records(
             "requests",
             l.requests_per_million_usd / 1e6,
         );
+        let snap = snap_start_usage(&ran);
+        if let Some(u) = &snap {
+            add_snap_start(&mut bill, l, u.restores as f64, u.cache_s, u.memory_gb);
+        }
         if let Some(m) = monthly_requests {
             let mut mb = Bill::new(profile);
             let per = if n == 0 { 0.0 } else { gb_s / n as f64 };
@@ -578,6 +654,10 @@ pub fn price_records(
                 "requests",
                 l.requests_per_million_usd / 1e6,
             );
+            if let Some(u) = &snap {
+                let restores = u.restores as f64 / n.max(1) as f64 * m as f64;
+                add_snap_start(&mut mb, l, restores, 730.0 * 3600.0, u.memory_gb);
+            }
             monthly = Some(mb);
         }
     }
@@ -603,7 +683,7 @@ pub fn price_records(
             };
             let start = match r.task_started_at.as_deref().and_then(epoch_s) {
                 Some(spawned) => spawned,
-                None => start - r.init_ms.unwrap_or(0.0) / 1000.0,
+                None => start - r.init_ms.or(r.restore_ms).unwrap_or(0.0) / 1000.0,
             };
             let e = lifetimes.entry(id).or_insert((start, end));
             e.0 = e.0.min(start);
@@ -913,6 +993,7 @@ mod tests {
             error_type: None,
             queue_ms: 0.0,
             init_ms,
+            restore_ms: None,
             duration_ms,
             billed_ms: 0,
             memory_mb: 1024,
@@ -974,6 +1055,76 @@ mod tests {
             .unwrap()
             .quantity;
         assert!(close(vcpu_h, 2.0 * 120.0 / 3600.0, 1e-9), "{vcpu_h}");
+    }
+
+    #[test]
+    fn snap_start_pays_its_cache_and_restores_not_restore_time() {
+        let mut forked = rec(
+            "a",
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00.100Z",
+            99.2,
+            None,
+            Status::Success,
+        );
+        forked.restore_ms = Some(5000.0);
+        forked.cold = true;
+        let warm = rec(
+            "a",
+            "2026-01-01T00:00:10Z",
+            "2026-01-01T00:00:10.100Z",
+            99.2,
+            None,
+            Status::Success,
+        );
+        let l = price_records(
+            &Profile::built_in("lambda-x86").unwrap(),
+            "f",
+            &[forked.clone(), warm.clone()],
+            Some(1000),
+        );
+        // The 5 s restore is not billed duration: 2 x 100 ms x 1 GB.
+        assert!(
+            close(l.bill.lines[0].quantity, 0.2, 1e-9),
+            "{:?}",
+            l.bill.lines
+        );
+        let line = |b: &Bill, item: &str| b.lines.iter().find(|x| x.item == item).cloned();
+        let cache = line(&l.bill, "SnapStart cache").unwrap();
+        assert!(
+            close(cache.quantity, 3.0 * 3600.0, 1e-6),
+            "3 h at least: {cache:?}"
+        );
+        let restores = line(&l.bill, "SnapStart restores").unwrap();
+        assert!(close(restores.quantity, 1.0, 1e-9), "{restores:?}");
+        let m = l.monthly.unwrap();
+        assert!(close(
+            line(&m, "SnapStart restores").unwrap().quantity,
+            500.0,
+            1e-6
+        ));
+        // A spawned function pays neither; a profile without the prices says so.
+        let plain = price_records(
+            &Profile::built_in("lambda-x86").unwrap(),
+            "f",
+            &[warm],
+            None,
+        );
+        assert!(line(&plain.bill, "SnapStart cache").is_none());
+        let eu = price_records(
+            &Profile::built_in("lambda-x86-eu-south-1").unwrap(),
+            "f",
+            &[forked],
+            None,
+        );
+        assert!(
+            eu.bill
+                .explain
+                .iter()
+                .any(|n| n.contains("no SnapStart prices")),
+            "{:?}",
+            eu.bill.explain
+        );
     }
 
     #[test]

@@ -129,8 +129,15 @@ pub struct InvocationRecord {
     pub error_type: Option<String>,
     /// Time spent waiting for a free instance.
     pub queue_ms: f64,
-    /// Spawn to the runtime's first `invocation/next`; only on cold invocations.
+    /// Spawn to the runtime's first `invocation/next`; only on cold
+    /// invocations of a spawned instance.
     pub init_ms: Option<f64>,
+    /// Fork from the function's template to the child's first
+    /// `invocation/next` (Lambda SnapStart's Restore Duration); only on
+    /// cold invocations of a forked instance (`snap_start = "fork"`), which
+    /// have no `init_ms`.
+    #[serde(default)]
+    pub restore_ms: Option<f64>,
     /// Delivery to the instance until its response or error.
     pub duration_ms: f64,
     pub billed_ms: u64,
@@ -250,6 +257,7 @@ mod tests {
             error_type: Some("Sandbox.Timedout".into()),
             queue_ms: 0.0,
             init_ms: Some(1.0),
+            restore_ms: None,
             duration_ms: 2.0,
             billed_ms: 3,
             memory_mb: 128,

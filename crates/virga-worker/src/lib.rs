@@ -11,6 +11,7 @@
 //! from n threads, so the instance serves up to n invocations at once.
 
 pub mod model;
+pub mod template;
 
 use std::io::Read;
 use std::time::Duration;
@@ -288,6 +289,13 @@ where
         }
         result
     })
+}
+
+/// Serves invocations with a handler built before (a forked instance's,
+/// loaded by its template), one at a time.
+pub fn serve_built<H: Handler>(handler: H) -> Result<(), WorkerError> {
+    let client = RuntimeClient::from_env()?;
+    serve(&client, handler)
 }
 
 /// One polling loop: next, handle, reply, forever.

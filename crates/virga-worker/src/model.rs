@@ -86,6 +86,14 @@ pub struct ModelHandler {
     init_ms: Option<f64>,
 }
 
+/// A small grey PNG, the warm-up input of image models.
+fn sample_png() -> Result<Vec<u8>, image::ImageError> {
+    let img = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner())
+}
+
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
@@ -114,6 +122,36 @@ impl ModelHandler {
             object_input: config.object_input,
             init_ms: Some(ms(t)),
         })
+    }
+
+    /// Runs one inference on a sample input, so a template's children find
+    /// the model's pages and lazily built state already there; best effort.
+    pub fn warm(&self) {
+        let info = self.model.info();
+        let result = match info.task {
+            virga_engine::Task::ImageClassification => sample_png()
+                .map_err(|e| virga_engine::EngineError::Input(e.to_string()))
+                .and_then(|png| self.model.classify_images(&[png], 1).map(drop)),
+            virga_engine::Task::TextEmbedding => self
+                .model
+                .embed(&["A sample sentence to warm the model.".to_string()])
+                .map(drop),
+            _ => self
+                .model
+                .predict(&[vec![0.0; info.n_features.max(1)]])
+                .map(drop),
+        };
+        if let Err(e) = result {
+            eprintln!(
+                "virga worker: warming the model failed (the first request will be slower): {e}"
+            );
+        }
+    }
+
+    /// A forked child's handler: the load was its template's, so its first
+    /// answer reports no `init_ms`.
+    pub fn forked(&mut self) {
+        self.init_ms = None;
     }
 
     /// Another handler on the same loaded model, for another polling

@@ -20,7 +20,11 @@ pub struct Server {
     pub instance_id: Option<String>,
     pub cold: bool,
     pub queue_ms: f64,
+    /// A cold start's cost: the init of a spawned instance, or the restore
+    /// of one forked from a snap-start template (`restored`).
     pub init_ms: Option<f64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub restored: bool,
     pub duration_ms: f64,
     pub billed_ms: u64,
     pub max_memory_mb: Option<u32>,
@@ -35,7 +39,8 @@ impl From<&InvocationRecord> for Server {
             instance_id: r.instance_id.clone(),
             cold: r.cold,
             queue_ms: r.queue_ms,
-            init_ms: r.init_ms,
+            init_ms: r.init_ms.or(r.restore_ms),
+            restored: r.restore_ms.is_some(),
             duration_ms: r.duration_ms,
             billed_ms: r.billed_ms,
             max_memory_mb: r.max_memory_mb,
@@ -356,6 +361,7 @@ mod tests {
                 cold,
                 queue_ms: 0.0,
                 init_ms: None,
+                restored: false,
                 duration_ms: 1.0,
                 billed_ms: 1,
                 max_memory_mb: None,

@@ -58,6 +58,9 @@ pub enum SandboxError {
     /// the instance's Runtime API listener (or its network namespace) could not be set up
     #[error("cannot open the instance's Runtime API listener: {0}")]
     Listener(#[source] io::Error),
+    /// a snap-start template could not fork the instance
+    #[error("cannot fork the instance from its template: {0}")]
+    Fork(String),
 }
 
 /// A cgroup hierarchy the platform may create instance groups in.
@@ -524,6 +527,39 @@ pub fn kill_group(pid: u32) -> bool {
     #[allow(unsafe_code)]
     unsafe {
         libc::kill(-group, libc::SIGKILL) == 0
+    }
+}
+
+/// A process the platform did not spawn (a child a template forked),
+/// watched through a pidfd: it becomes readable when the process exits.
+pub struct ProcessFd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
+
+impl ProcessFd {
+    pub fn open(pid: i32) -> io::Result<ProcessFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
+        // descriptor, which is owned from here on.
+        #[allow(unsafe_code)]
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: an OwnedFd keeps its descriptor open, and the same one,
+        // until it is dropped with the AsyncFd.
+        #[allow(unsafe_code)]
+        let watched = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }?;
+        Ok(ProcessFd(watched))
+    }
+
+    /// Resolves once the process has exited.
+    pub async fn exited(&self) {
+        // Readable once, for good: the process is gone.
+        let _ = self.0.readable().await;
     }
 }
 

@@ -40,6 +40,21 @@ pub fn new_instance_net() -> io::Result<InstanceNet> {
         .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
 }
 
+/// Binds a listener on an ephemeral loopback port inside an existing
+/// namespace (a snap-start template's, for one of its forked children), on
+/// a dedicated OS thread that joins the namespace and then ends.
+pub fn bind_in(namespace: &OwnedFd) -> io::Result<TcpListener> {
+    let ns = namespace.try_clone()?;
+    std::thread::Builder::new()
+        .name("virga-netns".into())
+        .spawn(move || {
+            ffi::enter_net(&ns)?;
+            TcpListener::bind("127.0.0.1:0")
+        })?
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+}
+
 /// Whether this host lets the platform make network namespaces.
 pub fn supported() -> bool {
     new_instance_net().is_ok()
@@ -53,6 +68,16 @@ mod ffi {
         // SAFETY: unshare(2) takes flags only; CLONE_NEWNET affects only the
         // calling thread, which is about to end.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn enter_net(ns: &std::os::fd::OwnedFd) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on a namespace descriptor the caller owns; it
+        // moves only the calling thread, which is about to end.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -107,6 +132,13 @@ mod tests {
         assert_eq!(
             other.listener.local_addr().unwrap().to_string(),
             RUNTIME_API_ADDR
+        );
+        // A second listener in the same namespace (a forked child's) is
+        // reachable from it, not from here.
+        let child = bind_in(&net.namespace).unwrap();
+        assert_ne!(
+            child.local_addr().unwrap(),
+            net.listener.local_addr().unwrap()
         );
         net.listener.set_nonblocking(true).unwrap();
         if let Ok(mut s) = std::net::TcpStream::connect(RUNTIME_API_ADDR) {

@@ -29,6 +29,10 @@ pub(super) struct Function {
     /// The queue of the batch dispatcher, with `[batching]`.
     pub(super) batcher: Mutex<Option<mpsc::Sender<Pending>>>,
     pub(super) instances: Mutex<HashMap<String, Arc<Instance>>>,
+    /// With `snap_start = "fork"`: the loaded template cold starts fork.
+    pub(super) template: Mutex<Option<Arc<Instance>>>,
+    /// Held while a template is made, so one is made at a time.
+    pub(super) making_template: tokio::sync::Mutex<()>,
     pub(super) wake: Notify,
     pub(super) retired: AtomicBool,
     pub(super) logs: Arc<LogRing>,
@@ -36,8 +40,28 @@ pub(super) struct Function {
 }
 
 impl Function {
-    pub(super) fn retire(&self) {
+    pub(super) fn retire(self: &Arc<Self>) {
         self.retired.store(true, Ordering::SeqCst);
+        // The template goes once the revision's last instance has: a
+        // confined template's children live in its pid namespace, and
+        // invocations in flight finish on the old revision.
+        if let Some(t) = lock(&self.template).take() {
+            let f = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let live: Vec<Arc<Instance>> = lock(&f.instances).values().cloned().collect();
+                    if live.is_empty() {
+                        break;
+                    }
+                    for i in live {
+                        i.dead().await;
+                    }
+                    // Let the death watchers forget them.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                t.kill();
+            });
+        }
         let idle = match &self.pools {
             Pools::Function(p) => lock(p).drain(),
             Pools::Service(s) => lock(s).drain(),

@@ -47,7 +47,10 @@ impl Pending {
 
 /// What running one invocation on an instance gave, before records.
 pub(super) struct Executed {
+    /// Init (spawned) or restore (forked) time of a cold start.
     pub(super) init_ms: Option<f64>,
+    /// The cold start forked a snap-start template: `init_ms` is a restore.
+    pub(super) restored: bool,
     /// How the instance started; `None` when none ran it.
     pub(super) start: Option<Start>,
     pub(super) instance_id: Option<String>,
@@ -68,7 +71,12 @@ impl Executed {
     pub(super) fn fill(&self, r: &mut InvocationRecord) {
         r.cold = self.init_ms.is_some();
         r.start = self.start;
-        r.init_ms = self.init_ms;
+        if self.restored {
+            r.restore_ms = self.init_ms;
+            r.init_ms = None;
+        } else {
+            r.init_ms = self.init_ms;
+        }
         r.instance_id = self.instance_id.clone();
         r.task_started_at = self.task_started_at.clone();
         r.duration_ms = self.duration_ms;
@@ -118,6 +126,46 @@ impl Failure {
     }
 }
 
+/// A start the platform could not carry out, in Lambda's words.
+fn start_failure(e: SandboxError) -> Failure {
+    match e {
+        SandboxError::Spawn { .. } => {
+            Failure::new(Status::Error, "Runtime.InvalidEntrypoint", e.to_string())
+        }
+        // The platform's own fault, not the function's: Lambda reports what
+        // it cannot attribute to the function's code as `Runtime.Unknown`.
+        // (Its Invoke API `ServiceException` would fail the call before any
+        // record; here the attempt is recorded like any failed start.)
+        SandboxError::Cgroup(..) | SandboxError::Listener(_) | SandboxError::Fork(_) => {
+            Failure::new(Status::Error, "Runtime.Unknown", e.to_string())
+        }
+    }
+}
+
+/// The instance's `AWS_LAMBDA_LOG_STREAM_NAME`: the function's prefix and
+/// its id.
+fn log_stream(f: &Function, id: &str) -> String {
+    let prefix = f
+        .spawn
+        .env
+        .iter()
+        .find(|(k, _)| k == "AWS_LAMBDA_LOG_STREAM_NAME")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    format!("{prefix}{id}")
+}
+
+fn set_log_stream(spawn: &mut SpawnSpec, f: &Function, id: &str) {
+    let stream = log_stream(f, id);
+    if let Some((_, v)) = spawn
+        .env
+        .iter_mut()
+        .find(|(k, _)| k == "AWS_LAMBDA_LOG_STREAM_NAME")
+    {
+        *v = stream;
+    }
+}
+
 impl Scheduler {
     /// Starts an instance of `f` and waits for its initialisation. The
     /// instance holds `memory` until its process is gone.
@@ -129,41 +177,48 @@ impl Scheduler {
     ) -> Result<(Arc<Instance>, f64), Failure> {
         let seq = self.instance_seq.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{}-{:x}", f.manifest.name, f.version, seq);
-        let mut spawn = f.spawn.clone();
-        spawn.name = format!("{}-{}", id, std::process::id());
-        spawn
-            .env
-            .push(("AWS_LAMBDA_INITIALIZATION_TYPE".into(), init_type.into()));
-        if let Some((_, stream)) = spawn
-            .env
-            .iter_mut()
-            .find(|(k, _)| k == "AWS_LAMBDA_LOG_STREAM_NAME")
-        {
-            stream.push_str(&id);
-        }
-        let inst = Instance::launch(
-            LaunchSpec {
-                id: id.clone(),
-                spawn,
-                ahead: init_type != "on-demand",
-            },
-            self.config.cgroups.as_deref(),
-            f.logs.clone(),
-        )
-        .await
-        .map_err(|e| match e {
-            SandboxError::Spawn { .. } => {
-                Failure::new(Status::Error, "Runtime.InvalidEntrypoint", e.to_string())
-            }
-            // The platform's own fault, not the function's: Lambda reports
-            // what it cannot attribute to the function's code as
-            // `Runtime.Unknown`. (Its Invoke API `ServiceException` would
-            // fail the call before any record; here the attempt is recorded
-            // like any failed start.)
-            SandboxError::Cgroup(..) | SandboxError::Listener(_) => {
-                Failure::new(Status::Error, "Runtime.Unknown", e.to_string())
-            }
-        })?;
+        let launched = if f.manifest.snap_start == SnapStart::Fork {
+            let template = self.template_of(f).await?;
+            let env = vec![
+                // Lambda's value for every SnapStart environment.
+                (
+                    "AWS_LAMBDA_INITIALIZATION_TYPE".to_string(),
+                    "snap-start".to_string(),
+                ),
+                ("AWS_LAMBDA_LOG_STREAM_NAME".to_string(), log_stream(f, &id)),
+            ];
+            Instance::fork(
+                &template,
+                ForkSpec {
+                    name: format!("{}-{}", id, std::process::id()),
+                    id: id.clone(),
+                    limits: f.spawn.limits,
+                    env,
+                    ahead: init_type != "on-demand",
+                },
+                self.config.cgroups.as_deref(),
+            )
+            .await
+        } else {
+            let mut spawn = f.spawn.clone();
+            spawn.name = format!("{}-{}", id, std::process::id());
+            spawn
+                .env
+                .push(("AWS_LAMBDA_INITIALIZATION_TYPE".into(), init_type.into()));
+            set_log_stream(&mut spawn, f, &id);
+            Instance::launch(
+                LaunchSpec {
+                    id: id.clone(),
+                    spawn,
+                    ahead: init_type != "on-demand",
+                    template: false,
+                },
+                self.config.cgroups.as_deref(),
+                f.logs.clone(),
+            )
+            .await
+        };
+        let inst = launched.map_err(start_failure)?;
         lock(&f.instances).insert(id.clone(), inst.clone());
         // Forget the instance when it dies, wherever it is.
         let watch_f = f.clone();
@@ -198,6 +253,89 @@ impl Scheduler {
                 )
             }),
         }
+    }
+
+    /// The ready snap-start template of `f`, made (load and warm-up) when
+    /// there is none or the last one died. It holds `memory_mb` of the
+    /// host budget while it lives; its failure to start fails the cold
+    /// start that needed it.
+    async fn template_of(self: &Arc<Self>, f: &Arc<Function>) -> Result<Arc<Instance>, Failure> {
+        let _one_at_a_time = f.making_template.lock().await;
+        if let Some(t) = lock(&f.template).as_ref() {
+            if !t.is_dead() {
+                return Ok(t.clone());
+            }
+            tracing::warn!(function = %f.manifest.name, template = %t.id, "the snap-start template died; making a new one");
+        }
+        let memory = self.reserve_memory(f).await.map_err(|e| {
+            Failure::new(
+                Status::Error,
+                "Runtime.Unknown",
+                format!("cannot make the snap-start template: {e}"),
+            )
+        })?;
+        let seq = self.instance_seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{}-template-{:x}", f.manifest.name, f.version, seq);
+        let mut spawn = f.spawn.clone();
+        spawn.name = format!("{}-{}", id, std::process::id());
+        spawn
+            .env
+            .push(("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "snap-start".into()));
+        set_log_stream(&mut spawn, f, &id);
+        let t = Instance::launch(
+            LaunchSpec {
+                id,
+                spawn,
+                ahead: false,
+                template: true,
+            },
+            self.config.cgroups.as_deref(),
+            f.logs.clone(),
+        )
+        .await
+        .map_err(start_failure)?;
+        let unclaimed = KillOnDrop(Some(t.clone()));
+        let ready = t.ready(INIT_TIMEOUT).await;
+        unclaimed.disarm();
+        let failed = |status: Status, error_type: &str, message: String| Failure {
+            init_ms: Some(t.age_ms()),
+            ..Failure::new(
+                status,
+                error_type,
+                format!("snap-start template: {message}"),
+            )
+        };
+        match ready {
+            Ok(_) => {}
+            Err(RunResult::Died(d)) => return Err(failed(Status::Error, &d.error_type, d.message)),
+            Err(_) => {
+                return Err(failed(
+                    Status::Timeout,
+                    "Sandbox.Timedout",
+                    format!(
+                        "Init timed out after {:.2} seconds",
+                        INIT_TIMEOUT.as_secs_f64()
+                    ),
+                ))
+            }
+        }
+        let watch = t.clone();
+        tokio::spawn(async move {
+            watch.dead().await;
+            drop(memory);
+        });
+        let mut slot = lock(&f.template);
+        if f.retired.load(Ordering::SeqCst) {
+            t.kill();
+            return Err(Failure::new(
+                Status::Error,
+                "Runtime.Unknown",
+                "the function was redeployed or deleted while its snap-start template started",
+            ));
+        }
+        *slot = Some(t.clone());
+        tracing::info!(function = %f.manifest.name, template = %t.id, "snap-start template ready");
+        Ok(t)
     }
 
     /// Runs one invocation end to end and returns its answer.
@@ -485,6 +623,7 @@ impl Scheduler {
             error_type: Some(error_type.into()),
             queue_ms: req.waited_ms,
             init_ms: None,
+            restore_ms: None,
             duration_ms: 0.0,
             billed_ms: 0,
             memory_mb: 0,
@@ -564,6 +703,7 @@ impl Scheduler {
         let f = lease.function().clone();
         let mut run = Executed {
             init_ms: None,
+            restored: false,
             start: None,
             instance_id: None,
             task_started_at: None,
@@ -588,6 +728,7 @@ impl Scheduler {
             };
             match self.start_instance(&f, "on-demand", memory).await {
                 Ok((i, init)) => {
+                    run.restored = i.role == InstanceRole::Forked;
                     lease.started(i);
                     run.init_ms = Some(init);
                     run.start = Some(Start::Cold);
@@ -698,6 +839,7 @@ impl Scheduler {
             error_type: None,
             queue_ms: 0.0,
             init_ms: None,
+            restore_ms: None,
             duration_ms: 0.0,
             billed_ms: 0,
             memory_mb: f.manifest.memory_mb,
@@ -804,6 +946,7 @@ mod tests {
             error_type: None,
             queue_ms: 0.0,
             init_ms: Some(100.0),
+            restore_ms: None,
             duration_ms: 300.0,
             billed_ms: 0,
             memory_mb: 128,

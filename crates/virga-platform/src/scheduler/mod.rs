@@ -33,11 +33,13 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use virga_policy::{keep_alive, KeepAlive};
 use virga_spec::{
-    billed_ms, task_billed_ms, InvocationRecord, Manifest, ManifestError, Mode, Runtime, Start,
-    Status, Trigger, BUILTIN_RUNTIME,
+    billed_ms, task_billed_ms, InvocationRecord, Manifest, ManifestError, Mode, Runtime, SnapStart,
+    Start, Status, Trigger, BUILTIN_RUNTIME,
 };
 
-use crate::instance::{Instance, Isolation, Job, LaunchSpec, Phase, Reply, RunResult};
+use crate::instance::{
+    ForkSpec, Instance, InstanceRole, Isolation, Job, LaunchSpec, Phase, Reply, RunResult,
+};
 use crate::logs::LogRing;
 use crate::meter::{report_line, Meter};
 use crate::sandbox::{self, resolve_program, Cgroups, Jail, Limits, SandboxError, SpawnSpec};
@@ -358,6 +360,10 @@ impl Scheduler {
             .collect();
         let mut dying = Vec::new();
         for f in all {
+            if let Some(t) = lock(&f.template).take() {
+                t.kill();
+                dying.push(t);
+            }
             f.retire();
             for inst in lock(&f.instances).values() {
                 inst.kill();

@@ -225,6 +225,8 @@ impl Scheduler {
             pools,
             batcher: Mutex::new(batch_tx),
             instances: Mutex::new(HashMap::new()),
+            template: Mutex::new(None),
+            making_template: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             retired: AtomicBool::new(false),
             logs,
@@ -405,9 +407,35 @@ impl Scheduler {
                     limits_enforced: i.limits_enforced,
                     isolation: i.isolation,
                     max_memory_mb: i.peak_memory_mb(),
+                    role: i.role,
                 }
             })
             .collect();
+        if let Some(t) = lock(&f.template).as_ref().filter(|t| !t.is_dead()) {
+            out.push(InstanceInfo {
+                id: t.id.clone(),
+                function: name.to_string(),
+                version: f.version.to_string(),
+                pid: t.pid,
+                // It serves no invocation: ready is idle.
+                state: match t.phase() {
+                    Phase::Starting => InstanceState::Starting,
+                    _ => InstanceState::Idle,
+                },
+                init_ms: match t.phase() {
+                    Phase::Ready { init_ms } => Some(init_ms),
+                    _ => None,
+                },
+                invocations: 0,
+                started_at: t
+                    .started
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                limits_enforced: t.limits_enforced,
+                isolation: t.isolation,
+                max_memory_mb: t.peak_memory_mb(),
+                role: t.role,
+            });
+        }
         out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         Some(out)
     }

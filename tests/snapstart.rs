@@ -1,0 +1,276 @@
+//! End-to-end: `snap_start = "fork"`. A function version's template loads
+//! and warms its model once; cold starts fork it. Forked instances must
+//! answer exactly as spawned ones, confined as they are, and the template
+//! must live and die with its function version, never with its children.
+
+mod common;
+
+use common::Server;
+use serde_json::{json, Value};
+
+/// Writes `<name>.toml` beside the server's models and deploys it.
+fn deploy_text(s: &Server, name: &str, manifest: &str) {
+    let path = s.dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, manifest).unwrap();
+    let (code, _, err) = s.cli(&["deploy", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A model function's manifest, spawned or forked.
+fn model_manifest(name: &str, task: &str, engine: &str, path: &str, fork: bool) -> String {
+    format!(
+        "name = \"{name}\"\nruntime = \"model\"\nmemory_mb = 1024\nmax_concurrency = 4\n{}[model]\ntask = \"{task}\"\nengine = \"{engine}\"\npath = \"{path}\"\nmax_batch = 8\n",
+        if fork { "snap_start = \"fork\"\n" } else { "" }
+    )
+}
+
+async fn instances(s: &Server, name: &str) -> Vec<Value> {
+    s.get(&format!("/v1/functions/{name}/instances")).await["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn with_role<'a>(all: &'a [Value], role: &str) -> Vec<&'a Value> {
+    all.iter().filter(|i| i["role"] == role).collect()
+}
+
+fn alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+}
+
+/// The body of a successful invocation, with its answer fields only (the
+/// timing split differs between any two calls).
+async fn answer(s: &Server, name: &str, payload: &str) -> Value {
+    let (status, headers, body) = s.invoke(name, payload).await;
+    assert_eq!(status, 200, "{name}: {body}\n{}", s.log());
+    assert!(
+        headers.get("x-amz-function-error").is_none(),
+        "{name}: {body}\n{}",
+        s.log()
+    );
+    let mut v: Value = serde_json::from_str(&body).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.retain(|k, _| k == "predictions" || k == "embeddings");
+    v
+}
+
+/// Every task's forked instance answers exactly as a spawned one, in both
+/// isolation modes, and its record says it was restored, not initialised.
+#[tokio::test(flavor = "multi_thread")]
+async fn forked_instances_answer_as_spawned_ones() {
+    use base64::Engine as _;
+    for isolation in ["on", "off"] {
+        let s =
+            Server::start_with(&common::virga_bin(), &[], &["--isolation", isolation], &[]).await;
+        let dir = s.dir.path();
+        let iris = common::iris_model(&s);
+        virga_engine::fixtures::colour_classifier(&dir.join("colours.onnx"), 8);
+        virga_engine::fixtures::text_encoder(&dir.join("words.onnx"));
+        let png = |rgb| {
+            base64::engine::general_purpose::STANDARD
+                .encode(virga_engine::image::solid_png(40, 30, rgb))
+        };
+        let cases = [
+            (
+                "iris",
+                "tabular-classification",
+                "classical",
+                iris.as_str(),
+                json!({"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}),
+            ),
+            (
+                "colours",
+                "image-classification",
+                "tract",
+                "colours.onnx",
+                json!({"images": [png([200, 10, 10]), png([10, 10, 200])], "top_k": 5}),
+            ),
+            (
+                "words",
+                "text-embedding",
+                "tract",
+                "words.onnx",
+                json!({"inputs": ["cat", "dog", "truck"]}),
+            ),
+        ];
+        for (name, task, engine, path, payload) in &cases {
+            let spawned = format!("{name}-spawn");
+            let forked = format!("{name}-fork");
+            deploy_text(
+                &s,
+                &spawned,
+                &model_manifest(&spawned, task, engine, path, false),
+            );
+            deploy_text(
+                &s,
+                &forked,
+                &model_manifest(&forked, task, engine, path, true),
+            );
+            let payload = payload.to_string();
+            let want = answer(&s, &spawned, &payload).await;
+            assert!(!want.as_object().unwrap().is_empty(), "{want}");
+            assert_eq!(
+                answer(&s, &forked, &payload).await,
+                want,
+                "{name}, isolation {isolation}"
+            );
+            // Two at once: a second child, the same answer.
+            let (a, b) = tokio::join!(answer(&s, &forked, &payload), answer(&s, &forked, &payload));
+            assert_eq!((&a, &b), (&want, &want), "{name}");
+
+            let all = instances(&s, &forked).await;
+            let templates = with_role(&all, "template");
+            assert_eq!(templates.len(), 1, "one template: {all:?}");
+            let children = with_role(&all, "forked");
+            assert!(!children.is_empty() && children.len() <= 2, "{all:?}");
+            let isolated = if isolation == "on" { "sandbox" } else { "none" };
+            for c in &children {
+                assert_eq!(c["isolation"], isolated, "{c}");
+                assert_ne!(c["pid"], templates[0]["pid"]);
+            }
+            assert_eq!(
+                with_role(&instances(&s, &spawned).await, "spawned").len(),
+                instances(&s, &spawned).await.len(),
+                "a spawned function has no template"
+            );
+
+            let recs = s.records(Some(&forked)).await;
+            let cold: Vec<&Value> = recs.iter().filter(|r| r["cold"] == true).collect();
+            assert!(!cold.is_empty(), "{recs:?}");
+            for r in &cold {
+                assert!(r["restore_ms"].as_f64().unwrap() > 0.0, "{r}");
+                assert!(r["init_ms"].is_null(), "a forked start has no init: {r}");
+                assert!(r["billed_ms"].as_u64().unwrap() >= 1, "{r}");
+            }
+            let spawned_recs = s.records(Some(&spawned)).await;
+            assert!(spawned_recs[0]["init_ms"].as_f64().unwrap() > 0.0);
+            assert!(spawned_recs[0]["restore_ms"].is_null());
+        }
+    }
+}
+
+/// The template survives scale-to-zero and the death of its children, is
+/// made again when it dies, and goes with its function version.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_template_lives_with_its_version_not_its_children() {
+    let s = Server::start(&[]).await;
+    let iris = common::iris_model(&s);
+    let manifest = model_manifest("iris", "tabular-classification", "classical", &iris, true);
+    deploy_text(&s, "iris", &manifest);
+    let rows = r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
+    let want = json!({"predictions": ["setosa"]});
+    assert_eq!(answer(&s, "iris", rows).await, want);
+    let template_pid = |all: &[Value]| with_role(all, "template")[0]["pid"].as_u64().unwrap();
+    let all = instances(&s, "iris").await;
+    let template = template_pid(&all);
+    let child = with_role(&all, "forked")[0]["pid"].as_u64().unwrap();
+
+    // A child killed: the template lives, the next cold start forks again.
+    unsafe_kill(child);
+    assert!(
+        common::eventually(10, || async {
+            with_role(&instances(&s, "iris").await, "forked").is_empty()
+        })
+        .await,
+        "the killed child is forgotten"
+    );
+    assert!(alive(template), "the template outlives its child");
+    assert_eq!(answer(&s, "iris", rows).await, want);
+
+    // Scale to zero: the forked instances go, the template stays.
+    let (code, _, err) = s.cli(&["scale-to-zero", "iris"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        common::eventually(10, || async {
+            with_role(&instances(&s, "iris").await, "forked").is_empty()
+        })
+        .await
+    );
+    let all = instances(&s, "iris").await;
+    assert_eq!(template_pid(&all), template, "{all:?}");
+    assert_eq!(answer(&s, "iris", rows).await, want);
+    let recs = s.records(Some("iris")).await;
+    assert!(recs.last().unwrap()["restore_ms"].is_number(), "{recs:?}");
+
+    // The template killed: the next cold start makes a new one.
+    unsafe_kill(template);
+    let (code, _, err) = s.cli(&["scale-to-zero", "iris"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(common::eventually(10, || async { instances(&s, "iris").await.is_empty() }).await);
+    assert_eq!(answer(&s, "iris", rows).await, want);
+    let all = instances(&s, "iris").await;
+    let second = template_pid(&all);
+    assert_ne!(second, template);
+
+    // A redeploy retires the old template once its instances are gone; a
+    // delete retires the new one. Nothing is left behind.
+    deploy_text(
+        &s,
+        "iris",
+        &manifest.replace("max_batch = 8", "max_batch = 9"),
+    );
+    assert!(
+        common::eventually(10, || async { !alive(second) }).await,
+        "the old version's template stops"
+    );
+    assert_eq!(answer(&s, "iris", rows).await, want);
+    let third = template_pid(&instances(&s, "iris").await);
+    s.delete("iris").await;
+    assert!(
+        common::eventually(10, || async { !alive(third) }).await,
+        "a deleted function's template stops"
+    );
+    assert!(
+        common::eventually(10, || async {
+            common::leftovers(s.pid()) == (0, Vec::new())
+        })
+        .await,
+        "{:?}",
+        common::leftovers(s.pid())
+    );
+}
+
+/// A function that cannot fork is refused at deploy, naming the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snap_start_that_cannot_fork_is_refused_at_deploy() {
+    let s = Server::start(&[]).await;
+    for (manifest, says) in [
+        (
+            "name = \"f\"\nruntime = \"model\"\nsnap_start = \"fork\"\n[model]\ntask = \"image-classification\"\nengine = \"ort\"\npath = \"m.onnx\"\n",
+            "not fork-safe",
+        ),
+        (
+            "name = \"f\"\nsnap_start = \"fork\"\ncommand = [\"python3\", \"h.py\"]\n",
+            "runtime = \\\"model\\\"",
+        ),
+    ] {
+        let resp = s
+            .http
+            .put(s.url("/v1/functions/f"))
+            .body(manifest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("snap_start") && body.contains(says), "{body}");
+    }
+}
+
+fn unsafe_kill(pid: u64) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
