@@ -68,6 +68,7 @@ macro_rules! preset_tests {
 preset_tests! {
     quickstart_runs_quick => "quickstart",
     bansal_2024_lambda_vs_fargate_runs_quick => "bansal-2024-lambda-vs-fargate",
+    cold_start_strategies_runs_quick => "cold-start-strategies",
     daitan_tf_lambda_runs_quick => "daitan-tf-lambda",
     feyzkhanov_2021_graviton_runs_quick => "feyzkhanov-2021-graviton",
     modes_and_batching_runs_quick => "modes-and-batching",
@@ -189,6 +190,19 @@ fn runs_quick(name: &str) {
             assert!(csv.lines().filter(|l| l.starts_with("2:trace,")).count() > 0);
             let columns = trace["columns"].to_string();
             assert!(columns.contains("upload-to-answer") && columns.contains("load + inference"));
+        }
+        // Forked functions have a template, measured beside their instances;
+        // spawned ones have none.
+        "cold-start-strategies" => {
+            let memory = scenarios.iter().find(|s| s["kind"] == "memory").unwrap();
+            let rows = memory["rows"].as_array().unwrap();
+            assert_eq!(rows.len(), 8 * 2, "{memory}");
+            for r in rows {
+                let forked = r[0].as_str().unwrap().ends_with("-fork");
+                assert_eq!(r[3] != "-", forked, "{r}");
+                assert!(r[2].as_str().unwrap().parse::<u32>().unwrap() >= 1, "{r}");
+                assert!(r[5].as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{r}");
+            }
         }
         // Training time per feature count, from timed `virga models train`.
         "feyzkhanov-2021-graviton" => {

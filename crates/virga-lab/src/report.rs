@@ -568,6 +568,8 @@ pub fn charts(s: &ScenarioResult) -> Vec<(String, String)> {
                 ),
             ));
         }
+        // The table is the result: a few numbers per function, no series.
+        Kind::Memory => {}
     }
     out.retain(|(_, svg)| !svg.is_empty());
     out

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{bar, columns, f1, f2, opt, positive};
-use crate::load::Sample;
 use crate::run::{cfg, Lab, ScenarioResult};
 use crate::LabError;
 
@@ -106,8 +105,8 @@ impl Burst {
                     lab.deploy(&spec, &extra, &name).await?;
                     let job = lab.job_as(f, &name, payload, None)?;
                     let t0 = Instant::now();
-                    let samples = self.send(lab, &name, job.body, t0).await;
-                    let mut samples = samples;
+                    let mut samples =
+                        super::at_once(&lab.api, &name, job.body, self.size, t0, true).await;
                     let wait = Duration::from_secs_f64(self.wait_s);
                     super::settle(lab, &name, &mut samples, wait).await?;
                     let wall = t0.elapsed().as_secs_f64();
@@ -167,44 +166,6 @@ impl Burst {
             crate::run::Host::here().cores
         ));
         Ok(())
-    }
-
-    /// Sends the burst: every invocation at once, each on its own task.
-    async fn send(
-        &self,
-        lab: &Lab<'_>,
-        name: &str,
-        body: bytes::Bytes,
-        t0: Instant,
-    ) -> Vec<Sample> {
-        let tasks: Vec<_> = (0..self.size)
-            .map(|_| {
-                let (api, name, body) = (lab.api.clone(), name.to_string(), body.clone());
-                tokio::spawn(async move {
-                    let sent = t0.elapsed();
-                    let answer = api.invoke_async(&name, body).await;
-                    let ms = (t0.elapsed() - sent).as_secs_f64() * 1000.0;
-                    let (status, error, request_id) = match answer {
-                        Ok(id) => (202, None, Some(id)),
-                        Err(e) => (e.status(), Some(e.to_string()), None),
-                    };
-                    vec![Sample {
-                        t_ms: sent.as_secs_f64() * 1000.0,
-                        client_ms: ms,
-                        service_ms: ms,
-                        status,
-                        error,
-                        request_id,
-                        users: 0,
-                    }]
-                })
-            })
-            .collect();
-        let mut samples = crate::load::gather(tasks).await;
-        for s in &mut samples {
-            s.users = self.size;
-        }
-        samples
     }
 }
 

@@ -42,6 +42,7 @@ impl ColdStart {
             "vcpu",
             "cold n",
             "init p50 ms",
+            "init p99 ms",
             "init mean ms",
             "init ci95 ms",
             "cold total p50 ms",
@@ -98,6 +99,7 @@ impl ColdStart {
                     .map_or("-".into(), |v| format!("{v:.2}")),
                 format!("{}/{}", cs.cold, cs.requests),
                 opt(cs.init.as_ref().map(|s| s.p50), f2),
+                opt(cs.init.as_ref().map(|s| s.p99), f2),
                 opt(cs.init.as_ref().map(|s| s.mean), f2),
                 opt(cs.init.as_ref().and_then(|s| s.ci95), f2),
                 opt(cold_p50, f2),
@@ -113,7 +115,7 @@ impl ColdStart {
             r.groups.push(warm_g);
         }
         r.notes.push(format!(
-            "{repetitions} forced cold invocations per function (idle instances stopped before each); init = spawn to the runtime's first invocation/next, from the platform's records"
+            "{repetitions} forced cold invocations per function (idle instances stopped before each); init = spawn to the runtime's first invocation/next, from the platform's records (for a snap_start = \"fork\" function: the restore, fork to the child's first invocation/next)"
         ));
         if !lab.cost_columns().is_empty() {
             r.notes.push(format!(

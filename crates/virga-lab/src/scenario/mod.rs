@@ -19,6 +19,7 @@ mod burst;
 mod cold_start;
 mod compare;
 mod keep_alive;
+mod memory;
 mod open_loop;
 mod ramp;
 mod sweep;
@@ -31,6 +32,7 @@ pub use burst::Burst;
 pub use cold_start::ColdStart;
 pub use compare::Compare;
 pub use keep_alive::KeepAlive;
+pub use memory::Memory;
 pub use open_loop::{Arrival, OpenLoop};
 pub use ramp::{Ramp, Stage};
 pub use sweep::Sweep;
@@ -71,6 +73,7 @@ pub enum ScenarioKind {
     OpenLoop(OpenLoop),
     Burst(Burst),
     Train(Train),
+    Memory(Memory),
 }
 
 /// A scenario's kind without its settings: what results and reports carry.
@@ -88,6 +91,7 @@ pub enum Kind {
     OpenLoop,
     Burst,
     Train,
+    Memory,
 }
 
 impl Kind {
@@ -105,6 +109,7 @@ impl Kind {
             Kind::OpenLoop => "open-loop",
             Kind::Burst => "burst",
             Kind::Train => "train",
+            Kind::Memory => "memory",
         }
     }
 }
@@ -129,6 +134,7 @@ impl ScenarioKind {
             ScenarioKind::OpenLoop(_) => Kind::OpenLoop,
             ScenarioKind::Burst(_) => Kind::Burst,
             ScenarioKind::Train(_) => Kind::Train,
+            ScenarioKind::Memory(_) => Kind::Memory,
         }
     }
 }
@@ -158,6 +164,7 @@ impl Scenario {
             ScenarioKind::OpenLoop(k) => k.quick(),
             ScenarioKind::Burst(k) => k.quick(),
             ScenarioKind::Train(k) => k.quick(),
+            ScenarioKind::Memory(k) => k.quick(),
         }
     }
 
@@ -175,6 +182,7 @@ impl Scenario {
             ScenarioKind::OpenLoop(k) => k.check(),
             ScenarioKind::Burst(k) => k.check(),
             ScenarioKind::Train(k) => k.check(),
+            ScenarioKind::Memory(k) => k.check(),
         }
     }
 
@@ -211,8 +219,52 @@ impl Scenario {
             ScenarioKind::OpenLoop(k) => k.run(lab, r, functions, payload).await,
             ScenarioKind::Burst(k) => k.run(lab, r, functions, payload).await,
             ScenarioKind::Train(k) => k.run(lab, r, functions).await,
+            ScenarioKind::Memory(k) => k.run(lab, r, functions, payload).await,
         }
     }
+}
+
+/// `n` invocations of `name` sent at once, each on its own task: `Event`
+/// ones (a sample per acceptance, 202) or synchronous ones (a sample per
+/// answer); every sample counts `n` users.
+async fn at_once(
+    api: &crate::Client,
+    name: &str,
+    body: bytes::Bytes,
+    n: u32,
+    t0: std::time::Instant,
+    event: bool,
+) -> Vec<crate::load::Sample> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (api, name, body) = (api.clone(), name.to_string(), body.clone());
+            tokio::spawn(async move {
+                let sent = t0.elapsed();
+                let (status, error, request_id) = if event {
+                    match api.invoke_async(&name, body).await {
+                        Ok(id) => (202, None, Some(id)),
+                        Err(e) => (e.status(), Some(e.to_string()), None),
+                    }
+                } else {
+                    match api.invoke(&name, body).await {
+                        Ok(a) => (a.status, a.function_error, a.request_id),
+                        Err(e) => (e.status(), Some(e.to_string()), None),
+                    }
+                };
+                let ms = (t0.elapsed() - sent).as_secs_f64() * 1000.0;
+                vec![crate::load::Sample {
+                    t_ms: sent.as_secs_f64() * 1000.0,
+                    client_ms: ms,
+                    service_ms: ms,
+                    status,
+                    error,
+                    request_id,
+                    users: n,
+                }]
+            })
+        })
+        .collect();
+    crate::load::gather(tasks).await
 }
 
 /// Waits until every accepted asynchronous invocation in `samples` has a
