@@ -196,9 +196,9 @@ fn runs_quick(name: &str) {
         "cold-start-strategies" => {
             let memory = scenarios.iter().find(|s| s["kind"] == "memory").unwrap();
             let rows = memory["rows"].as_array().unwrap();
-            assert_eq!(rows.len(), 8 * 2, "{memory}");
+            assert_eq!(rows.len(), 9 * 2, "{memory}");
             for r in rows {
-                let forked = r[0].as_str().unwrap().ends_with("-fork");
+                let forked = r[0].as_str().unwrap().contains("-fork");
                 assert_eq!(r[3] != "-", forked, "{r}");
                 assert!(r[2].as_str().unwrap().parse::<u32>().unwrap() >= 1, "{r}");
                 assert!(r[5].as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{r}");

@@ -211,6 +211,12 @@ async fn the_template_lives_with_its_version_not_its_children() {
     let all = instances(&s, "iris").await;
     let second = template_pid(&all);
     assert_ne!(second, template);
+    let (_, logs, _) = s.cli(&["logs", "iris"]);
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("snap-start template") && l.contains("died")),
+        "the template's death is in the function's log: {logs}"
+    );
 
     // A redeploy retires the old template once its instances are gone; a
     // delete retires the new one. Nothing is left behind.
@@ -237,6 +243,73 @@ async fn the_template_lives_with_its_version_not_its_children() {
         .await,
         "{:?}",
         common::leftovers(s.pid())
+    );
+}
+
+/// A forked child has its own memory limit: one that runs out of memory
+/// dies alone, with Lambda's error, and the template and its other
+/// children keep serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forked_child_out_of_memory_dies_alone() {
+    use base64::Engine as _;
+    let s = Server::start(&[]).await;
+    let dir = s.dir.path();
+    virga_engine::fixtures::colour_classifier(&dir.join("colours.onnx"), 8);
+    let manifest = model_manifest(
+        "colours",
+        "image-classification",
+        "tract",
+        "colours.onnx",
+        true,
+    )
+    .replace("memory_mb = 1024", "memory_mb = 128");
+    deploy_text(&s, "colours", &manifest);
+    let png = |side, rgb| {
+        base64::engine::general_purpose::STANDARD
+            .encode(virga_engine::image::solid_png(side, side, rgb))
+    };
+    let small = json!({"image": png(32, [200, 10, 10]), "top_k": 1}).to_string();
+    // Two children, warm.
+    let (a, b) = tokio::join!(answer(&s, "colours", &small), answer(&s, "colours", &small));
+    assert_eq!(a, b);
+    let before = instances(&s, "colours").await;
+    let template = with_role(&before, "template")[0]["pid"].as_u64().unwrap();
+    let children: Vec<u64> = with_role(&before, "forked")
+        .iter()
+        .map(|c| c["pid"].as_u64().unwrap())
+        .collect();
+    assert!(!children.is_empty(), "{before:?}");
+
+    // A 64-megapixel image decodes to 192 MB: over a 128 MB instance.
+    let bomb = json!({"image": png(8000, [1, 2, 3]), "top_k": 1}).to_string();
+    let (status, headers, body) = s.invoke("colours", &bomb).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-amz-function-error"], "Unhandled", "{body}");
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        err["errorType"],
+        "Runtime.OutOfMemory",
+        "{body}\n{}",
+        s.log()
+    );
+
+    assert!(alive(template), "the template outlives its child's OOM");
+    let dead: Vec<u64> = children.iter().copied().filter(|&p| !alive(p)).collect();
+    assert_eq!(
+        dead.len(),
+        1,
+        "exactly the child that ran it died: {children:?}"
+    );
+    assert_eq!(
+        answer(&s, "colours", &small).await,
+        a,
+        "and the function serves on"
+    );
+    let recs = s.records(Some("colours")).await;
+    assert!(
+        recs.iter()
+            .any(|r| r["error_type"] == "Runtime.OutOfMemory"),
+        "{recs:?}"
     );
 }
 

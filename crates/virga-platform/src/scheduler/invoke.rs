@@ -265,7 +265,16 @@ impl Scheduler {
             if !t.is_dead() {
                 return Ok(t.clone());
             }
-            tracing::warn!(function = %f.manifest.name, template = %t.id, "the snap-start template died; making a new one");
+            let why = match t.phase() {
+                Phase::Dead(d) => format!("{}: {}", d.error_type, d.message),
+                _ => "gone".into(),
+            };
+            tracing::warn!(function = %f.manifest.name, template = %t.id, %why, "the snap-start template died; making a new one");
+            // In the function's log too, where its owner looks.
+            f.logs.push(format!(
+                "virga: snap-start template {} died ({why}); making a new one",
+                t.id
+            ));
         }
         let memory = self.reserve_memory(f).await.map_err(|e| {
             Failure::new(
