@@ -264,8 +264,8 @@ impl Lab<'_> {
         })
     }
 
-    /// Stops the function's idle instances and waits until none is left, so
-    /// the next invocation is cold. Gives up quietly after a second (a
+    /// Stops the function's idle instances and waits until none is left (but
+    /// a snap-start template), so the next invocation is cold. Gives up quietly after a second (a
     /// service with `min_instances` re-provisions at once): the record says
     /// whether each invocation was cold, and the tables count those.
     pub(crate) async fn force_cold(&self, function: &str) -> Result<(), LabError> {
@@ -274,7 +274,12 @@ impl Lab<'_> {
         }
         for _ in 0..100 {
             self.api.stop_idle(function).await?;
-            if self.api.instances(function).await?.is_empty() {
+            // A snap-start template serves no request: it stays.
+            let left = self.api.instances(function).await?;
+            if left
+                .iter()
+                .all(|i| i.role == virga_spec::api::InstanceRole::Template)
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
