@@ -244,11 +244,7 @@ impl Instance {
                 .await
                 .map_err(|e| SandboxError::Listener(std::io::Error::other(e)))?
                 .map_err(SandboxError::Listener)?;
-            net.listener
-                .set_nonblocking(true)
-                .map_err(SandboxError::Listener)?;
-            let listener =
-                tokio::net::TcpListener::from_std(net.listener).map_err(SandboxError::Listener)?;
+            let listener = to_tokio(net.listener)?;
             (
                 listener,
                 sandbox::netns::RUNTIME_API_ADDR.to_string(),
@@ -368,15 +364,12 @@ impl Instance {
         let listener = match &template.netns {
             Some(ns) => {
                 let ns = ns.try_clone().map_err(SandboxError::Listener)?;
-                let std_listener =
+                to_tokio(
                     tokio::task::spawn_blocking(move || sandbox::netns::bind_in(&ns))
                         .await
                         .map_err(|e| SandboxError::Listener(std::io::Error::other(e)))?
-                        .map_err(SandboxError::Listener)?;
-                std_listener
-                    .set_nonblocking(true)
-                    .map_err(SandboxError::Listener)?;
-                tokio::net::TcpListener::from_std(std_listener).map_err(SandboxError::Listener)?
+                        .map_err(SandboxError::Listener)?,
+                )?
             }
             None => tokio::net::TcpListener::bind(("127.0.0.1", 0))
                 .await
@@ -393,16 +386,13 @@ impl Instance {
             )),
             None => None,
         };
-        let remove_group = |g: &Option<Arc<dyn Cgroup>>| {
-            if let Some(g) = g {
-                g.remove();
-            }
-        };
         let shared = Shared::new(None);
         let server = tokio::spawn(runtime_api::serve(listener, shared.clone())).abort_handle();
         let fail = |e: SandboxError| {
             server.abort();
-            remove_group(&cgroup);
+            if let Some(g) = &cgroup {
+                g.remove();
+            }
             e
         };
 
@@ -653,6 +643,15 @@ impl Drop for Instance {
         self.shared.kill();
         self.server.abort();
     }
+}
+
+/// A listener bound by std (inside a namespace, on a thread of its own),
+/// made the async runtime's.
+fn to_tokio(listener: std::net::TcpListener) -> Result<tokio::net::TcpListener, SandboxError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(SandboxError::Listener)?;
+    tokio::net::TcpListener::from_std(listener).map_err(SandboxError::Listener)
 }
 
 /// After an instance's process ended (`reason`, in Lambda's words): its

@@ -98,15 +98,20 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     (StatusCode::OK, headers, job.payload).into_response()
 }
 
+/// What any other instance's listener answers on the template routes.
+fn not_a_template() -> Response {
+    api_error(
+        StatusCode::NOT_FOUND,
+        "NotATemplate",
+        "this instance is not a snap-start template",
+    )
+}
+
 /// A snap-start template's long poll for its next fork order; its first
 /// poll ends its initialisation. Only a template's listener answers it.
 async fn template_next(State(shared): State<Arc<Shared>>) -> Response {
     let Some(desk) = &shared.desk else {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            "NotATemplate",
-            "this instance is not a snap-start template",
-        );
+        return not_a_template();
     };
     shared.mark_ready();
     // Cancel-safe as `next`: an order is taken only once it is answered.
@@ -134,11 +139,7 @@ async fn template_next(State(shared): State<Arc<Shared>>) -> Response {
 /// child (204: release it) or refused it (4xx/5xx: kill it).
 async fn template_forked(State(shared): State<Arc<Shared>>, body: Body) -> Response {
     let Some(desk) = &shared.desk else {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            "NotATemplate",
-            "this instance is not a snap-start template",
-        );
+        return not_a_template();
     };
     let forked: virga_spec::contract::Forked = match to_bytes(body, MAX_ERROR_BYTES)
         .await

@@ -86,14 +86,6 @@ pub struct ModelHandler {
     init_ms: Option<f64>,
 }
 
-/// A small grey PNG, the warm-up input of image models.
-fn sample_png() -> Result<Vec<u8>, image::ImageError> {
-    let img = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)?;
-    Ok(out.into_inner())
-}
-
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
@@ -129,9 +121,10 @@ impl ModelHandler {
     pub fn warm(&self) {
         let info = self.model.info();
         let result = match info.task {
-            virga_engine::Task::ImageClassification => sample_png()
-                .map_err(|e| virga_engine::EngineError::Input(e.to_string()))
-                .and_then(|png| self.model.classify_images(&[png], 1).map(drop)),
+            virga_engine::Task::ImageClassification => {
+                let grey = virga_engine::image::solid_png(64, 64, [128, 128, 128]);
+                self.model.classify_images(&[grey], 1).map(drop)
+            }
             virga_engine::Task::TextEmbedding => self
                 .model
                 .embed(&["A sample sentence to warm the model.".to_string()])

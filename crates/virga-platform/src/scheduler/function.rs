@@ -48,16 +48,20 @@ impl Function {
         if let Some(t) = lock(&self.template).take() {
             let f = self.clone();
             tokio::spawn(async move {
+                // Those started meanwhile join the map: look again until
+                // every one is dead.
                 loop {
-                    let live: Vec<Arc<Instance>> = lock(&f.instances).values().cloned().collect();
+                    let live: Vec<Arc<Instance>> = lock(&f.instances)
+                        .values()
+                        .filter(|i| !i.is_dead())
+                        .cloned()
+                        .collect();
                     if live.is_empty() {
                         break;
                     }
                     for i in live {
                         i.dead().await;
                     }
-                    // Let the death watchers forget them.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 t.kill();
             });

@@ -142,6 +142,33 @@ fn start_failure(e: SandboxError) -> Failure {
     }
 }
 
+/// Waits for a started instance's initialisation (its first poll), within
+/// the init limit; a death or the limit becomes the start's failure.
+async fn await_ready(inst: &Arc<Instance>) -> Result<f64, Failure> {
+    // Should this wait be dropped, nothing would own the instance: stop it.
+    let unclaimed = KillOnDrop(Some(inst.clone()));
+    let ready = inst.ready(INIT_TIMEOUT).await;
+    unclaimed.disarm();
+    match ready {
+        Ok(init_ms) => Ok(init_ms),
+        Err(RunResult::Died(d)) => Err(Failure {
+            init_ms: Some(inst.age_ms()),
+            ..Failure::new(Status::Error, &d.error_type, d.message)
+        }),
+        Err(_) => Err(Failure {
+            init_ms: Some(inst.age_ms()),
+            ..Failure::new(
+                Status::Timeout,
+                "Sandbox.Timedout",
+                format!(
+                    "Init timed out after {:.2} seconds",
+                    INIT_TIMEOUT.as_secs_f64()
+                ),
+            )
+        }),
+    }
+}
+
 /// The instance's `AWS_LAMBDA_LOG_STREAM_NAME`: the function's prefix and
 /// its id.
 fn log_stream(f: &Function, id: &str) -> String {
@@ -155,14 +182,15 @@ fn log_stream(f: &Function, id: &str) -> String {
     format!("{prefix}{id}")
 }
 
-fn set_log_stream(spawn: &mut SpawnSpec, f: &Function, id: &str) {
-    let stream = log_stream(f, id);
+/// Appends the instance's id to the log stream a spawn spec (a copy of
+/// the function's) carries.
+fn set_log_stream(spawn: &mut SpawnSpec, id: &str) {
     if let Some((_, v)) = spawn
         .env
         .iter_mut()
         .find(|(k, _)| k == "AWS_LAMBDA_LOG_STREAM_NAME")
     {
-        *v = stream;
+        v.push_str(id);
     }
 }
 
@@ -205,7 +233,7 @@ impl Scheduler {
             spawn
                 .env
                 .push(("AWS_LAMBDA_INITIALIZATION_TYPE".into(), init_type.into()));
-            set_log_stream(&mut spawn, f, &id);
+            set_log_stream(&mut spawn, &id);
             Instance::launch(
                 LaunchSpec {
                     id: id.clone(),
@@ -231,28 +259,8 @@ impl Scheduler {
                 tracing::info!(instance = %watch_i.id, "idle instance exited");
             }
         });
-        // Should this wait be dropped, nothing would own the instance: stop it.
-        let unclaimed = KillOnDrop(Some(inst.clone()));
-        let ready = inst.ready(INIT_TIMEOUT).await;
-        unclaimed.disarm();
-        match ready {
-            Ok(init_ms) => Ok((inst, init_ms)),
-            Err(RunResult::Died(d)) => Err(Failure {
-                init_ms: Some(inst.age_ms()),
-                ..Failure::new(Status::Error, &d.error_type, d.message)
-            }),
-            Err(_) => Err(Failure {
-                init_ms: Some(inst.age_ms()),
-                ..Failure::new(
-                    Status::Timeout,
-                    "Sandbox.Timedout",
-                    format!(
-                        "Init timed out after {:.2} seconds",
-                        INIT_TIMEOUT.as_secs_f64()
-                    ),
-                )
-            }),
-        }
+        let init_ms = await_ready(&inst).await?;
+        Ok((inst, init_ms))
     }
 
     /// The ready snap-start template of `f`, made (load and warm-up) when
@@ -290,7 +298,7 @@ impl Scheduler {
         spawn
             .env
             .push(("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "snap-start".into()));
-        set_log_stream(&mut spawn, f, &id);
+        set_log_stream(&mut spawn, &id);
         let t = Instance::launch(
             LaunchSpec {
                 id,
@@ -303,31 +311,10 @@ impl Scheduler {
         )
         .await
         .map_err(start_failure)?;
-        let unclaimed = KillOnDrop(Some(t.clone()));
-        let ready = t.ready(INIT_TIMEOUT).await;
-        unclaimed.disarm();
-        let failed = |status: Status, error_type: &str, message: String| Failure {
-            init_ms: Some(t.age_ms()),
-            ..Failure::new(
-                status,
-                error_type,
-                format!("snap-start template: {message}"),
-            )
-        };
-        match ready {
-            Ok(_) => {}
-            Err(RunResult::Died(d)) => return Err(failed(Status::Error, &d.error_type, d.message)),
-            Err(_) => {
-                return Err(failed(
-                    Status::Timeout,
-                    "Sandbox.Timedout",
-                    format!(
-                        "Init timed out after {:.2} seconds",
-                        INIT_TIMEOUT.as_secs_f64()
-                    ),
-                ))
-            }
-        }
+        await_ready(&t).await.map_err(|f| Failure {
+            message: format!("snap-start template: {}", f.message),
+            ..f
+        })?;
         let watch = t.clone();
         tokio::spawn(async move {
             watch.dead().await;

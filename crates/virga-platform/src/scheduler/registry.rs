@@ -382,59 +382,45 @@ impl Scheduler {
     pub fn instances(&self, name: &str) -> Option<Vec<InstanceInfo>> {
         let f = self.get(name)?;
         let idle = f.idle_ids();
+        let info = |i: &Instance, phase: Phase, state: InstanceState| InstanceInfo {
+            id: i.id.clone(),
+            function: name.to_string(),
+            version: f.version.to_string(),
+            pid: i.pid,
+            state,
+            init_ms: match phase {
+                Phase::Ready { init_ms } => Some(init_ms),
+                _ => None,
+            },
+            invocations: i.invocations.load(Ordering::Relaxed),
+            started_at: i
+                .started
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            limits_enforced: i.limits_enforced,
+            isolation: i.isolation,
+            max_memory_mb: i.peak_memory_mb(),
+            role: i.role,
+        };
         let mut out: Vec<InstanceInfo> = lock(&f.instances)
             .values()
             .map(|i| {
                 let phase = i.phase();
-                InstanceInfo {
-                    id: i.id.clone(),
-                    function: name.to_string(),
-                    version: f.version.to_string(),
-                    pid: i.pid,
-                    state: match phase {
-                        Phase::Starting => InstanceState::Starting,
-                        _ if idle.contains(&i.id) => InstanceState::Idle,
-                        _ => InstanceState::Busy,
-                    },
-                    init_ms: match phase {
-                        Phase::Ready { init_ms } => Some(init_ms),
-                        _ => None,
-                    },
-                    invocations: i.invocations.load(Ordering::Relaxed),
-                    started_at: i
-                        .started
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    limits_enforced: i.limits_enforced,
-                    isolation: i.isolation,
-                    max_memory_mb: i.peak_memory_mb(),
-                    role: i.role,
-                }
+                let state = match phase {
+                    Phase::Starting => InstanceState::Starting,
+                    _ if idle.contains(&i.id) => InstanceState::Idle,
+                    _ => InstanceState::Busy,
+                };
+                info(i, phase, state)
             })
             .collect();
         if let Some(t) = lock(&f.template).as_ref().filter(|t| !t.is_dead()) {
-            out.push(InstanceInfo {
-                id: t.id.clone(),
-                function: name.to_string(),
-                version: f.version.to_string(),
-                pid: t.pid,
-                // It serves no invocation: ready is idle.
-                state: match t.phase() {
-                    Phase::Starting => InstanceState::Starting,
-                    _ => InstanceState::Idle,
-                },
-                init_ms: match t.phase() {
-                    Phase::Ready { init_ms } => Some(init_ms),
-                    _ => None,
-                },
-                invocations: 0,
-                started_at: t
-                    .started
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                limits_enforced: t.limits_enforced,
-                isolation: t.isolation,
-                max_memory_mb: t.peak_memory_mb(),
-                role: t.role,
-            });
+            let phase = t.phase();
+            // It serves no invocation: ready is idle.
+            let state = match phase {
+                Phase::Starting => InstanceState::Starting,
+                _ => InstanceState::Idle,
+            };
+            out.push(info(t, phase, state));
         }
         out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         Some(out)
