@@ -35,6 +35,53 @@ fn with_role<'a>(all: &'a [Value], role: &str) -> Vec<&'a Value> {
     all.iter().filter(|i| i["role"] == role).collect()
 }
 
+const ROWS: &str = r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
+
+/// A server with a forked iris classifier, which answered [`ROWS`] once;
+/// and its manifest.
+async fn forked_iris() -> (Server, String) {
+    let s = Server::start(&[]).await;
+    let iris = common::iris_model(&s);
+    let manifest = model_manifest("iris", "tabular-classification", "classical", &iris, true);
+    deploy_text(&s, "iris", &manifest);
+    assert_eq!(answer(&s, "iris", ROWS).await, setosa());
+    (s, manifest)
+}
+
+fn setosa() -> Value {
+    json!({"predictions": ["setosa"]})
+}
+
+/// Scales `name` to zero and waits until its forked instances are gone.
+async fn scale_to_zero(s: &Server, name: &str) {
+    let (code, _, err) = s.cli(&["scale-to-zero", name]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        common::eventually(10, || async {
+            with_role(&instances(s, name).await, "forked").is_empty()
+        })
+        .await
+    );
+}
+
+/// Deletes `name`; its process `pid` (`what`) stops and nothing of the
+/// server's is left behind.
+async fn delete_leaves_nothing(s: &Server, name: &str, pid: u64, what: &str) {
+    s.delete(name).await;
+    assert!(
+        common::eventually(10, || async { !alive(pid) }).await,
+        "a deleted function's {what} stops"
+    );
+    assert!(
+        common::eventually(10, || async {
+            common::leftovers(s.pid()) == (0, Vec::new())
+        })
+        .await,
+        "{:?}",
+        common::leftovers(s.pid())
+    );
+}
+
 fn alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -163,13 +210,7 @@ async fn forked_instances_answer_as_spawned_ones() {
 /// made again when it dies, and goes with its function version.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_template_lives_with_its_version_not_its_children() {
-    let s = Server::start(&[]).await;
-    let iris = common::iris_model(&s);
-    let manifest = model_manifest("iris", "tabular-classification", "classical", &iris, true);
-    deploy_text(&s, "iris", &manifest);
-    let rows = r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
-    let want = json!({"predictions": ["setosa"]});
-    assert_eq!(answer(&s, "iris", rows).await, want);
+    let (s, manifest) = forked_iris().await;
     let template_pid = |all: &[Value]| with_role(all, "template")[0]["pid"].as_u64().unwrap();
     let all = instances(&s, "iris").await;
     let template = template_pid(&all);
@@ -185,20 +226,13 @@ async fn the_template_lives_with_its_version_not_its_children() {
         "the killed child is forgotten"
     );
     assert!(alive(template), "the template outlives its child");
-    assert_eq!(answer(&s, "iris", rows).await, want);
+    assert_eq!(answer(&s, "iris", ROWS).await, setosa());
 
     // Scale to zero: the forked instances go, the template stays.
-    let (code, _, err) = s.cli(&["scale-to-zero", "iris"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        common::eventually(10, || async {
-            with_role(&instances(&s, "iris").await, "forked").is_empty()
-        })
-        .await
-    );
+    scale_to_zero(&s, "iris").await;
     let all = instances(&s, "iris").await;
     assert_eq!(template_pid(&all), template, "{all:?}");
-    assert_eq!(answer(&s, "iris", rows).await, want);
+    assert_eq!(answer(&s, "iris", ROWS).await, setosa());
     let recs = s.records(Some("iris")).await;
     assert!(recs.last().unwrap()["restore_ms"].is_number(), "{recs:?}");
 
@@ -207,7 +241,7 @@ async fn the_template_lives_with_its_version_not_its_children() {
     let (code, _, err) = s.cli(&["scale-to-zero", "iris"]);
     assert_eq!(code, 0, "{err}");
     assert!(common::eventually(10, || async { instances(&s, "iris").await.is_empty() }).await);
-    assert_eq!(answer(&s, "iris", rows).await, want);
+    assert_eq!(answer(&s, "iris", ROWS).await, setosa());
     let all = instances(&s, "iris").await;
     let second = template_pid(&all);
     assert_ne!(second, template);
@@ -229,21 +263,131 @@ async fn the_template_lives_with_its_version_not_its_children() {
         common::eventually(10, || async { !alive(second) }).await,
         "the old version's template stops"
     );
-    assert_eq!(answer(&s, "iris", rows).await, want);
+    assert_eq!(answer(&s, "iris", ROWS).await, setosa());
     let third = template_pid(&instances(&s, "iris").await);
-    s.delete("iris").await;
+    delete_leaves_nothing(&s, "iris", third, "template").await;
+}
+
+/// The template keeps one spare child forked and placed in its cgroup
+/// ahead of need: the next cold start releases it (the instance that
+/// answers is the spare), a new spare follows, and a spare that dies costs
+/// only the head start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spare_takes_the_next_cold_start() {
+    let (s, _) = forked_iris().await;
+
+    let spare = || async {
+        let all = instances(&s, "iris").await;
+        with_role(&all, "spare").first().map(|v| (*v).clone())
+    };
     assert!(
-        common::eventually(10, || async { !alive(third) }).await,
-        "a deleted function's template stops"
+        common::eventually(10, || async { spare().await.is_some() }).await,
+        "a spare follows the first cold start: {:?}",
+        instances(&s, "iris").await
     );
+    let first = spare().await.unwrap();
+    let (spare_id, spare_pid) = (
+        first["id"].as_str().unwrap().to_string(),
+        first["pid"].as_u64().unwrap(),
+    );
+    assert!(alive(spare_pid));
+    assert_eq!(first["invocations"], 0);
+    if first["limits_enforced"] == true {
+        // Placed before it was needed: already in its own cgroup.
+        let groups = std::fs::read_to_string(format!("/proc/{spare_pid}/cgroup")).unwrap();
+        assert!(groups.contains(&spare_id), "{groups}");
+    }
+
+    // Scale to zero, then a cold start: the spare is the instance that
+    // answers, with a restore time, and another spare takes its place.
+    scale_to_zero(&s, "iris").await;
+    assert_eq!(answer(&s, "iris", ROWS).await, setosa());
+    let recs = s.records(Some("iris")).await;
+    let last = recs.last().unwrap();
+    assert_eq!(last["instance_id"], spare_id.as_str(), "{last}");
+    assert_eq!(last["start"], "cold", "{last}");
+    assert!(last["restore_ms"].as_f64().unwrap() > 0.0, "{last}");
+    let all = instances(&s, "iris").await;
+    let served = with_role(&all, "forked");
+    assert_eq!(served.len(), 1, "{all:?}");
+    assert_eq!(served[0]["pid"].as_u64().unwrap(), spare_pid);
     assert!(
         common::eventually(10, || async {
-            common::leftovers(s.pid()) == (0, Vec::new())
+            spare().await.is_some_and(|v| v["id"] != spare_id.as_str())
         })
         .await,
-        "{:?}",
-        common::leftovers(s.pid())
+        "a new spare: {:?}",
+        instances(&s, "iris").await
     );
+
+    // A spare killed: the next cold start forks as without one.
+    let second = spare().await.unwrap();
+    let second_pid = second["pid"].as_u64().unwrap();
+    unsafe_kill(second_pid);
+    assert!(
+        common::eventually(10, || async {
+            spare().await.is_none_or(|v| v["pid"] != second_pid)
+        })
+        .await
+    );
+    scale_to_zero(&s, "iris").await;
+    assert_eq!(answer(&s, "iris", ROWS).await, setosa());
+    let recs = s.records(Some("iris")).await;
+    let last = recs.last().unwrap();
+    assert_ne!(last["instance_id"], second["id"], "{last}");
+    assert!(last["restore_ms"].as_f64().unwrap() > 0.0, "{last}");
+
+    // A delete takes the template's spare with it.
+    assert!(common::eventually(10, || async { spare().await.is_some() }).await);
+    let third = spare().await.unwrap()["pid"].as_u64().unwrap();
+    delete_leaves_nothing(&s, "iris", third, "spare").await;
+}
+
+/// The names of process `pid`'s threads.
+fn thread_names(pid: u64) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A forked child watches for idle spells to give its free heap back (a
+/// thread of its own, started after the fork: the template stays
+/// single-threaded); with `VIRGA_HEAP_TRIM_IDLE_MS = "off"` it does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forked_child_trims_its_heap_unless_told_not_to() {
+    let s = Server::start(&[]).await;
+    let iris = common::iris_model(&s);
+    let manifest = |name: &str, env: &str| {
+        model_manifest(name, "tabular-classification", "classical", &iris, true)
+            .replace("[model]", &format!("{env}[model]"))
+    };
+    deploy_text(&s, "trim", &manifest("trim", ""));
+    deploy_text(
+        &s,
+        "keep",
+        &manifest("keep", "env = { VIRGA_HEAP_TRIM_IDLE_MS = \"off\" }\n"),
+    );
+    let rows = ROWS;
+    let mut threads = Vec::new();
+    for name in ["trim", "keep"] {
+        answer(&s, name, rows).await;
+        let all = instances(&s, name).await;
+        let child = with_role(&all, "forked")[0]["pid"].as_u64().unwrap();
+        let template = with_role(&all, "template")[0]["pid"].as_u64().unwrap();
+        assert!(
+            !thread_names(template).iter().any(|n| n == "heap-trim"),
+            "{:?}",
+            thread_names(template)
+        );
+        threads.push(thread_names(child));
+    }
+    assert!(threads[0].iter().any(|n| n == "heap-trim"), "{threads:?}");
+    assert!(!threads[1].iter().any(|n| n == "heap-trim"), "{threads:?}");
 }
 
 /// A forked child has its own memory limit: one that runs out of memory

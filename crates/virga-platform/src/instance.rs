@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) phase: watch::Sender<Phase>,
     pub(crate) init_error: Mutex<Option<Death>>,
     pub(crate) spawned_at: Instant,
+    /// A spare's release: its restore is timed from here, not its fork.
+    released_at: std::sync::OnceLock<Instant>,
     /// Set when the platform kills the instance (timeout, reap, drain).
     stopping: AtomicBool,
     pid: std::sync::OnceLock<u32>,
@@ -98,10 +100,15 @@ pub(crate) struct ForkDesk {
     pub(crate) placing: Mutex<HashMap<String, oneshot::Sender<Placement>>>,
 }
 
-/// One fork order and where its report goes.
-pub(crate) struct Order {
-    pub(crate) order: ForkOrder,
-    pub(crate) placed: oneshot::Sender<Placement>,
+/// What the template's next long poll takes.
+pub(crate) enum Order {
+    /// A fork, and where its report goes.
+    Fork {
+        order: ForkOrder,
+        placed: oneshot::Sender<Placement>,
+    },
+    /// Let a held spare go on.
+    Release { id: String },
 }
 
 /// A template's report of a fork: the child's pid as the template sees it,
@@ -123,6 +130,7 @@ impl Shared {
             phase,
             init_error: Mutex::new(None),
             spawned_at: Instant::now(),
+            released_at: std::sync::OnceLock::new(),
             stopping: AtomicBool::new(false),
             pid: std::sync::OnceLock::new(),
             capture: Mutex::new(None),
@@ -131,9 +139,14 @@ impl Shared {
         })
     }
 
+    /// When the instance began: its spawn or fork, or a spare's release.
+    fn born(&self) -> Instant {
+        self.released_at.get().copied().unwrap_or(self.spawned_at)
+    }
+
     /// `invocation/next` arrived: the first one ends initialisation.
     pub(crate) fn mark_ready(&self) {
-        let init_ms = self.spawned_at.elapsed().as_secs_f64() * 1e3;
+        let init_ms = self.born().elapsed().as_secs_f64() * 1e3;
         self.phase.send_if_modified(|p| {
             if *p == Phase::Starting {
                 *p = Phase::Ready { init_ms };
@@ -188,6 +201,123 @@ pub struct ForkSpec {
 
 /// Longest wait for a template to fork a child and report it.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A child forked and placed in its cgroup, not yet an [`Instance`].
+struct Placed {
+    id: String,
+    pid: u32,
+    isolation: Isolation,
+    shared: Arc<Shared>,
+    cgroup: Option<Arc<dyn Cgroup>>,
+    server: AbortHandle,
+}
+
+impl Placed {
+    fn into_instance(self, ahead: bool) -> Arc<Instance> {
+        Arc::new(Instance {
+            id: self.id,
+            pid: self.pid,
+            limits_enforced: self.cgroup.is_some(),
+            isolation: self.isolation,
+            started: chrono::Utc::now(),
+            invocations: std::sync::atomic::AtomicU64::new(0),
+            ahead,
+            role: InstanceRole::Forked,
+            shared: self.shared,
+            cgroup: self.cgroup,
+            server: self.server,
+            netns: None,
+        })
+    }
+}
+
+/// A child a template forked and the platform placed ahead of need, held
+/// by the template until a cold start takes it: the fork and the cgroup
+/// move (on cgroup v1 a wait for an RCU grace period) are off the cold
+/// start's path, which only releases it. Dropped unreleased, it is killed.
+pub struct Spare {
+    placed: Option<Placed>,
+    template: String,
+    orders_tx: mpsc::Sender<Order>,
+    /// How long forking and placing it took.
+    pub prepare_ms: f64,
+    pub prepared: chrono::DateTime<chrono::Utc>,
+}
+
+impl Spare {
+    /// Forks and places a spare of `template` with the identity `spec`
+    /// gives it (its id, cgroup and environment).
+    pub async fn prepare(
+        template: &Instance,
+        spec: ForkSpec,
+        cgroups: Option<&dyn Cgroups>,
+    ) -> Result<Spare, SandboxError> {
+        let t0 = Instant::now();
+        let placed = Instance::place(template, spec, cgroups, true).await?;
+        let orders_tx = match &template.shared.desk {
+            Some(desk) => desk.orders_tx.clone(),
+            None => unreachable!("placed by a template"),
+        };
+        Ok(Spare {
+            placed: Some(placed),
+            template: template.id.clone(),
+            orders_tx,
+            prepare_ms: t0.elapsed().as_secs_f64() * 1e3,
+            prepared: chrono::Utc::now(),
+        })
+    }
+
+    /// Whether it was forked from `template` and still lives.
+    pub fn usable_with(&self, template: &Instance) -> bool {
+        self.template == template.id
+            && self
+                .placed
+                .as_ref()
+                .is_some_and(|p| !matches!(*p.shared.phase.borrow(), Phase::Dead(_)))
+    }
+
+    pub fn id(&self) -> &str {
+        self.placed.as_ref().map_or("", |p| &p.id)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.placed.as_ref().map_or(0, |p| p.pid)
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        self.placed
+            .as_ref()
+            .map_or(Isolation::None, |p| p.isolation)
+    }
+
+    pub fn limits_enforced(&self) -> bool {
+        self.placed.as_ref().is_some_and(|p| p.cgroup.is_some())
+    }
+
+    /// Lets the spare go on as an instance; its restore is timed from now.
+    pub async fn release(mut self, ahead: bool) -> Result<Arc<Instance>, SandboxError> {
+        let placed = self.placed.take().expect("released once");
+        let _ = placed.shared.released_at.set(Instant::now());
+        let release = Order::Release {
+            id: placed.id.clone(),
+        };
+        if self.orders_tx.send(release).await.is_err() {
+            placed.shared.kill();
+            placed.server.abort();
+            return Err(SandboxError::Fork("the template is gone".into()));
+        }
+        Ok(placed.into_instance(ahead))
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        if let Some(p) = self.placed.take() {
+            p.shared.kill();
+            p.server.abort();
+        }
+    }
+}
 
 /// A running (or just died) instance.
 pub struct Instance {
@@ -345,9 +475,7 @@ impl Instance {
     }
 
     /// Forks an instance from `template` (a ready snap-start template):
-    /// binds the child's Runtime API listener (in the template's network
-    /// namespace when it is confined), makes its cgroup, orders the fork,
-    /// moves the child into the cgroup before it runs, then lets it go.
+    /// see [`Instance::place`]; the template then lets the child go at once.
     /// Returns once the child is released; [`Instance::ready`] waits for
     /// its first poll (the restore time).
     pub async fn fork(
@@ -355,6 +483,22 @@ impl Instance {
         spec: ForkSpec,
         cgroups: Option<&dyn Cgroups>,
     ) -> Result<Arc<Instance>, SandboxError> {
+        let ahead = spec.ahead;
+        Ok(Instance::place(template, spec, cgroups, false)
+            .await?
+            .into_instance(ahead))
+    }
+
+    /// Binds the child's Runtime API listener (in the template's network
+    /// namespace when it is confined), makes its cgroup, orders the fork,
+    /// and moves the child into the cgroup before it runs. With `hold`, the
+    /// template keeps the child waiting for a release order.
+    async fn place(
+        template: &Instance,
+        spec: ForkSpec,
+        cgroups: Option<&dyn Cgroups>,
+        hold: bool,
+    ) -> Result<Placed, SandboxError> {
         let Some(desk) = &template.shared.desk else {
             return Err(SandboxError::Fork(format!(
                 "{} is not a template",
@@ -397,11 +541,12 @@ impl Instance {
         };
 
         let (placed_tx, placed_rx) = oneshot::channel();
-        let order = Order {
+        let order = Order::Fork {
             order: ForkOrder {
                 id: spec.id.clone(),
                 runtime_api: api_addr,
                 env: spec.env,
+                hold,
             },
             placed: placed_tx,
         };
@@ -471,20 +616,14 @@ impl Instance {
             bury(&watcher_shared, watcher_cgroup, Some(pid as u32), reason).await;
         });
 
-        Ok(Arc::new(Instance {
+        Ok(Placed {
             id: spec.id,
             pid: pid as u32,
-            limits_enforced: cgroup.is_some(),
             isolation: template.isolation,
-            started: chrono::Utc::now(),
-            invocations: std::sync::atomic::AtomicU64::new(0),
-            ahead: spec.ahead,
-            role: InstanceRole::Forked,
             shared,
             cgroup,
             server,
-            netns: None,
-        }))
+        })
     }
 
     /// The platform's pid of a process a template forked, from the pid the
@@ -592,7 +731,7 @@ impl Instance {
 
     /// Time since the process was spawned, in ms.
     pub fn age_ms(&self) -> f64 {
-        self.shared.spawned_at.elapsed().as_secs_f64() * 1e3
+        self.shared.born().elapsed().as_secs_f64() * 1e3
     }
 
     pub fn is_dead(&self) -> bool {

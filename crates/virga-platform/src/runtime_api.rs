@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use serde_json::json;
+use virga_spec::contract::TemplateOrder;
 
 use crate::instance::{Death, Reply, Shared};
 
@@ -128,11 +129,17 @@ async fn template_next(State(shared): State<Arc<Shared>>) -> Response {
             }
         }
     };
-    desk.placing
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(order.order.id.clone(), order.placed);
-    (StatusCode::OK, axum::Json(order.order)).into_response()
+    let order = match order {
+        crate::instance::Order::Fork { order, placed } => {
+            desk.placing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(order.id.clone(), placed);
+            TemplateOrder::Fork(order)
+        }
+        crate::instance::Order::Release { id } => TemplateOrder::Release { id },
+    };
+    (StatusCode::OK, axum::Json(order)).into_response()
 }
 
 /// A template reports a fork; answered once the platform has placed the

@@ -85,6 +85,10 @@ pub enum InstanceRole {
     Forked,
     /// The loaded, warmed process instances are forked from.
     Template,
+    /// A child of the template, forked and placed in its cgroup ahead of
+    /// the next cold start, which releases it; until then it runs nothing
+    /// and holds no memory of the host's budget.
+    Spare,
 }
 
 impl InstanceRole {
@@ -93,7 +97,13 @@ impl InstanceRole {
             InstanceRole::Spawned => "spawned",
             InstanceRole::Forked => "forked",
             InstanceRole::Template => "template",
+            InstanceRole::Spare => "spare",
         }
+    }
+
+    /// Whether it serves invocations (the template and its spare do not).
+    pub fn serves(self) -> bool {
+        matches!(self, InstanceRole::Spawned | InstanceRole::Forked)
     }
 }
 

@@ -39,12 +39,23 @@ pub const BATCH_ERRORS_FIELD: &str = "errors";
 pub const SNAP_START: &str = "VIRGA_SNAP_START";
 /// The value of [`SNAP_START`] that makes a template.
 pub const SNAP_START_TEMPLATE: &str = "template";
-/// A template's long poll for its next fork order, beside the Runtime API:
-/// answered with a [`ForkOrder`].
+/// A template's long poll for its next order, beside the Runtime API:
+/// answered with a [`TemplateOrder`].
 pub const TEMPLATE_NEXT_PATH: &str = "/2018-06-01/virga/template/next";
 /// Where a template reports a fork (a [`Forked`]); answered 204 once the
 /// platform has put the child in its cgroup, when the child may go on.
 pub const TEMPLATE_FORKED_PATH: &str = "/2018-06-01/virga/template/forked";
+
+/// What a template does next.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum TemplateOrder {
+    Fork(ForkOrder),
+    /// Let a child forked with [`ForkOrder::hold`] go on.
+    Release {
+        id: String,
+    },
+}
 
 /// One instance to fork: its id, its own Runtime API address and what it
 /// sets in its environment before it polls.
@@ -53,6 +64,11 @@ pub struct ForkOrder {
     pub id: String,
     pub runtime_api: String,
     pub env: Vec<(String, String)>,
+    /// Once placed, the child waits for a [`TemplateOrder::Release`] of its
+    /// id instead of going on at once: a spare, forked and placed ahead of
+    /// the cold start that will take it.
+    #[serde(default)]
+    pub hold: bool,
 }
 
 /// A template's report of one fork: the child's pid as the template sees it

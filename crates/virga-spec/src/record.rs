@@ -132,8 +132,9 @@ pub struct InvocationRecord {
     /// Spawn to the runtime's first `invocation/next`; only on cold
     /// invocations of a spawned instance.
     pub init_ms: Option<f64>,
-    /// Fork from the function's template to the child's first
-    /// `invocation/next` (Lambda SnapStart's Restore Duration); only on
+    /// From the fork of the function's template (or the release of the
+    /// spare it forked ahead) to the child's first `invocation/next`
+    /// (Lambda SnapStart's Restore Duration); only on
     /// cold invocations of a forked instance (`snap_start = "fork"`), which
     /// have no `init_ms`.
     #[serde(default)]

@@ -293,9 +293,31 @@ where
 
 /// Serves invocations with a handler built before (a forked instance's,
 /// loaded by its template), one at a time.
-pub fn serve_built<H: Handler>(handler: H) -> Result<(), WorkerError> {
+///
+/// A forked instance shares its template's pages; what it owns is its
+/// heap, where glibc keeps every freed activation buffer. So once it has
+/// been idle for `VIRGA_HEAP_TRIM_IDLE_MS` (default 10000; `off` never) it
+/// gives the free heap back to the kernel: a warm child idle that long
+/// holds little more than the template, and invocations closer together
+/// pay nothing. The first invocation after a trim faults its buffers in
+/// again (tens of ms for an image model at a fraction of a vCPU).
+pub fn serve_built<H: Handler>(mut handler: H) -> Result<(), WorkerError> {
     let client = RuntimeClient::from_env()?;
-    serve(&client, handler)
+    let idle = heap::trim_after();
+    let trimmer = idle.map(heap::Trimmer::start);
+    loop {
+        let (event, ctx) = client.next()?;
+        if let Some(t) = &trimmer {
+            t.busy();
+        }
+        match handler.handle(&event, &ctx) {
+            Ok(body) => client.respond(&ctx.request_id, &body)?,
+            Err(e) => client.fail(&ctx.request_id, &e)?,
+        }
+        if let Some(t) = &trimmer {
+            t.idle();
+        }
+    }
 }
 
 /// One polling loop: next, handle, reply, forever.
@@ -305,6 +327,136 @@ fn serve<H: Handler>(client: &RuntimeClient, mut handler: H) -> Result<(), Worke
         match handler.handle(&event, &ctx) {
             Ok(body) => client.respond(&ctx.request_id, &body)?,
             Err(e) => client.fail(&ctx.request_id, &e)?,
+        }
+    }
+}
+
+/// Giving an idle instance's free heap back.
+mod heap {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    const IDLE_VAR: &str = "VIRGA_HEAP_TRIM_IDLE_MS";
+    const DEFAULT_IDLE: Duration = Duration::from_secs(10);
+
+    /// How long an instance stays idle before it trims, from the
+    /// environment; `None` when trimming is off.
+    pub fn trim_after() -> Option<Duration> {
+        parse(std::env::var(IDLE_VAR).ok().as_deref())
+    }
+
+    fn parse(v: Option<&str>) -> Option<Duration> {
+        match v.map(str::trim) {
+            None | Some("") => Some(DEFAULT_IDLE),
+            Some("off") => None,
+            Some(ms) => Some(
+                ms.parse()
+                    .map(Duration::from_millis)
+                    .unwrap_or(DEFAULT_IDLE),
+            ),
+        }
+    }
+
+    /// `Some(since)` while idle and not yet trimmed.
+    type State = Mutex<Option<Instant>>;
+
+    /// A thread that trims once per idle spell of at least `after`.
+    pub struct Trimmer {
+        state: Arc<(State, Condvar)>,
+        /// Trims so far: what the tests watch.
+        #[cfg_attr(not(test), allow(dead_code))]
+        trims: Arc<AtomicUsize>,
+    }
+
+    impl Trimmer {
+        pub fn start(after: Duration) -> Trimmer {
+            let state: Arc<(State, Condvar)> = Arc::new((Mutex::new(None), Condvar::new()));
+            let trims = Arc::new(AtomicUsize::new(0));
+            let (s, n) = (state.clone(), trims.clone());
+            std::thread::Builder::new()
+                .name("heap-trim".into())
+                .spawn(move || watch(&s, after, &n))
+                .ok();
+            Trimmer { state, trims }
+        }
+
+        pub fn busy(&self) {
+            *lock(&self.state.0) = None;
+        }
+
+        pub fn idle(&self) {
+            *lock(&self.state.0) = Some(Instant::now());
+            self.state.1.notify_one();
+        }
+    }
+
+    fn lock(m: &State) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn watch(state: &(State, Condvar), after: Duration, trims: &AtomicUsize) {
+        let (m, cv) = state;
+        let mut idle = lock(m);
+        loop {
+            match *idle {
+                None => idle = cv.wait(idle).unwrap_or_else(|e| e.into_inner()),
+                Some(since) if since.elapsed() >= after => {
+                    // Trimmed for this spell; the lock is not held while
+                    // trimming, so the next invocation never waits on it.
+                    *idle = None;
+                    drop(idle);
+                    trim();
+                    trims.fetch_add(1, Ordering::SeqCst);
+                    idle = lock(m);
+                }
+                Some(since) => {
+                    idle = cv
+                        .wait_timeout(idle, after - since.elapsed())
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn trim() {
+        // SAFETY: malloc_trim only returns free heap pages to the kernel;
+        // it takes each arena's lock like any allocation.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_idle_time_comes_from_the_environment() {
+            assert_eq!(parse(None), Some(DEFAULT_IDLE));
+            assert_eq!(parse(Some("250")), Some(Duration::from_millis(250)));
+            assert_eq!(parse(Some("0")), Some(Duration::ZERO));
+            assert_eq!(parse(Some("off")), None);
+            assert_eq!(parse(Some("soon")), Some(DEFAULT_IDLE));
+        }
+
+        #[test]
+        fn an_idle_spell_trims_once_and_a_busy_one_never() {
+            let t = Trimmer::start(Duration::from_millis(20));
+            let trims = || t.trims.load(Ordering::SeqCst);
+            t.idle();
+            std::thread::sleep(Duration::from_millis(150));
+            assert_eq!(trims(), 1, "one trim per idle spell");
+            // Busy again before the idle time is up: no trim.
+            t.idle();
+            t.busy();
+            std::thread::sleep(Duration::from_millis(150));
+            assert_eq!(trims(), 1);
+            t.idle();
+            std::thread::sleep(Duration::from_millis(150));
+            assert_eq!(trims(), 2);
         }
     }
 }

@@ -7,7 +7,8 @@
 //! weights copy-on-write, and creates whatever threads it needs itself.
 //!
 //! One fork, in order:
-//! 1. `GET` [`TEMPLATE_NEXT_PATH`] (a long poll) returns a [`ForkOrder`];
+//! 1. `GET` [`TEMPLATE_NEXT_PATH`] (a long poll) returns a
+//!    [`TemplateOrder::Fork`];
 //! 2. fork; the child leads its own process group and blocks on a pipe;
 //! 3. the template reports the child's pid ([`TEMPLATE_FORKED_PATH`]); the
 //!    platform moves the child into the instance's cgroup and answers;
@@ -16,14 +17,28 @@
 //!    Runtime API address) and returns to the caller, which serves as any
 //!    instance does.
 //!
+//! A child forked with [`ForkOrder::hold`] (a spare) stays blocked after
+//! step 3 until a [`TemplateOrder::Release`] names it: forking and, above
+//! all, placing it (a cgroup v1 move waits for an RCU grace period) happen
+//! before the cold start that takes it.
+//!
 //! Children are reaped by the kernel (`SIGCHLD` ignored in the template;
 //! the child restores the default).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use virga_spec::contract::{ForkOrder, Forked, TEMPLATE_FORKED_PATH, TEMPLATE_NEXT_PATH};
+use virga_spec::contract::{
+    ForkOrder, Forked, TemplateOrder, TEMPLATE_FORKED_PATH, TEMPLATE_NEXT_PATH,
+};
 
 use crate::WorkerError;
+
+/// A child held until released: its pid and the pipe's write end.
+struct Held {
+    pid: i32,
+    fd: i32,
+}
 
 /// Serves fork orders; returns only in a forked child, which then serves
 /// invocations with `handler`, or with the error that stopped the template.
@@ -35,7 +50,16 @@ pub fn serve<H>(handler: H) -> Result<H, WorkerError> {
         source: e,
     };
     sys::ignore_children()?;
+    let mut held: HashMap<String, Held> = HashMap::new();
     loop {
+        // A held child that died (killed by the platform) needs no pipe.
+        held.retain(|_, h| {
+            let alive = sys::alive(h.pid);
+            if !alive {
+                sys::close(h.fd);
+            }
+            alive
+        });
         // No pooled connection: a child must not inherit one it could use.
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
@@ -47,11 +71,25 @@ pub fn serve<H>(handler: H) -> Result<H, WorkerError> {
             .map_err(|e| err(e.into()))?
             .into_string()
             .map_err(|e| err(e.into()))?;
-        let order: ForkOrder = serde_json::from_str(&text).map_err(|e| err(e.into()))?;
+        let order = match serde_json::from_str(&text).map_err(|e| err(e.into()))? {
+            TemplateOrder::Fork(order) => order,
+            TemplateOrder::Release { id } => {
+                // Unknown: it died meanwhile; the platform sees that itself.
+                if let Some(h) = held.remove(&id) {
+                    sys::release(h.fd);
+                    sys::close(h.fd);
+                }
+                continue;
+            }
+        };
         let (read, write) = sys::pipe()?;
         match sys::fork()? {
             0 => {
                 sys::close(write);
+                // Its siblings' pipes are not its to write.
+                for h in held.values() {
+                    sys::close(h.fd);
+                }
                 sys::child_setup();
                 let released = sys::wait_byte(read);
                 sys::close(read);
@@ -60,12 +98,7 @@ pub fn serve<H>(handler: H) -> Result<H, WorkerError> {
                     // The platform refused it, or the template died first.
                     sys::exit(1);
                 }
-                for (k, v) in &order.env {
-                    std::env::set_var(k, v);
-                }
-                std::env::set_var("AWS_LAMBDA_RUNTIME_API", &order.runtime_api);
-                std::env::remove_var(virga_spec::contract::SNAP_START);
-                return Ok(handler);
+                return Ok(become_instance(handler, &order));
             }
             pid => {
                 sys::close(read);
@@ -80,15 +113,28 @@ pub fn serve<H>(handler: H) -> Result<H, WorkerError> {
                     .post(&format!("{base}{TEMPLATE_FORKED_PATH}"))
                     .set("Content-Type", "application/json")
                     .send_string(&report);
-                if placed.is_ok() {
-                    sys::release(write);
-                } else {
+                if placed.is_err() {
                     sys::kill(pid);
+                } else if order.hold {
+                    held.insert(order.id, Held { pid, fd: write });
+                    continue;
+                } else {
+                    sys::release(write);
                 }
                 sys::close(write);
             }
         }
     }
+}
+
+/// In a released child: the environment of the instance it now is.
+fn become_instance<H>(handler: H, order: &ForkOrder) -> H {
+    for (k, v) in &order.env {
+        std::env::set_var(k, v);
+    }
+    std::env::set_var("AWS_LAMBDA_RUNTIME_API", &order.runtime_api);
+    std::env::remove_var(virga_spec::contract::SNAP_START);
+    handler
 }
 
 #[allow(unsafe_code)]
@@ -175,6 +221,13 @@ mod sys {
         unsafe {
             libc::setpgid(pid, pid);
         }
+    }
+
+    /// Whether the template's child `pid` still exists (it is reaped at
+    /// once, `SIGCHLD` being ignored).
+    pub fn alive(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        pid > 0 && unsafe { libc::kill(pid, 0) } == 0
     }
 
     pub fn kill(pid: i32) {

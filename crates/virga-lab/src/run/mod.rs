@@ -274,12 +274,9 @@ impl Lab<'_> {
         }
         for _ in 0..100 {
             self.api.stop_idle(function).await?;
-            // A snap-start template serves no request: it stays.
+            // A snap-start template and its spare serve no request: they stay.
             let left = self.api.instances(function).await?;
-            if left
-                .iter()
-                .all(|i| i.role == virga_spec::api::InstanceRole::Template)
-            {
+            if left.iter().all(|i| !i.role.serves()) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -115,7 +115,7 @@ impl ColdStart {
             r.groups.push(warm_g);
         }
         r.notes.push(format!(
-            "{repetitions} forced cold invocations per function (idle instances stopped before each); init = spawn to the runtime's first invocation/next, from the platform's records (for a snap_start = \"fork\" function: the restore, fork to the child's first invocation/next)"
+            "{repetitions} forced cold invocations per function (idle instances stopped before each); init = spawn to the runtime's first invocation/next, from the platform's records (for a snap_start = \"fork\" function: the restore, from the fork or the release of a spare forked ahead to the child's first invocation/next)"
         ));
         if !lab.cost_columns().is_empty() {
             r.notes.push(format!(

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use virga_spec::api::{InstanceInfo, InstanceRole};
+use virga_spec::api::InstanceInfo;
 
 use super::{bar, columns, f1};
 use crate::run::{cfg, Lab, ScenarioResult};
@@ -19,13 +19,19 @@ use crate::LabError;
 
 /// For each function and each count in `instances`: from zero, that many
 /// requests at once (repeated while fewer instances are warm, at most
-/// `attempts` times), then the PSS of its instances and template.
+/// `attempts` times), then, after `idle_ms` with nothing to do, the PSS of
+/// its instances and template.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Memory {
     pub instances: Vec<u32>,
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// How long the warm instances sit idle before their memory is read:
+    /// what keep-alive holds is idle instances (a forked child gives its
+    /// free heap back after 10 s idle). 0: at once.
+    #[serde(default)]
+    pub idle_ms: u64,
 }
 
 fn default_attempts() -> u32 {
@@ -39,6 +45,7 @@ impl Memory {
         }
         self.instances.dedup();
         super::cap(&mut self.attempts, 2);
+        super::cap(&mut self.idle_ms, 1000);
     }
 
     pub(super) fn check(&self) -> Result<(), String> {
@@ -88,14 +95,18 @@ impl Memory {
                     samples
                         .extend(super::at_once(&lab.api, f, job.body.clone(), n, t0, false).await);
                     warm = lab.api.instances(f).await?;
-                    let serving = warm.iter().filter(|i| i.role != InstanceRole::Template);
+                    let serving = warm.iter().filter(|i| i.role.serves());
                     if serving.count() >= n as usize {
                         break;
                     }
                 }
+                if self.idle_ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(self.idle_ms)).await;
+                    warm = lab.api.instances(f).await?;
+                }
                 let pss = pss_by_instance(&warm);
                 let (template, serving): (Vec<&InstanceInfo>, Vec<&InstanceInfo>) =
-                    warm.iter().partition(|i| i.role == InstanceRole::Template);
+                    warm.iter().partition(|i| !i.role.serves());
                 let mb = |is: &[&InstanceInfo]| {
                     is.iter()
                         .filter_map(|i| pss.get(&i.pid))
@@ -132,6 +143,12 @@ impl Memory {
             lab.force_cold(f).await?;
         }
         pb.finish_and_clear();
+        if self.idle_ms > 0 {
+            r.notes.push(format!(
+                "memory read after the warm instances sat idle for {} ms",
+                self.idle_ms
+            ));
+        }
         r.notes.push(
             "PSS = proportional set size from /proc/PID/smaps_rollup, summed over each instance's processes (a confined instance's helper, init and runtime; a template's without its forked children, which are instances of their own): shared pages count once in total, split between the processes that share them. asked = requests sent at once from zero (repeated while fewer instances were warm); instances = warm instances then; per instance = total / instances, the template included".into(),
         );
@@ -211,9 +228,11 @@ mod tests {
         let mut m = Memory {
             instances: vec![1, 8],
             attempts: 5,
+            idle_ms: 2000,
         };
         m.quick();
         assert_eq!(m.instances, vec![1, 2]);
+        assert_eq!(m.idle_ms, 1000);
         assert!(m.check().is_ok());
         m.instances = vec![0];
         assert!(m.check().is_err());

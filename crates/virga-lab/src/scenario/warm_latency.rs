@@ -9,17 +9,22 @@ use crate::run::{cfg, Lab, ScenarioResult};
 use crate::LabError;
 
 /// `requests` sequential warm invocations of each function with each of
-/// `payloads` (after one warm-up).
+/// `payloads` (after one warm-up), `gap_ms` apart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmLatency {
     pub payloads: Vec<String>,
     pub requests: u32,
+    /// Idle time before each request (0: back to back): a warm instance
+    /// that sat idle may have given memory back, or gone cold in a cache.
+    #[serde(default)]
+    pub gap_ms: u64,
 }
 
 impl WarmLatency {
     pub(super) fn quick(&mut self) {
         super::cap(&mut self.requests, 3);
+        super::cap(&mut self.gap_ms, 1500);
     }
 
     /// `payload` is the scenario's common one, which this kind does not send.
@@ -62,6 +67,9 @@ impl WarmLatency {
                     if lab.stop.stopped() {
                         break;
                     }
+                    if self.gap_ms > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(self.gap_ms)).await;
+                    }
                     samples.extend(load::sequential(&lab.target, &job, 1, &lab.stop).await);
                     pb.inc(1);
                 }
@@ -71,7 +79,11 @@ impl WarmLatency {
                     .group(
                         format!("{f} {p}"),
                         f,
-                        cfg(&[("payload", json!(p)), ("payload_kb", json!(kb))]),
+                        cfg(&[
+                            ("payload", json!(p)),
+                            ("payload_kb", json!(kb)),
+                            ("gap_ms", json!(self.gap_ms)),
+                        ]),
                         samples,
                         0.0,
                     )
@@ -93,6 +105,10 @@ impl WarmLatency {
             }
         }
         r.notes.push("sequential warm invocations after one discarded warm-up; payload KB is the request body (base64 JSON for images)".into());
+        if self.gap_ms > 0 {
+            r.notes
+                .push(format!("each request sent after {} ms idle", self.gap_ms));
+        }
         Ok(())
     }
 }

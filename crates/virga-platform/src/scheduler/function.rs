@@ -33,6 +33,11 @@ pub(super) struct Function {
     pub(super) template: Mutex<Option<Arc<Instance>>>,
     /// Held while a template is made, so one is made at a time.
     pub(super) making_template: tokio::sync::Mutex<()>,
+    /// The template's spare child, forked and placed for the next cold
+    /// start.
+    pub(super) spare: Mutex<Option<Spare>>,
+    /// Set while a spare is being prepared, so one is at a time.
+    pub(super) making_spare: AtomicBool,
     pub(super) wake: Notify,
     pub(super) retired: AtomicBool,
     pub(super) logs: Arc<LogRing>,
@@ -42,6 +47,7 @@ pub(super) struct Function {
 impl Function {
     pub(super) fn retire(self: &Arc<Self>) {
         self.retired.store(true, Ordering::SeqCst);
+        drop(lock(&self.spare).take());
         // The template goes once the revision's last instance has: a
         // confined template's children live in its pid namespace, and
         // invocations in flight finish on the old revision.

@@ -205,28 +205,23 @@ impl Scheduler {
     ) -> Result<(Arc<Instance>, f64), Failure> {
         let seq = self.instance_seq.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{}-{:x}", f.manifest.name, f.version, seq);
+        let ahead = init_type != "on-demand";
         let launched = if f.manifest.snap_start == SnapStart::Fork {
             let template = self.template_of(f).await?;
-            let env = vec![
-                // Lambda's value for every SnapStart environment.
-                (
-                    "AWS_LAMBDA_INITIALIZATION_TYPE".to_string(),
-                    "snap-start".to_string(),
-                ),
-                ("AWS_LAMBDA_LOG_STREAM_NAME".to_string(), log_stream(f, &id)),
-            ];
-            Instance::fork(
-                &template,
-                ForkSpec {
-                    name: format!("{}-{}", id, std::process::id()),
-                    id: id.clone(),
-                    limits: f.spawn.limits,
-                    env,
-                    ahead: init_type != "on-demand",
-                },
-                self.config.cgroups.as_deref(),
-            )
-            .await
+            let spare = lock(&f.spare).take().filter(|s| s.usable_with(&template));
+            let launched = match spare {
+                Some(spare) => spare.release(ahead).await,
+                None => {
+                    Instance::fork(
+                        &template,
+                        self.fork_spec(f, id, ahead),
+                        self.config.cgroups.as_deref(),
+                    )
+                    .await
+                }
+            };
+            self.prepare_spare(f, &template);
+            launched
         } else {
             let mut spawn = f.spawn.clone();
             spawn.name = format!("{}-{}", id, std::process::id());
@@ -236,9 +231,9 @@ impl Scheduler {
             set_log_stream(&mut spawn, &id);
             Instance::launch(
                 LaunchSpec {
-                    id: id.clone(),
+                    id,
                     spawn,
-                    ahead: init_type != "on-demand",
+                    ahead,
                     template: false,
                 },
                 self.config.cgroups.as_deref(),
@@ -247,7 +242,7 @@ impl Scheduler {
             .await
         };
         let inst = launched.map_err(start_failure)?;
-        lock(&f.instances).insert(id.clone(), inst.clone());
+        lock(&f.instances).insert(inst.id.clone(), inst.clone());
         // Forget the instance when it dies, wherever it is.
         let watch_f = f.clone();
         let watch_i = inst.clone();
@@ -261,6 +256,59 @@ impl Scheduler {
         });
         let init_ms = await_ready(&inst).await?;
         Ok((inst, init_ms))
+    }
+
+    /// How to fork an instance `id` of `f`.
+    fn fork_spec(&self, f: &Function, id: String, ahead: bool) -> ForkSpec {
+        let env = vec![
+            // Lambda's value for every SnapStart environment.
+            (
+                "AWS_LAMBDA_INITIALIZATION_TYPE".to_string(),
+                "snap-start".to_string(),
+            ),
+            ("AWS_LAMBDA_LOG_STREAM_NAME".to_string(), log_stream(f, &id)),
+        ];
+        ForkSpec {
+            name: format!("{}-{}", id, std::process::id()),
+            id,
+            limits: f.spawn.limits,
+            env,
+            ahead,
+        }
+    }
+
+    /// Forks and places the next cold start's spare in the background,
+    /// unless one is ready or on its way. A failure only costs the next
+    /// cold start its head start: it forks as without a spare.
+    fn prepare_spare(self: &Arc<Self>, f: &Arc<Function>, template: &Arc<Instance>) {
+        if f.retired.load(Ordering::SeqCst)
+            || lock(&f.spare)
+                .as_ref()
+                .is_some_and(|s| s.usable_with(template))
+            || f.making_spare.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let (me, f, template) = (self.clone(), f.clone(), template.clone());
+        tokio::spawn(async move {
+            let seq = me.instance_seq.fetch_add(1, Ordering::Relaxed);
+            let id = format!("{}-{}-{:x}", f.manifest.name, f.version, seq);
+            let spec = me.fork_spec(&f, id, false);
+            match Spare::prepare(&template, spec, me.config.cgroups.as_deref()).await {
+                Ok(spare) => {
+                    tracing::debug!(function = %f.manifest.name, spare = %spare.id(), prepare_ms = spare.prepare_ms, "spare forked and placed");
+                    let mut slot = lock(&f.spare);
+                    // Retired meanwhile: dropping it kills it.
+                    if !f.retired.load(Ordering::SeqCst) && !template.is_dead() {
+                        *slot = Some(spare);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(function = %f.manifest.name, error = %e, "cannot prepare a snap-start spare");
+                }
+            }
+            f.making_spare.store(false, Ordering::SeqCst);
+        });
     }
 
     /// The ready snap-start template of `f`, made (load and warm-up) when

@@ -38,7 +38,7 @@ use virga_spec::{
 };
 
 use crate::instance::{
-    ForkSpec, Instance, InstanceRole, Isolation, Job, LaunchSpec, Phase, Reply, RunResult,
+    ForkSpec, Instance, InstanceRole, Isolation, Job, LaunchSpec, Phase, Reply, RunResult, Spare,
 };
 use crate::logs::LogRing;
 use crate::meter::{report_line, Meter};

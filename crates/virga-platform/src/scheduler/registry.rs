@@ -227,6 +227,8 @@ impl Scheduler {
             instances: Mutex::new(HashMap::new()),
             template: Mutex::new(None),
             making_template: tokio::sync::Mutex::new(()),
+            spare: Mutex::new(None),
+            making_spare: AtomicBool::new(false),
             wake: Notify::new(),
             retired: AtomicBool::new(false),
             logs,
@@ -421,6 +423,24 @@ impl Scheduler {
                 _ => InstanceState::Idle,
             };
             out.push(info(t, phase, state));
+            if let Some(s) = lock(&f.spare).as_ref().filter(|s| s.usable_with(t)) {
+                out.push(InstanceInfo {
+                    id: s.id().to_string(),
+                    function: name.to_string(),
+                    version: f.version.to_string(),
+                    pid: s.pid(),
+                    state: InstanceState::Idle,
+                    init_ms: None,
+                    invocations: 0,
+                    started_at: s
+                        .prepared
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    limits_enforced: s.limits_enforced(),
+                    isolation: s.isolation(),
+                    max_memory_mb: None,
+                    role: InstanceRole::Spare,
+                });
+            }
         }
         out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         Some(out)
