@@ -5,7 +5,7 @@
 # its quick form. Installs what the tests need first: python3 (the test
 # runtimes are Python custom runtimes), numpy and onnx (converters) and, where
 # pip can fetch it, the AWS CLI (one test invokes through it; it skips
-# without it). Everything builds once, in the release profile the README's
+# without it), and nats-server (the cluster's broker). Everything builds once, in the release profile the README's
 # first command uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +70,17 @@ fi
 if [ -e "$fashion_mnist_dir/train-images-idx3-ubyte.gz" ] \
     || [ -e "$fashion_mnist_dir/train-images-idx3-ubyte" ]; then
     export VIRGA_REQUIRE_DATASETS=1
+fi
+
+# The cluster tests start a real NATS JetStream broker (Debian package
+# `nats-server`, 2.9) on a loopback port; with it installed, they may not
+# skip.
+if ! command -v nats-server >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq nats-server) >/dev/null 2>&1 \
+        || echo "note: nats-server could not be installed; the cluster tests will skip"
+fi
+if command -v nats-server >/dev/null 2>&1; then
+    export VIRGA_REQUIRE_NATS=1
 fi
 
 # `virga bench` presets pull the ONNX models they need on first use

@@ -50,6 +50,23 @@ pub struct ServeArgs {
     /// (`virga deploy` sends the manifest's directory). Repeatable.
     #[arg(long = "code-dir", value_name = "DIR")]
     pub code_dirs: Vec<PathBuf>,
+    /// Join a cluster on a NATS JetStream broker: its servers,
+    /// comma-separated (nats://HOST:PORT,...). Deployments, code and
+    /// records are shared through it; see the guide's cluster section.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This node's name in the cluster (letters, digits, '-', '_').
+    /// Default: the host's name.
+    #[arg(long, requires = "cluster")]
+    pub node: Option<String>,
+    /// A file with the broker credentials: `user:password` on one line,
+    /// or an NKey seed.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_credentials: Option<PathBuf>,
+    /// Copies the broker keeps of each bucket and stream: 1, or 3 on a
+    /// three-server broker.
+    #[arg(long, default_value_t = 1, requires = "cluster")]
+    pub cluster_replicas: usize,
 }
 
 /// `--isolation`.
@@ -72,6 +89,10 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         auth,
         allow_hosts,
         code_dirs,
+        cluster,
+        node,
+        cluster_credentials,
+        cluster_replicas,
     } = args;
     init_tracing("info");
     let mut config = virga_platform::PlatformConfig::new(addr, data_dir);
@@ -84,8 +105,34 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     config.auth = auth;
     config.allowed_hosts = allow_hosts;
     config.code_dirs = code_dirs;
+    if !cluster.is_empty() {
+        config.cluster = Some(virga_platform::cluster::ClusterConfig {
+            servers: cluster,
+            node: node.unwrap_or_else(host_name),
+            credentials: cluster_credentials,
+            replicas: cluster_replicas,
+        });
+    }
     run_platform(config).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The host's name, as a cluster node's default name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| {
+            h.trim()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_else(|_| "node".into())
 }
 
 /// The built-in runtime an embedded platform starts: this very executable

@@ -415,6 +415,11 @@ fn readable_file(file: &Path, exec: bool) -> Result<(), CodeError> {
     fs::set_permissions(file, fs::Permissions::from_mode(mode)).map_err(io_err(file))
 }
 
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(Sha256::digest(bytes).as_slice())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -475,7 +475,7 @@ impl Instance {
     }
 
     /// Forks an instance from `template` (a ready snap-start template):
-    /// see [`Instance::place`]; the template then lets the child go at once.
+    /// see `Instance::place`; the template then lets the child go at once.
     /// Returns once the child is released; [`Instance::ready`] waits for
     /// its first poll (the restore time).
     pub async fn fork(

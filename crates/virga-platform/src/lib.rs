@@ -7,6 +7,7 @@
 //! Invariant: the platform never links an ML engine; models live in instance processes.
 
 pub mod access;
+pub mod cluster;
 pub mod code;
 pub mod events;
 pub mod gateway;
@@ -58,6 +59,9 @@ pub enum PlatformError {
     /// access control could not be set up (or is missing off loopback)
     #[error(transparent)]
     Access(#[from] access::AccessError),
+    /// the cluster's broker could not be joined
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// `virga serve --shutdown-grace-ms`'s default.
@@ -97,6 +101,8 @@ pub struct PlatformConfig {
     /// Under `--auth sigv4`, host directories besides `functions_dir` that
     /// a deploy through the API may capture code from (`base_dir`).
     pub code_dirs: Vec<PathBuf>,
+    /// Join a cluster on a NATS JetStream broker (`--cluster`).
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// A function's log file rotates past this size ...
@@ -124,6 +130,7 @@ impl PlatformConfig {
             auth: access::AuthMode::None,
             allowed_hosts: Vec::new(),
             code_dirs: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -168,6 +175,14 @@ impl Platform {
             );
         }
         let store = Arc::new(Store::open(&config.data_dir)?);
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let (cluster, records) = cluster::Cluster::join(c, &config.data_dir).await?;
+                tracing::info!(node = %c.node, servers = %c.servers.join(","), "joined the cluster");
+                Some((cluster, records))
+            }
+            None => None,
+        };
         upkeep::start();
         if let Some(keep) = config.retain_records {
             // Once now, then every minute, off the async threads.
@@ -223,7 +238,10 @@ impl Platform {
                     .max_memory_mb
                     .unwrap_or_else(scheduler::budget::MemoryBudget::host_default_mb),
             },
-            Meter::new(store),
+            match &cluster {
+                Some((c, _)) => Meter::with_sink(store, c.records()),
+                None => Meter::new(store),
+            },
         );
         let restored = scheduler.restore()?;
         if restored > 0 {
@@ -232,6 +250,11 @@ impl Platform {
         if let Some(dir) = &config.functions_dir {
             deploy_dir(&scheduler, dir)?;
         }
+        // The cluster's deployments after this node's own.
+        let cluster = cluster.map(|(c, records)| {
+            c.start(scheduler.clone(), records);
+            c
+        });
         // After the functions, so resumed events find them.
         let events = events::Events::start(&config.data_dir, scheduler.clone())?;
         let listener = tokio::net::TcpListener::bind(config.addr)
@@ -244,6 +267,7 @@ impl Platform {
             scheduler: scheduler.clone(),
             events: events.clone(),
             access,
+            cluster,
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

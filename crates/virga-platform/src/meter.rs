@@ -13,6 +13,8 @@ use crate::store::Store;
 
 pub struct Meter {
     store: Arc<Store>,
+    /// Where a cluster node sends its records on to the other nodes.
+    sink: Option<tokio::sync::mpsc::Sender<InvocationRecord>>,
 }
 
 /// Histogram buckets (seconds) of every `*_seconds` metric: from a warm
@@ -108,7 +110,17 @@ fn describe() {
 impl Meter {
     pub fn new(store: Arc<Store>) -> Self {
         prometheus();
-        Meter { store }
+        Meter { store, sink: None }
+    }
+
+    /// As [`Meter::new`], also handing every record to `sink` (a cluster's
+    /// publisher); a full sink drops it there, never blocks.
+    pub fn with_sink(store: Arc<Store>, sink: tokio::sync::mpsc::Sender<InvocationRecord>) -> Self {
+        prometheus();
+        Meter {
+            store,
+            sink: Some(sink),
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -140,6 +152,11 @@ impl Meter {
             .record(r.duration_ms / 1e3);
         metrics::histogram!("virga_queue_duration_seconds", "function" => function)
             .record(r.queue_ms / 1e3);
+        if let Some(sink) = &self.sink {
+            if sink.try_send(r.clone()).is_err() {
+                metrics::counter!("virga_cluster_records_dropped_total").increment(1);
+            }
+        }
         self.store.insert(r);
     }
 }

@@ -139,6 +139,17 @@ pub(super) fn too_large(limit: usize, what: &str) -> ApiError {
     )
 }
 
+/// What needs the broker while it is away, or what it refused.
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceException",
+            e.to_string(),
+        )
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::new(

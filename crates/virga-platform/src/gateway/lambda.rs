@@ -169,7 +169,13 @@ pub(super) async fn aws_update_code(
     let zip = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|e| ApiError::bad_request(format!("ZipFile is not base64: {e}")))?;
+    if let Some(c) = state.cluster.as_ref().filter(|c| !c.reachable()) {
+        return Err(c.unreachable().into());
+    }
     let scheduler = state.scheduler.clone();
     let info = tokio::task::spawn_blocking(move || scheduler.update_code(&name, &zip)).await??;
+    if let Some(c) = &state.cluster {
+        c.publish_deploy(&state.scheduler, &info.name).await?;
+    }
     Ok(Json(aws_configuration(&info)))
 }

@@ -103,6 +103,10 @@ pub(super) async fn deploy(
         ),
     };
     let source = q.source.unwrap_or_else(|| format!("{name}.toml"));
+    // A deploy the other nodes would not see is refused up front.
+    if let Some(c) = state.cluster.as_ref().filter(|c| !c.reachable()) {
+        return Err(c.unreachable().into());
+    }
     let scheduler = state.scheduler.clone();
     let text = text.to_string();
     let info = tokio::task::spawn_blocking(move || {
@@ -116,6 +120,9 @@ pub(super) async fn deploy(
         Ok(scheduler.deploy_with(&text, &source, &base_dir, code)?)
     });
     let info = info.await??;
+    if let Some(c) = &state.cluster {
+        c.publish_deploy(&state.scheduler, &info.name).await?;
+    }
     Ok((StatusCode::OK, Json(info)).into_response())
 }
 
@@ -123,7 +130,13 @@ pub(super) async fn delete_function(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(c) = state.cluster.as_ref().filter(|c| !c.reachable()) {
+        return Err(c.unreachable().into());
+    }
     if state.scheduler.delete(&name)? {
+        if let Some(c) = &state.cluster {
+            c.publish_delete(&name).await?;
+        }
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::function_not_found(&name))

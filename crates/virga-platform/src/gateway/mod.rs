@@ -59,6 +59,8 @@ pub struct AppState {
     pub events: Arc<Events>,
     /// Who may call, and the audit log.
     pub access: Arc<Access>,
+    /// This node's cluster, with `--cluster`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Lambda's asynchronous payload limit (1 MB).
@@ -276,6 +278,7 @@ mod route_tests {
                 scheduler,
                 events,
                 access,
+                cluster: None,
             }),
         )
     }

@@ -149,14 +149,21 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 }
 
+/// The data dir's subdirectory of model files the platform unpacked for
+/// functions (a cluster's deployments from other nodes), one directory per
+/// function revision: the one part of the data dir besides the code bundle
+/// that a jail may see, its own model's directory only, read-only.
+pub const UNPACKED_MODELS: &str = "unpacked-models";
+
 /// Where binds would show the data dir (or it would show in a bind's
 /// subtree), the paths inside the jail to cover.
 fn hidden<'a>(binds: impl Iterator<Item = &'a Bind>, data_dir: &Path) -> Vec<PathBuf> {
     let mut hide = Vec::new();
+    let unpacked = data_dir.join(UNPACKED_MODELS);
     for b in binds {
         if let Ok(rel) = data_dir.strip_prefix(&b.source) {
             hide.push(b.target.join(rel));
-        } else if b.source.starts_with(data_dir) {
+        } else if b.source.starts_with(data_dir) && !b.source.starts_with(&unpacked) {
             hide.push(b.target.clone());
         }
     }
@@ -311,6 +318,33 @@ mod tests {
         let real = std::fs::canonicalize(dir.path()).unwrap();
         assert_eq!(p.spec.hide, vec![real.join("data")]);
         assert_eq!(p.spec.program, Path::new("/proc/self/exe"));
+    }
+
+    #[test]
+    fn an_unpacked_model_in_the_data_dir_is_bound_and_nothing_else_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let code = data.join("code/f/1");
+        let unpacked = data.join(UNPACKED_MODELS).join("f/7");
+        std::fs::create_dir_all(&code).unwrap();
+        std::fs::create_dir_all(&unpacked).unwrap();
+        std::fs::write(unpacked.join("m.onnx"), "").unwrap();
+        let model = unpacked.join("m.onnx");
+        let mut i = input(Path::new("/proc/self/exe"), &[], &code, &data);
+        i.model = Some(&model);
+        let p = plan(&i);
+        let real = std::fs::canonicalize(&unpacked).unwrap();
+        assert!(p.spec.binds.contains(&Bind::same(&real)));
+        assert!(p.spec.hide.is_empty(), "{:?}", p.spec.hide);
+        // Any other directory of the data dir stays covered.
+        let other = data.join("logs");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("m.onnx"), "").unwrap();
+        let model = other.join("m.onnx");
+        i.model = Some(&model);
+        let p = plan(&i);
+        let real = std::fs::canonicalize(&other).unwrap();
+        assert_eq!(p.spec.hide, vec![real]);
     }
 
     #[test]

@@ -261,6 +261,15 @@ impl Scheduler {
         Ok(self.info(&function))
     }
 
+    /// A deployed function as stored, with its code bundle's directory and
+    /// digest: what a cluster sends the other nodes.
+    pub fn deployed_code(&self, name: &str) -> Option<(StoredFunction, PathBuf, String)> {
+        let stored = self.meter.store().function(name).ok()??;
+        let dir = self.config.code.dir(name, stored.version);
+        let digest = self.config.code.digest(name, stored.version)?;
+        Some((stored, dir, digest))
+    }
+
     /// Removes a function; its busy instances finish their requests first.
     pub fn delete(&self, name: &str) -> Result<bool, StoreError> {
         let _deploying = lock(&self.deploying);
