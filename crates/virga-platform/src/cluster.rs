@@ -40,6 +40,8 @@ const RECORDS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Records waiting to be published; past this a record is indexed only
 /// on its own node (counted in `virga_cluster_records_dropped_total`).
 const RECORDS_QUEUE: usize = 10_000;
+/// Most records sent before their acknowledgements are awaited.
+const PUBLISH_BATCH: usize = 256;
 
 /// How to join a cluster.
 #[derive(Debug, Clone)]
@@ -460,23 +462,45 @@ impl Cluster {
         .map_err(|e| e.to_string())
     }
 
+    /// Publishes this node's records: what has gathered is sent at once and
+    /// its acknowledgements awaited together (one round trip per batch, not
+    /// per record); whatever the broker did not take is sent again, so an
+    /// outage shorter than the queue loses nothing.
     async fn publish_records(self: Arc<Self>, mut rx: mpsc::Receiver<InvocationRecord>) {
         let subject = format!("{RECORDS_SUBJECT}.{}", self.node);
-        while let Some(r) = rx.recv().await {
-            let Ok(body) = serde_json::to_vec(&r) else {
-                continue;
-            };
-            // Until the broker takes it: records are not lost to an outage
-            // shorter than the queue.
-            loop {
-                match self.js.publish(subject.clone(), body.clone().into()).await {
-                    Ok(ack) => match ack.await {
-                        Ok(_) => break,
-                        Err(e) => tracing::debug!(error = %e, "record not acknowledged; again"),
-                    },
-                    Err(e) => tracing::debug!(error = %e, "cannot publish a record; again"),
+        while let Some(first) = rx.recv().await {
+            let mut batch: Vec<bytes::Bytes> = Vec::new();
+            let mut next = Some(first);
+            while let Some(r) = next {
+                if let Ok(body) = serde_json::to_vec(&r) {
+                    batch.push(body.into());
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                next = if batch.len() < PUBLISH_BATCH {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            while !batch.is_empty() {
+                let mut acks = Vec::with_capacity(batch.len());
+                for body in &batch {
+                    acks.push(self.js.publish(subject.clone(), body.clone()).await);
+                }
+                let mut left = Vec::new();
+                for (body, ack) in batch.into_iter().zip(acks) {
+                    let taken = match ack {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if !taken {
+                        left.push(body);
+                    }
+                }
+                if !left.is_empty() {
+                    tracing::debug!(left = left.len(), "records not acknowledged; again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                batch = left;
             }
         }
     }
