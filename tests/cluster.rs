@@ -129,6 +129,10 @@ fn names(functions: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+async fn versions(s: &Server) -> Value {
+    s.get("/v1/functions/iris").await["version"].clone()
+}
+
 const ROWS: &str = r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#;
 
 async fn answers_setosa(s: &Server) -> bool {
@@ -143,8 +147,8 @@ async fn a_deploy_through_one_node_runs_on_the_other() {
         return;
     };
     let creds = broker.credentials(tmp.path());
-    let a = node(&broker, "a", &creds).await;
-    let b = node(&broker, "b", &creds).await;
+    let mut a = node(&broker, "a", &creds).await;
+    let mut b = node(&broker, "b", &creds).await;
 
     // Deployed through A, from a directory only A was given.
     let model = common::iris_model(&a);
@@ -170,6 +174,8 @@ async fn a_deploy_through_one_node_runs_on_the_other() {
         "B sees A's deploy: {}",
         b.log()
     );
+    // A does not apply its own deploy a second time when it sees it.
+    assert_eq!(a.get("/v1/functions/iris").await["version"], "1");
     // The same deploy again is no news for B; a changed one is one version.
     let first = b.get("/v1/functions/iris").await["version"].clone();
     assert_eq!(deploy(512).0, 0);
@@ -254,4 +260,12 @@ async fn a_deploy_through_one_node_runs_on_the_other() {
         "B applies the deploy made after the outage"
     );
     assert!(answers_setosa(&b).await);
+
+    // Restarted, each node finds what it ran: nothing is applied again.
+    let before = (versions(&a).await, versions(&b).await);
+    a.restart().await;
+    b.restart().await;
+    assert!(common::eventually(10, || async { answers_setosa(&b).await }).await);
+    assert!(answers_setosa(&a).await);
+    assert_eq!((versions(&a).await, versions(&b).await), before);
 }
