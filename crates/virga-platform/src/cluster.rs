@@ -519,13 +519,13 @@ impl Cluster {
         let durable = format!("records-{}", self.node);
         let own = format!("{RECORDS_SUBJECT}.{}", self.node);
         loop {
-            let consumer = async {
+            let subscribe = async {
                 let stream = self
                     .js
                     .get_stream(RECORDS_STREAM)
                     .await
                     .map_err(|e| e.to_string())?;
-                stream
+                let consumer: jetstream::consumer::PullConsumer = stream
                     .get_or_create_consumer(
                         &durable,
                         jetstream::consumer::pull::Config {
@@ -535,17 +535,10 @@ impl Cluster {
                         },
                     )
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                consumer.messages().await.map_err(|e| e.to_string())
             };
-            let consumer: jetstream::consumer::PullConsumer = match consumer.await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the cluster's records; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let mut messages = match consumer.messages().await {
+            let mut messages = match subscribe.await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the cluster's records; retrying");
@@ -648,7 +641,6 @@ fn model_files(model: &Path) -> Result<Vec<(String, PathBuf)>, String> {
 /// The files under `dir` as a zip archive (stored, not compressed: models
 /// and bundles are mostly compressed already, and this runs per deploy).
 fn zip_dir(dir: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Write;
     let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
@@ -679,10 +671,7 @@ fn zip_dir(dir: &Path) -> Result<Vec<u8>, String> {
             }
         }
     }
-    let cursor = out.finish().map_err(|e| e.to_string())?;
-    let mut bytes = cursor.into_inner();
-    bytes.flush().ok();
-    Ok(bytes)
+    Ok(out.finish().map_err(|e| e.to_string())?.into_inner())
 }
 
 #[cfg(test)]

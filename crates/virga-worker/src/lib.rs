@@ -301,32 +301,34 @@ where
 /// holds little more than the template, and invocations closer together
 /// pay nothing. The first invocation after a trim faults its buffers in
 /// again (tens of ms for an image model at a fraction of a vCPU).
-pub fn serve_built<H: Handler>(mut handler: H) -> Result<(), WorkerError> {
+pub fn serve_built<H: Handler>(handler: H) -> Result<(), WorkerError> {
     let client = RuntimeClient::from_env()?;
-    let idle = heap::trim_after();
-    let trimmer = idle.map(heap::Trimmer::start);
+    let trimmer = heap::trim_after().map(heap::Trimmer::start);
+    serve_with(&client, handler, trimmer.as_ref())
+}
+
+/// One polling loop: next, handle, reply, forever.
+fn serve<H: Handler>(client: &RuntimeClient, handler: H) -> Result<(), WorkerError> {
+    serve_with(client, handler, None)
+}
+
+/// As [`serve`], telling `trimmer` when the instance is busy and idle.
+fn serve_with<H: Handler>(
+    client: &RuntimeClient,
+    mut handler: H,
+    trimmer: Option<&heap::Trimmer>,
+) -> Result<(), WorkerError> {
     loop {
         let (event, ctx) = client.next()?;
-        if let Some(t) = &trimmer {
+        if let Some(t) = trimmer {
             t.busy();
         }
         match handler.handle(&event, &ctx) {
             Ok(body) => client.respond(&ctx.request_id, &body)?,
             Err(e) => client.fail(&ctx.request_id, &e)?,
         }
-        if let Some(t) = &trimmer {
+        if let Some(t) = trimmer {
             t.idle();
-        }
-    }
-}
-
-/// One polling loop: next, handle, reply, forever.
-fn serve<H: Handler>(client: &RuntimeClient, mut handler: H) -> Result<(), WorkerError> {
-    loop {
-        let (event, ctx) = client.next()?;
-        match handler.handle(&event, &ctx) {
-            Ok(body) => client.respond(&ctx.request_id, &body)?,
-            Err(e) => client.fail(&ctx.request_id, &e)?,
         }
     }
 }
