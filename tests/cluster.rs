@@ -102,20 +102,22 @@ impl Drop for Broker {
 }
 
 async fn node(broker: &Broker, name: &str, creds: &Path) -> Server {
-    Server::start_with(
-        &common::virga_bin(),
-        &[],
-        &[
-            "--cluster",
-            &broker.url(),
-            "--node",
-            name,
-            "--cluster-credentials",
-            creds.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await
+    node_with(broker, name, creds, &[]).await
+}
+
+/// A node with `args` added to `virga serve`'s.
+async fn node_with(broker: &Broker, name: &str, creds: &Path, args: &[&str]) -> Server {
+    let url = broker.url();
+    let mut all = vec![
+        "--cluster",
+        &url,
+        "--node",
+        name,
+        "--cluster-credentials",
+        creds.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    Server::start_with(&common::virga_bin(), &[], &all, &[]).await
 }
 
 fn names(functions: &Value) -> Vec<String> {
@@ -243,6 +245,10 @@ async fn a_deploy_through_one_node_runs_on_the_other() {
         err["message"].as_str().unwrap().contains("unreachable"),
         "{err}"
     );
+    let (status, headers, body) = a.handle().invoke_event("iris", ROWS).await;
+    assert_eq!(status, 503, "an async accept needs the broker: {body}");
+    assert_eq!(headers["x-amzn-errortype"], "ServiceException");
+    assert!(body.contains("broker"), "{body}");
     // ... and what runs here keeps serving.
     assert!(answers_setosa(&b).await);
     assert!(answers_setosa(&a).await);
@@ -268,4 +274,269 @@ async fn a_deploy_through_one_node_runs_on_the_other() {
     assert!(common::eventually(10, || async { answers_setosa(&b).await }).await);
     assert!(answers_setosa(&a).await);
     assert_eq!((versions(&a).await, versions(&b).await), before);
+}
+
+/// The lines (request ids) the `append` action wrote, with their counts.
+fn deliveries(log: &Path) -> std::collections::HashMap<String, usize> {
+    let mut seen = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        *seen.entry(line.to_string()).or_insert(0) += 1;
+    }
+    seen
+}
+
+async fn cluster_queued(s: &Server, function: &str) -> Option<u64> {
+    s.get("/v1/queues").await["functions"]
+        .as_array()?
+        .iter()
+        .find(|f| f["function"] == function)
+        .map(|f| f["cluster_queued"].as_u64().unwrap_or(u64::MAX))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_held_by_a_node_that_dies_are_delivered_by_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(tmp.path()) else {
+        return;
+    };
+    let creds = broker.credentials(tmp.path());
+    // Unsandboxed, so the function's evidence of delivery outlives A.
+    let mut a = node_with(&broker, "a", &creds, &["--isolation", "off"]).await;
+    let b = node_with(&broker, "b", &creds, &["--isolation", "off"]).await;
+    a.deploy(
+        "sink",
+        &common::manifest(
+            "sink",
+            "memory_mb = 256\nmax_concurrency = 2\nretry_delay_ms = 50",
+        ),
+    )
+    .await;
+    assert!(
+        common::eventually(10, || async {
+            names(&b.get("/v1/functions").await).contains(&"sink".to_string())
+        })
+        .await,
+        "B sees the deploy: {}",
+        b.log()
+    );
+    let log = tmp.path().join("delivered.txt");
+    let payload = format!(r#"{{"action":"append","path":"{}"}}"#, log.display());
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let h = a.handle();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..25 {
+                let (status, headers, body) = h.invoke_event("sink", &payload).await;
+                assert_eq!(status, 202, "{body}");
+                ids.push(headers["x-amzn-requestid"].to_str().unwrap().to_string());
+            }
+            ids
+        }));
+    }
+    let mut accepted = std::collections::HashSet::new();
+    for t in tasks {
+        accepted.extend(t.await.unwrap());
+    }
+    assert_eq!(accepted.len(), 500);
+    // Mid-delivery: A has delivered some and holds more.
+    assert!(
+        common::eventually(30, || async { deliveries(&log).len() >= 60 }).await,
+        "deliveries start: {}",
+        a.log()
+    );
+    let a_log = a.log();
+    a.kill();
+    let missing = || {
+        let seen = deliveries(&log);
+        accepted.iter().filter(|id| !seen.contains_key(*id)).count()
+    };
+    assert!(
+        common::eventually(60, || async { missing() == 0 }).await,
+        "{} accepted events never delivered; A: {a_log}\nB: {}",
+        missing(),
+        b.log()
+    );
+    // At least once: only what A held when it died may run twice.
+    let seen = deliveries(&log);
+    let twice = seen.values().filter(|n| **n > 1).count();
+    assert!(twice <= 32, "{twice} events delivered more than once");
+    assert!(seen.keys().all(|id| accepted.contains(id)));
+    assert!(
+        common::eventually(20, || async { cluster_queued(&b, "sink").await == Some(0) }).await,
+        "nothing left on the broker: {}",
+        b.get("/v1/queues").await
+    );
+    assert!(b.get("/v1/functions/sink/dlq").await["dead_letters"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_the_clusters_and_redrive_from_any_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(tmp.path()) else {
+        return;
+    };
+    let creds = broker.credentials(tmp.path());
+    let a = node(&broker, "a", &creds).await;
+    let b = node(&broker, "b", &creds).await;
+    a.deploy(
+        "failing",
+        &common::manifest(
+            "failing",
+            "memory_mb = 128\nmax_retries = 1\nretry_delay_ms = 50\nenv = { ACTION = \"error\" }",
+        ),
+    )
+    .await;
+    assert!(
+        common::eventually(10, || async {
+            names(&b.get("/v1/functions").await).contains(&"failing".to_string())
+        })
+        .await
+    );
+    let (status, headers, body) = a.handle().invoke_event("failing", "{}").await;
+    assert_eq!(status, 202, "{body}");
+    let id = headers["x-amzn-requestid"].to_str().unwrap().to_string();
+    // Tried twice (one retry, on whichever node), then a dead letter that
+    // both nodes list.
+    assert!(
+        common::eventually(20, || async {
+            dead_letters(&b, "failing").await.len() == 1
+        })
+        .await,
+        "B lists the dead letter: {}\n{}",
+        a.log(),
+        b.log()
+    );
+    let letter = &dead_letters(&a, "failing").await[0];
+    assert_eq!(letter["request_id"], id.as_str());
+    assert_eq!(letter["attempts"], 2);
+    assert!(
+        letter["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ValueError"),
+        "{letter}"
+    );
+    let queues = b.get("/v1/queues").await;
+    let f = queues["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"] == "failing")
+        .cloned()
+        .unwrap();
+    assert_eq!(f["dead_letters"], 1, "{queues}");
+    // Redriven through B: tried twice more, dead again, never lost.
+    let (code, out, err) = b.cli(&["dlq", "redrive", "failing"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("redriven 1"), "{out}");
+    let tries = || async {
+        b.records(Some("failing"))
+            .await
+            .iter()
+            .filter(|r| r["request_id"] == id.as_str())
+            .count()
+    };
+    assert!(
+        common::eventually(20, || async {
+            dead_letters(&a, "failing").await.len() == 1 && tries().await == 4
+        })
+        .await,
+        "redriven, tried twice more and dead again: {} records",
+        tries().await
+    );
+}
+
+async fn dead_letters(s: &Server, function: &str) -> Vec<Value> {
+    s.get(&format!("/v1/functions/{function}/dlq")).await["dead_letters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn members(s: &Server) -> Vec<String> {
+    s.get("/v1/cluster").await["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Statuses of `n` invocations of `function` through `s` sent at once,
+/// with the body of one throttled.
+async fn burst(s: &Server, function: &str, payload: &str, n: usize) -> (Vec<u16>, Option<String>) {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let h = s.handle();
+        let (f, p) = (function.to_string(), payload.to_string());
+        tasks.push(tokio::spawn(async move { h.invoke(&f, &p).await }));
+    }
+    let (mut statuses, mut throttled) = (Vec::new(), None);
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        if status == 429 {
+            throttled = Some(body);
+        }
+        statuses.push(status);
+    }
+    (statuses, throttled)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrency_holds_across_the_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(tmp.path()) else {
+        return;
+    };
+    let creds = broker.credentials(tmp.path());
+    let a = node(&broker, "a", &creds).await;
+    let mut b = node(&broker, "b", &creds).await;
+    a.deploy(
+        "slow",
+        &common::manifest(
+            "slow",
+            "memory_mb = 128\nmax_concurrency = 3\nmax_queue = 0\ntimeout_ms = 20000",
+        ),
+    )
+    .await;
+    let both = vec!["a".to_string(), "b".to_string()];
+    assert!(
+        common::eventually(10, || async {
+            members(&a).await == both
+                && members(&b).await == both
+                && names(&b.get("/v1/functions").await).contains(&"slow".to_string())
+        })
+        .await,
+        "both nodes see each other and the function: {}",
+        b.get("/v1/cluster").await
+    );
+    // Shares of 3 over two nodes: 2 for a, 1 for b. Three callers on each
+    // node at once: three run, three are throttled at once.
+    let sleep = r#"{"action":"sleep","seconds":3}"#;
+    let (on_a, on_b) = tokio::join!(burst(&a, "slow", sleep, 3), burst(&b, "slow", sleep, 3));
+    let ok = |s: &[u16]| s.iter().filter(|c| **c == 200).count();
+    let throttled = |s: &[u16]| s.iter().filter(|c| **c == 429).count();
+    assert_eq!((ok(&on_a.0), throttled(&on_a.0)), (2, 1), "{on_a:?}");
+    assert_eq!((ok(&on_b.0), throttled(&on_b.0)), (1, 2), "{on_b:?}");
+    let why = on_b.1.unwrap();
+    assert!(why.contains("shared by 2 cluster nodes"), "{why}");
+    // The shares are given back: the same again passes the same way.
+    let (again, _) = burst(&b, "slow", r#"{"action":"echo"}"#, 1).await;
+    assert_eq!(again, [200]);
+    // B dies: once its membership expires, A holds the whole limit.
+    b.kill();
+    assert!(
+        common::eventually(20, || async { members(&a).await == ["a".to_string()] }).await,
+        "a dead node leaves the cluster: {}",
+        a.get("/v1/cluster").await
+    );
+    let (alone, _) = burst(&a, "slow", r#"{"action":"sleep","seconds":1}"#, 3).await;
+    assert_eq!(alone, [200, 200, 200]);
 }

@@ -393,11 +393,16 @@ impl Server {
     /// Kills the server with SIGKILL (no shutdown at all) and starts it again
     /// on the same data dir.
     pub async fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Kills the server with SIGKILL: no shutdown at all.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.spawn();
     }
 
     fn stop(&mut self) {

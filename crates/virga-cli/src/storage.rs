@@ -148,6 +148,7 @@ pub async fn queues(client: &Client, args: QueuesArgs) -> Result<ExitCode> {
                 "delayed",
                 "oldest_age_ms",
                 "dead_letters",
+                "cluster_queued",
             ],
             format,
         );

@@ -6,7 +6,10 @@
 //! - code bundles and model files, in the object store [`CODE_BUCKET`], so
 //!   a node that never saw the deploying host's files runs the function;
 //! - invocation records, in the stream [`RECORDS_STREAM`]: each node
-//!   publishes its own and indexes the others' in its own SQLite store.
+//!   publishes its own and indexes the others' in its own SQLite store;
+//! - asynchronous events (invokes, topic messages, bucket notifications)
+//!   and their dead letters, in streams of their own: see
+//!   [`crate::events::broker`].
 //!
 //! A deploy or delete through any node is applied locally first, then
 //! published; every other node's watcher applies it in turn. What a node
@@ -20,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -32,6 +35,11 @@ use crate::scheduler::{CodeSource, Scheduler};
 pub const FUNCTIONS_BUCKET: &str = "virga_functions";
 /// Code bundles (zip) and model files.
 pub const CODE_BUCKET: &str = "virga_code";
+/// Live nodes: each refreshes its key; a key not refreshed expires.
+pub const NODES_BUCKET: &str = "virga_nodes";
+/// How long a node that stopped refreshing stays a member.
+const NODE_TTL: Duration = Duration::from_secs(10);
+const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Invocation records, on `virga.records.<node>`.
 pub const RECORDS_STREAM: &str = "VIRGA_RECORDS";
 const RECORDS_SUBJECT: &str = "virga.records";
@@ -98,6 +106,9 @@ pub struct Cluster {
     client: async_nats::Client,
     js: jetstream::Context,
     functions: kv::Store,
+    nodes: kv::Store,
+    /// The live nodes as last seen, sorted by name.
+    members: Mutex<Vec<String>>,
     code: object_store::ObjectStore,
     records: mpsc::Sender<InvocationRecord>,
     /// The KV revision of each function's deployment this node runs.
@@ -105,6 +116,7 @@ pub struct Cluster {
     /// Where deployments of other nodes are unpacked (the one directory
     /// of the data dir a function's jail may see, its own model's part).
     dir: PathBuf,
+    replicas: usize,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -169,6 +181,17 @@ impl Cluster {
             })
             .await
             .map_err(|e| refused("the deployments bucket", &e))?;
+        let nodes = js
+            .create_key_value(kv::Config {
+                bucket: NODES_BUCKET.into(),
+                description: "live virga nodes".into(),
+                history: 1,
+                max_age: NODE_TTL,
+                num_replicas: config.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| refused("the nodes bucket", &e))?;
         let code = js
             .create_object_store(object_store::Config {
                 bucket: CODE_BUCKET.into(),
@@ -200,10 +223,13 @@ impl Cluster {
                 client,
                 js,
                 functions,
+                nodes,
+                members: Mutex::new(vec![config.node.clone()]),
                 code,
                 records,
                 applied: Mutex::new(HashMap::new()),
                 dir,
+                replicas: config.replicas,
             }),
             rx,
         ))
@@ -226,6 +252,24 @@ impl Cluster {
         }
     }
 
+    /// The cluster's queue of asynchronous events (its streams made or
+    /// found on the broker).
+    pub async fn event_queue(
+        &self,
+    ) -> Result<Arc<crate::events::broker::BrokerQueue>, ClusterError> {
+        crate::events::broker::BrokerQueue::open(
+            self.client.clone(),
+            self.servers.clone(),
+            self.replicas,
+        )
+        .await
+        .map_err(|e| ClusterError::Broker {
+            servers: self.servers.clone(),
+            what: "the events streams",
+            why: e.to_string(),
+        })
+    }
+
     /// A sender for this node's records (never blocks: a full queue drops).
     pub fn records(&self) -> mpsc::Sender<InvocationRecord> {
         self.records.clone()
@@ -240,7 +284,57 @@ impl Cluster {
     ) {
         tokio::spawn(self.clone().publish_records(rx));
         tokio::spawn(self.clone().index_records(scheduler.clone()));
+        tokio::spawn(self.clone().heartbeat(scheduler.clone()));
         tokio::spawn(self.clone().watch_deployments(scheduler));
+    }
+
+    /// The live nodes as last seen (this one among them), sorted by name.
+    pub fn members(&self) -> Vec<String> {
+        lock(&self.members).clone()
+    }
+
+    /// Leaves the cluster now (a graceful stop), rather than when this
+    /// node's key expires: the others take its shares at once.
+    pub async fn leave(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.nodes.purge(&self.node)).await;
+    }
+
+    /// Refreshes this node's key and reads the live nodes, so each node
+    /// knows its share of every `max_concurrency`. While the broker is
+    /// away the last membership seen holds.
+    async fn heartbeat(self: Arc<Self>, scheduler: Arc<Scheduler>) {
+        let started = chrono::Utc::now().to_rfc3339();
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            let live = async {
+                self.nodes
+                    .put(&self.node, started.clone().into_bytes().into())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
+                keys.try_collect::<Vec<String>>()
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match live.await {
+                Ok(mut names) => {
+                    if !names.contains(&self.node) {
+                        names.push(self.node.clone());
+                    }
+                    names.sort();
+                    names.dedup();
+                    let index = names.iter().position(|n| *n == self.node).unwrap_or(0);
+                    scheduler.set_cluster_members(index, names.len());
+                    let mut members = lock(&self.members);
+                    if *members != names {
+                        tracing::info!(nodes = ?names, "cluster members");
+                        *members = names;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot refresh this node's membership"),
+            }
+        }
     }
 
     /// Publishes what this node just deployed as `name` (its stored

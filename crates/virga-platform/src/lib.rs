@@ -140,6 +140,7 @@ pub struct Platform {
     addr: SocketAddr,
     scheduler: Arc<Scheduler>,
     events: Arc<events::Events>,
+    cluster: Option<Arc<cluster::Cluster>>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     grace: std::time::Duration,
@@ -256,7 +257,11 @@ impl Platform {
             c
         });
         // After the functions, so resumed events find them.
-        let events = events::Events::start(&config.data_dir, scheduler.clone())?;
+        let queue: Option<Arc<dyn events::queue::EventQueue>> = match &cluster {
+            Some(c) => Some(c.event_queue().await?),
+            None => None,
+        };
+        let events = events::Events::start_on(&config.data_dir, scheduler.clone(), queue)?;
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| PlatformError::Bind(config.addr, e))?;
@@ -267,7 +272,7 @@ impl Platform {
             scheduler: scheduler.clone(),
             events: events.clone(),
             access,
-            cluster,
+            cluster: cluster.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -280,6 +285,7 @@ impl Platform {
             addr,
             scheduler,
             events,
+            cluster,
             stop: Some(stop),
             server,
             grace: config.shutdown_grace,
@@ -308,6 +314,9 @@ impl Platform {
         }
         self.events.stop();
         self.scheduler.stop_accepting();
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
         let deadline = tokio::time::Instant::now() + self.grace;
         let finished = self.scheduler.drain(self.grace).await && self.events.drain(deadline).await;
         if !finished {

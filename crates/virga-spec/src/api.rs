@@ -144,6 +144,11 @@ pub struct AsyncDepth {
     pub delayed: usize,
     pub oldest_age_ms: Option<i64>,
     pub dead_letters: u64,
+    /// In a cluster: the function's events the broker holds for every node
+    /// together (waiting, delayed or being delivered); the other counts
+    /// are this node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_queued: Option<u64>,
 }
 
 /// A queue's depth and age.

@@ -30,6 +30,9 @@ pub enum DurableError {
     /// the event store's writer has stopped
     #[error("the event store is shutting down")]
     Closed,
+    /// the cluster's broker failed or is away
+    #[error("the broker ({servers}) is unreachable or refused: {why}")]
+    Broker { servers: String, why: String },
 }
 
 /// A queued asynchronous invocation.
@@ -316,18 +319,21 @@ impl EventQueue for Durable {
         });
     }
 
-    fn dead_letters(&self, function: &str) -> Result<Vec<EventRow>, DurableError> {
-        self.events_in("dead", Some(function))
+    fn dead_letters<'a>(&'a self, function: &'a str) -> QueueFuture<'a, Vec<EventRow>> {
+        // A short indexed read: not worth a thread hop.
+        let rows = self.events_in("dead", Some(function));
+        Box::pin(async move { rows })
     }
 
-    fn dead_counts(&self) -> Result<Vec<(String, u64)>, DurableError> {
-        self.read(|c| {
+    fn dead_counts(&self) -> QueueFuture<'_, Vec<(String, u64)>> {
+        let counts = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT function, COUNT(*) FROM events WHERE state = 'dead' GROUP BY function ORDER BY function",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             rows.collect()
-        })
+        });
+        Box::pin(async move { counts })
     }
 
     fn redrive<'a>(&'a self, function: &'a str) -> QueueFuture<'a, Vec<EventRow>> {
@@ -547,15 +553,15 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["c"]
         );
-        let dead = d.dead_letters("f").unwrap();
+        let dead = d.dead_letters("f").await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].attempts, 3);
         assert_eq!(dead[0].last_error.as_deref(), Some("Unhandled"));
-        assert_eq!(d.dead_counts().unwrap(), vec![("f".to_string(), 1)]);
+        assert_eq!(d.dead_counts().await.unwrap(), vec![("f".to_string(), 1)]);
         let back = d.redrive("f").await.unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].attempts, 0);
-        assert!(d.dead_letters("f").unwrap().is_empty());
+        assert!(d.dead_letters("f").await.unwrap().is_empty());
         assert_eq!(d.pending().unwrap().len(), 2);
     }
 

@@ -10,6 +10,7 @@
 //!   messages in batches ([`sqs`]) and schedules ([`schedule`]) into
 //!   invocations.
 
+pub mod broker;
 pub mod bucket;
 pub mod durable;
 pub mod queue;
@@ -124,16 +125,31 @@ pub(crate) fn now_ms() -> i64 {
 const UNBOUNDED_IN_FLIGHT: usize = 64;
 /// Pause before retrying an event the scheduler had no room for (not counted as an attempt).
 const THROTTLE_PAUSE: Duration = Duration::from_millis(50);
+/// In a cluster, how long an event for a function this node does not know
+/// is given back (the deploy may not have reached it yet) before it is
+/// taken for deleted.
+const UNKNOWN_FUNCTION_GRACE_MS: i64 = 10_000;
 
 impl Events {
     /// Opens the event store and resumes everything it holds: pending events
     /// are delivered again (at least once), queue messages wait for their pollers.
     pub fn start(data_dir: &Path, scheduler: Arc<Scheduler>) -> Result<Arc<Events>, EventsError> {
+        Events::start_on(data_dir, scheduler, None)
+    }
+
+    /// Like [`Events::start`], with asynchronous events on `queue` (the
+    /// cluster's broker) instead of the local store.
+    pub fn start_on(
+        data_dir: &Path,
+        scheduler: Arc<Scheduler>,
+        queue: Option<Arc<dyn EventQueue>>,
+    ) -> Result<Arc<Events>, EventsError> {
         let durable = Arc::new(Durable::open(data_dir)?);
         let objects_dir = data_dir.join("objects");
         std::fs::create_dir_all(&objects_dir)?;
+        let queue = queue.unwrap_or_else(|| durable.clone());
         let events = Arc::new_cyclic(|me| Events {
-            queue: durable.clone(),
+            queue,
             durable,
             scheduler,
             objects_dir,
@@ -159,6 +175,14 @@ impl Events {
             } else {
                 events.push_later(ev, Duration::from_millis(wait));
             }
+        }
+        if events.queue.feeds() {
+            let me = Arc::downgrade(&events);
+            events.queue.clone().feed(Arc::new(move |row| {
+                if let Some(me) = me.upgrade() {
+                    me.push(Event::from_row(row));
+                }
+            }));
         }
         events.restore_messages()?;
         tokio::spawn(events.clone().follow_deployments());
@@ -208,8 +232,11 @@ impl Events {
         self.queue
             .enqueue(events.iter().map(Event::row).collect())
             .await?;
-        for ev in events {
-            self.push(ev);
+        // A feeding queue hands them to whichever node has room.
+        if !self.queue.feeds() {
+            for ev in events {
+                self.push(ev);
+            }
         }
         Ok(())
     }
@@ -240,10 +267,9 @@ impl Events {
     }
 
     fn in_flight_limit(&self, function: &str) -> usize {
-        match self.scheduler.manifest(function) {
-            Some((m, _)) if m.max_concurrency > 0 => m.max_concurrency as usize,
-            _ => UNBOUNDED_IN_FLIGHT,
-        }
+        self.scheduler
+            .concurrency_limit(function)
+            .unwrap_or(UNBOUNDED_IN_FLIGHT)
     }
 
     /// Starts deliveries while the function has room.
@@ -263,6 +289,12 @@ impl Events {
                 let Some(ev) = q.ready.pop_front() else { break };
                 q.in_flight += 1;
                 started.push(ev);
+            }
+            if limit == 0 && self.queue.feeds() {
+                // No share of the function here: the other nodes deliver.
+                for ev in q.ready.drain(..) {
+                    self.queue.release(&ev.request_id, THROTTLE_PAUSE);
+                }
             }
         }
         for ev in started {
@@ -289,6 +321,12 @@ impl Events {
             has_caller: false,
         };
         let Some((manifest, _)) = self.scheduler.manifest(&ev.function) else {
+            if self.queue.feeds() && age_ms < UNKNOWN_FUNCTION_GRACE_MS {
+                // Accepted by a node that deployed it before this one heard.
+                self.queue
+                    .release(&ev.request_id, Duration::from_millis(500));
+                return;
+            }
             self.scheduler
                 .record_undeliverable(&req, "ResourceNotFoundException");
             self.dead_letter(&ev, "ResourceNotFoundException: the function was deleted");
@@ -342,7 +380,9 @@ impl Events {
                         now_ms() + delay.as_millis() as i64,
                         &error,
                     );
-                    self.push_later(ev, delay);
+                    if !self.queue.feeds() {
+                        self.push_later(ev, delay);
+                    }
                 }
             }
             Err(InvokeError::NotFound(_)) => {
@@ -356,9 +396,15 @@ impl Events {
             }
             // No room now (or a redeploy): try again shortly; not an attempt.
             Err(InvokeError::Throttled { .. })
+            | Err(InvokeError::ShareFull { .. })
             | Err(InvokeError::NoMemory { .. })
             | Err(InvokeError::ShuttingDown) => {
-                self.push_later(ev, THROTTLE_PAUSE);
+                if self.queue.feeds() {
+                    // Perhaps another node has room.
+                    self.queue.release(&ev.request_id, THROTTLE_PAUSE);
+                } else {
+                    self.push_later(ev, THROTTLE_PAUSE);
+                }
             }
         }
     }
@@ -379,8 +425,14 @@ impl Events {
     }
 
     /// Queue depth and age per function, with dead-letter counts.
-    pub fn async_depths(&self) -> Result<Vec<AsyncDepth>, EventsError> {
-        let dead: HashMap<String, u64> = self.queue.dead_counts()?.into_iter().collect();
+    pub async fn async_depths(&self) -> Result<Vec<AsyncDepth>, EventsError> {
+        let dead: HashMap<String, u64> = self.queue.dead_counts().await?.into_iter().collect();
+        let feeds = self.queue.feeds();
+        let mut queued: HashMap<String, u64> = if feeds {
+            self.queue.queued().await?.into_iter().collect()
+        } else {
+            HashMap::new()
+        };
         let now = now_ms();
         let mut out: Vec<AsyncDepth> = {
             let fns = lock(&self.functions);
@@ -392,18 +444,23 @@ impl Events {
                     delayed: q.delayed,
                     oldest_age_ms: q.ready.front().map(|e| now - e.enqueued_at_ms),
                     dead_letters: dead.get(f).copied().unwrap_or(0),
+                    cluster_queued: feeds.then(|| queued.remove(f).unwrap_or(0)),
                 })
                 .collect()
         };
-        for (f, n) in dead {
+        let mut others: Vec<String> = dead.keys().chain(queued.keys()).cloned().collect();
+        others.sort();
+        others.dedup();
+        for f in others {
             if !out.iter().any(|d| d.function == f) {
                 out.push(AsyncDepth {
+                    dead_letters: dead.get(&f).copied().unwrap_or(0),
+                    cluster_queued: feeds.then(|| queued.get(&f).copied().unwrap_or(0)),
                     function: f,
                     ready: 0,
                     in_flight: 0,
                     delayed: 0,
                     oldest_age_ms: None,
-                    dead_letters: n,
                 });
             }
         }
@@ -411,10 +468,11 @@ impl Events {
         Ok(out)
     }
 
-    pub fn dead_letters(&self, function: &str) -> Result<Vec<DeadLetter>, EventsError> {
+    pub async fn dead_letters(&self, function: &str) -> Result<Vec<DeadLetter>, EventsError> {
         Ok(self
             .queue
-            .dead_letters(function)?
+            .dead_letters(function)
+            .await?
             .into_iter()
             .map(|r| DeadLetter {
                 payload: serde_json::from_slice(&r.payload).unwrap_or_else(|_| {
@@ -434,8 +492,10 @@ impl Events {
     pub async fn redrive(&self, function: &str) -> Result<usize, EventsError> {
         let rows = self.queue.redrive(function).await?;
         let n = rows.len();
-        for r in rows {
-            self.push(Event::from_row(r));
+        if !self.queue.feeds() {
+            for r in rows {
+                self.push(Event::from_row(r));
+            }
         }
         Ok(n)
     }

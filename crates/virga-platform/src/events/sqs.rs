@@ -190,6 +190,7 @@ impl Events {
                 }
                 Ok(_) => batch.iter().map(|m| m.id.clone()).collect(),
                 Err(InvokeError::Throttled { .. })
+                | Err(InvokeError::ShareFull { .. })
                 | Err(InvokeError::NoMemory { .. })
                 | Err(InvokeError::ShuttingDown)
                 | Err(InvokeError::NotFound(_))

@@ -311,7 +311,9 @@ pub(super) fn classify(method: &Method, route: &str, name: Option<&str>) -> Acti
             Method::DELETE => Action::Delete(f()),
             _ => Action::Other,
         },
-        "/2015-03-31/functions" | "/2015-03-31/functions/" | "/v1/functions" => Action::List,
+        "/2015-03-31/functions" | "/2015-03-31/functions/" | "/v1/functions" | "/v1/cluster" => {
+            Action::List
+        }
         "/v1/functions/{name}/instances"
         | "/v1/functions/{name}/logs"
         | "/v1/functions/{name}/dlq"
@@ -342,6 +344,7 @@ mod tests {
             ("/2015-03-31/functions", &[Method::GET]),
             ("/2015-03-31/functions/", &[Method::GET]),
             ("/v1/functions", &[Method::GET]),
+            ("/v1/cluster", &[Method::GET]),
             (
                 "/v1/functions/{name}",
                 &[Method::GET, Method::PUT, Method::DELETE],

@@ -69,7 +69,9 @@ impl From<InvokeError> for ApiError {
             InvokeError::NotFound(_) | InvokeError::Deleted(_) => {
                 ApiError::not_found(e.to_string())
             }
-            InvokeError::Throttled { .. } | InvokeError::NoMemory { .. } => ApiError::new(
+            InvokeError::Throttled { .. }
+            | InvokeError::NoMemory { .. }
+            | InvokeError::ShareFull { .. } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequestsException",
                 e.to_string(),
@@ -122,6 +124,13 @@ impl From<EventsError> for ApiError {
                 "InvalidParameterValueException",
                 e.to_string(),
             ),
+            EventsError::Durable(crate::events::durable::DurableError::Broker { .. }) => {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceException",
+                    e.to_string(),
+                )
+            }
             EventsError::Durable(_) | EventsError::Io(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ServiceException",

@@ -215,8 +215,7 @@ pub(super) async fn list_dead_letters(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let events = state.events.clone();
-    let dead = tokio::task::spawn_blocking(move || events.dead_letters(&name)).await??;
+    let dead = state.events.dead_letters(&name).await?;
     Ok(Json(json!({ "dead_letters": dead })))
 }
 
@@ -226,4 +225,16 @@ pub(super) async fn redrive(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let n = state.events.redrive(&name).await?;
     Ok(Json(json!({ "redriven": n })))
+}
+
+/// This node's name and the live nodes it sees (empty outside a cluster).
+pub(super) async fn cluster_members(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(match &state.cluster {
+        Some(c) => json!({
+            "node": c.node(),
+            "nodes": c.members(),
+            "broker_connected": c.reachable(),
+        }),
+        None => json!({ "node": null, "nodes": [], "broker_connected": false }),
+    })
 }

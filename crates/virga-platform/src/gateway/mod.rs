@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/2015-03-31/functions", get(aws_list_functions))
         .route("/2015-03-31/functions/", get(aws_list_functions))
         .route("/v1/functions", get(list_functions))
+        .route("/v1/cluster", get(cluster_members))
         .route(
             "/v1/functions/{name}",
             get(get_function).put(deploy).delete(delete_function),
@@ -171,8 +172,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("virga_waiting_requests", "function" => f.name.clone())
             .set(f.queued as f64);
     }
-    let events = state.events.clone();
-    if let Ok(Ok(depths)) = tokio::task::spawn_blocking(move || events.async_depths()).await {
+    if let Ok(depths) = state.events.async_depths().await {
         for d in depths {
             for (s, n) in [
                 ("ready", d.ready),

@@ -102,8 +102,7 @@ pub(super) async fn send_message(
 pub(super) async fn queues(
     State(state): State<AppState>,
 ) -> Result<Json<virga_spec::api::Queues>, ApiError> {
-    let events = state.events.clone();
-    let functions = tokio::task::spawn_blocking(move || events.async_depths()).await??;
+    let functions = state.events.async_depths().await?;
     Ok(Json(virga_spec::api::Queues {
         functions,
         queues: state.events.queue_depths(),

@@ -103,9 +103,9 @@ pub(super) async fn v2_call(
         .map_err(|e| {
             let status = match e {
                 InvokeError::NotFound(_) | InvokeError::Deleted(_) => StatusCode::NOT_FOUND,
-                InvokeError::Throttled { .. } | InvokeError::NoMemory { .. } => {
-                    StatusCode::TOO_MANY_REQUESTS
-                }
+                InvokeError::Throttled { .. }
+                | InvokeError::NoMemory { .. }
+                | InvokeError::ShareFull { .. } => StatusCode::TOO_MANY_REQUESTS,
                 InvokeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             };
             v2_error(status, e.to_string())

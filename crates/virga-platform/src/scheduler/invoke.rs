@@ -32,6 +32,9 @@ pub(super) struct Pending {
     /// Moves to newer revisions so far.
     pub(super) hops: u8,
     pub(super) _track: Track,
+    /// In a cluster: its place in this node's share of `max_concurrency`,
+    /// held until the request is done.
+    pub(super) share: Option<super::share::SharePermit>,
 }
 
 impl Pending {
@@ -402,6 +405,7 @@ impl Scheduler {
             reply,
             hops: 0,
             _track: Track::new(&self.in_flight),
+            share: None,
         };
         self.clone().submit(pending, None);
         // The pending request is dropped unanswered only when the runtime
@@ -441,6 +445,24 @@ impl Scheduler {
                     return;
                 }
             };
+            if p.share.is_none() && f.manifest.mode != Mode::Service {
+                match self
+                    .shares
+                    .admit(&f.manifest.name, f.manifest.max_concurrency)
+                {
+                    Ok(permit) => p.share = permit,
+                    Err(full) => {
+                        let e = InvokeError::ShareFull {
+                            function: f.manifest.name.clone(),
+                            share: full.share,
+                            nodes: full.nodes,
+                        };
+                        self.refuse(&f, &p, &e);
+                        p.answer(Err(e));
+                        return;
+                    }
+                }
+            }
             let batcher = if f.manifest.batching.is_some() {
                 lock(&f.batcher).clone()
             } else {

@@ -19,6 +19,7 @@ mod lambda;
 mod lease;
 mod policy;
 mod registry;
+pub mod share;
 mod timers;
 
 use std::collections::HashMap;
@@ -95,6 +96,13 @@ pub enum InvokeError {
     /// the platform is stopping
     #[error("the platform is shutting down and takes no new invocations; retry after it restarts")]
     ShuttingDown,
+    /// this cluster node's share of max_concurrency is in use
+    #[error("Rate Exceeded: {function}'s max_concurrency is shared by {nodes} cluster nodes and this node's share ({share}) is in use; retry (another node may have room) or raise max_concurrency")]
+    ShareFull {
+        function: String,
+        share: usize,
+        nodes: usize,
+    },
 }
 
 /// Why a deploy was refused.
@@ -267,6 +275,8 @@ pub struct Scheduler {
     in_flight: Arc<InFlight>,
     /// Set by [`Scheduler::stop_accepting`]: new requests are refused.
     closing: AtomicBool,
+    /// In a cluster, this node's share of each `max_concurrency`.
+    shares: share::Shares,
 }
 
 impl Scheduler {
@@ -284,7 +294,30 @@ impl Scheduler {
             config,
             in_flight: Arc::new(InFlight::default()),
             closing: AtomicBool::new(false),
+            shares: share::Shares::default(),
         })
+    }
+
+    /// This node is at `index` among `nodes` live cluster nodes (sorted by
+    /// name): from now on it admits its share of each `max_concurrency`.
+    pub fn set_cluster_members(&self, index: usize, nodes: usize) {
+        self.shares.set_members(index, nodes);
+    }
+
+    /// How many invocations of `function` may run on this node at once:
+    /// its `max_concurrency`, or in a cluster this node's share of it;
+    /// `None` for no limit.
+    pub fn concurrency_limit(&self, function: &str) -> Option<usize> {
+        let (m, _) = self.manifest(function)?;
+        if m.max_concurrency == 0 {
+            return None;
+        }
+        let share = match m.mode {
+            // A service's limit is its tasks', not shared.
+            virga_spec::Mode::Service => None,
+            _ => self.shares.limit(m.max_concurrency),
+        };
+        Some(share.unwrap_or(m.max_concurrency as usize))
     }
 
     /// The host memory budget: (MB held by running instances, limit).
