@@ -296,14 +296,13 @@ async fn cluster_queued(s: &Server, function: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_held_by_a_node_that_dies_are_delivered_by_another() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start(tmp.path()) else {
+    // Unsandboxed, so the function's evidence of delivery outlives A.
+    let Some((_broker, mut a, b)) = pair(tmp.path(), &["--isolation", "off"]).await else {
         return;
     };
-    let creds = broker.credentials(tmp.path());
-    // Unsandboxed, so the function's evidence of delivery outlives A.
-    let mut a = node_with(&broker, "a", &creds, &["--isolation", "off"]).await;
-    let b = node_with(&broker, "b", &creds, &["--isolation", "off"]).await;
-    a.deploy(
+    deploy_through(
+        &a,
+        &b,
         "sink",
         &common::manifest(
             "sink",
@@ -311,14 +310,6 @@ async fn events_held_by_a_node_that_dies_are_delivered_by_another() {
         ),
     )
     .await;
-    assert!(
-        common::eventually(10, || async {
-            names(&b.get("/v1/functions").await).contains(&"sink".to_string())
-        })
-        .await,
-        "B sees the deploy: {}",
-        b.log()
-    );
     let log = tmp.path().join("delivered.txt");
     let payload = format!(r#"{{"action":"append","path":"{}"}}"#, log.display());
     let mut tasks = Vec::new();
@@ -377,13 +368,12 @@ async fn events_held_by_a_node_that_dies_are_delivered_by_another() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_are_the_clusters_and_redrive_from_any_node() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start(tmp.path()) else {
+    let Some((_broker, a, b)) = pair(tmp.path(), &[]).await else {
         return;
     };
-    let creds = broker.credentials(tmp.path());
-    let a = node(&broker, "a", &creds).await;
-    let b = node(&broker, "b", &creds).await;
-    a.deploy(
+    deploy_through(
+        &a,
+        &b,
         "failing",
         &common::manifest(
             "failing",
@@ -391,12 +381,6 @@ async fn dead_letters_are_the_clusters_and_redrive_from_any_node() {
         ),
     )
     .await;
-    assert!(
-        common::eventually(10, || async {
-            names(&b.get("/v1/functions").await).contains(&"failing".to_string())
-        })
-        .await
-    );
     let (status, headers, body) = a.handle().invoke_event("failing", "{}").await;
     assert_eq!(status, 202, "{body}");
     let id = headers["x-amzn-requestid"].to_str().unwrap().to_string();
@@ -492,12 +476,9 @@ async fn burst(s: &Server, function: &str, payload: &str, n: usize) -> (Vec<u16>
 #[tokio::test(flavor = "multi_thread")]
 async fn max_concurrency_holds_across_the_cluster() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start(tmp.path()) else {
+    let Some((_broker, a, mut b)) = pair(tmp.path(), &[]).await else {
         return;
     };
-    let creds = broker.credentials(tmp.path());
-    let a = node(&broker, "a", &creds).await;
-    let mut b = node(&broker, "b", &creds).await;
     a.deploy(
         "slow",
         &common::manifest(
@@ -518,14 +499,14 @@ async fn max_concurrency_holds_across_the_cluster() {
         b.get("/v1/cluster").await
     );
     // Shares of 3 over two nodes: 2 for a, 1 for b. Three callers on each
-    // node at once: three run, three are throttled at once.
+    // node at once: a call past its door's share tries the other node, and
+    // in all three run and three are throttled.
     let sleep = r#"{"action":"sleep","seconds":3}"#;
     let (on_a, on_b) = tokio::join!(burst(&a, "slow", sleep, 3), burst(&b, "slow", sleep, 3));
-    let ok = |s: &[u16]| s.iter().filter(|c| **c == 200).count();
-    let throttled = |s: &[u16]| s.iter().filter(|c| **c == 429).count();
-    assert_eq!((ok(&on_a.0), throttled(&on_a.0)), (2, 1), "{on_a:?}");
-    assert_eq!((ok(&on_b.0), throttled(&on_b.0)), (1, 2), "{on_b:?}");
-    let why = on_b.1.unwrap();
+    let all: Vec<u16> = on_a.0.iter().chain(&on_b.0).copied().collect();
+    let count = |code: u16| all.iter().filter(|c| **c == code).count();
+    assert_eq!((count(200), count(429)), (3, 3), "{on_a:?} {on_b:?}");
+    let why = on_a.1.or(on_b.1).unwrap();
     assert!(why.contains("shared by 2 cluster nodes"), "{why}");
     // The shares are given back: the same again passes the same way.
     let (again, _) = burst(&b, "slow", r#"{"action":"echo"}"#, 1).await;
@@ -539,4 +520,88 @@ async fn max_concurrency_holds_across_the_cluster() {
     );
     let (alone, _) = burst(&a, "slow", r#"{"action":"sleep","seconds":1}"#, 3).await;
     assert_eq!(alone, [200, 200, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_goes_to_a_node_with_a_warm_instance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((_broker, a, b)) = pair(tmp.path(), &[]).await else {
+        return;
+    };
+    deploy_through(
+        &a,
+        &b,
+        "echo",
+        &common::manifest("echo", "memory_mb = 128\nkeep_alive_ms = 60000"),
+    )
+    .await;
+    // Warm on A only.
+    let (status, headers, body) = a.invoke("echo", r#"{"n": 1}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.get("x-virga-node").is_none(), "A ran it itself");
+    assert!(
+        common::eventually(10, || async {
+            b.get("/v1/cluster").await["warm"]["a"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "echo"))
+        })
+        .await,
+        "B hears that A is warm: {}",
+        b.get("/v1/cluster").await
+    );
+    // Through B: run on A's warm instance, recorded there, B starts none.
+    let (status, headers, body) = b.invoke("echo", r#"{"n": 2}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-virga-node"], "a");
+    assert!(
+        body.contains("\"n\": 2") || body.contains("\"n\":2"),
+        "{body}"
+    );
+    let id = headers["x-amzn-requestid"].to_str().unwrap().to_string();
+    assert!(
+        b.instance_states("echo").await.is_empty(),
+        "B started nothing"
+    );
+    let on_a = a.records(Some("echo")).await;
+    let routed: Vec<_> = on_a
+        .iter()
+        .filter(|r| r["request_id"] == id.as_str())
+        .collect();
+    assert_eq!(routed.len(), 1, "{on_a:?}");
+    assert_eq!(routed[0]["cold"], false);
+    // Function errors and the log tail come back as a local call's would.
+    let resp = reqwest::Client::new()
+        .post(b.url("/2015-03-31/functions/echo/invocations"))
+        .header("x-amz-log-type", "Tail")
+        .body(r#"{"action": "error"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-virga-node"], "a");
+    assert_eq!(resp.headers()["x-amz-function-error"], "Unhandled");
+    assert!(resp.headers().contains_key("x-amz-log-result"));
+}
+
+/// Deploys `manifest` as `name` through `a` and waits until `b` has it.
+async fn deploy_through(a: &Server, b: &Server, name: &str, manifest: &str) {
+    a.deploy(name, manifest).await;
+    assert!(
+        common::eventually(10, || async {
+            names(&b.get("/v1/functions").await).contains(&name.to_string())
+        })
+        .await,
+        "the deploy of {name} reaches the other node: {}",
+        b.log()
+    );
+}
+
+/// A broker and two nodes on it, `a` and `b`, with `args` added to
+/// `virga serve`'s; `None` when the tests may skip.
+async fn pair(dir: &Path, args: &[&str]) -> Option<(Broker, Server, Server)> {
+    let broker = Broker::start(dir)?;
+    let creds = broker.credentials(dir);
+    let a = node_with(&broker, "a", &creds, args).await;
+    let b = node_with(&broker, "b", &creds, args).await;
+    Some((broker, a, b))
 }

@@ -63,25 +63,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The status and Lambda error name of an invocation that did not run.
+pub(crate) fn describe_invoke_error(e: &InvokeError) -> (StatusCode, &'static str) {
+    match e {
+        InvokeError::NotFound(_) | InvokeError::Deleted(_) => {
+            (StatusCode::NOT_FOUND, "ResourceNotFoundException")
+        }
+        InvokeError::Throttled { .. }
+        | InvokeError::NoMemory { .. }
+        | InvokeError::ShareFull { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
+        }
+        InvokeError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "ServiceException"),
+    }
+}
+
 impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
-        match e {
-            InvokeError::NotFound(_) | InvokeError::Deleted(_) => {
-                ApiError::not_found(e.to_string())
-            }
-            InvokeError::Throttled { .. }
-            | InvokeError::NoMemory { .. }
-            | InvokeError::ShareFull { .. } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequestsException",
-                e.to_string(),
-            ),
-            InvokeError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceException",
-                e.to_string(),
-            ),
-        }
+        let (status, error_type) = describe_invoke_error(&e);
+        ApiError::new(status, error_type, e.to_string())
+    }
+}
+
+impl From<crate::cluster::route::RemoteError> for ApiError {
+    fn from(e: crate::cluster::route::RemoteError) -> Self {
+        // The names another node can answer (`describe_invoke_error`).
+        let error_type = match e.error_type.as_str() {
+            "ResourceNotFoundException" => "ResourceNotFoundException",
+            "TooManyRequestsException" => "TooManyRequestsException",
+            _ => "ServiceException",
+        };
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        ApiError::new(status, error_type, e.message)
     }
 }
 

@@ -49,12 +49,12 @@ pub(super) async fn invoke(
     })?;
     check_json(&payload)?;
     let want_tail = header(&headers, "x-amz-log-type") == Some("Tail");
-    let outcome = state
-        .scheduler
-        .invoke(InvokeRequest::new(name, payload, Trigger::Http))
-        .await?;
+    let (outcome, node) = run_sync(&state, name, payload, want_tail).await?;
     let mut resp = (StatusCode::OK, outcome.body).into_response();
     let h = resp.headers_mut();
+    if let Some(v) = node.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        h.insert("x-virga-node", v);
+    }
     h.insert("content-type", HeaderValue::from_static("application/json"));
     h.insert(
         "x-amz-executed-version",
@@ -76,6 +76,41 @@ pub(super) async fn invoke(
         }
     }
     Ok(resp)
+}
+
+/// Runs a synchronous call here or, in a cluster, on the node it had
+/// better run on (`cluster::route`): one with an idle instance when this
+/// one has none, another when this node's share of `max_concurrency` is in
+/// use. Returns which other node ran it, if one did.
+async fn run_sync(
+    state: &AppState,
+    name: String,
+    payload: bytes::Bytes,
+    tail: bool,
+) -> Result<(crate::scheduler::Invocation, Option<String>), ApiError> {
+    if let Some(c) = &state.cluster {
+        if let Some((m, _)) = state.scheduler.manifest(&name) {
+            let target = if state.scheduler.share_has_room(&name) {
+                c.route(&state.scheduler, &name, &payload)
+            } else {
+                c.other_node(&payload)
+            };
+            if let Some(node) = target {
+                let timeout = std::time::Duration::from_millis(m.timeout_ms);
+                if let Some(r) = c
+                    .forward(&node, &name, payload.clone(), tail, timeout)
+                    .await
+                {
+                    return Ok((r.answer?, Some(r.node)));
+                }
+            }
+        }
+    }
+    let outcome = state
+        .scheduler
+        .invoke(InvokeRequest::new(name, payload, Trigger::Http))
+        .await?;
+    Ok((outcome, None))
 }
 
 /// Lambda refuses payloads that are not JSON (an empty one is allowed).

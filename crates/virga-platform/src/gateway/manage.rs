@@ -234,6 +234,7 @@ pub(super) async fn cluster_members(State(state): State<AppState>) -> Json<serde
             "node": c.node(),
             "nodes": c.members(),
             "broker_connected": c.reachable(),
+            "warm": c.warm(),
         }),
         None => json!({ "node": null, "nodes": [], "broker_connected": false }),
     })

@@ -41,6 +41,7 @@ mod v2;
 
 pub use serve::{serve, HEADER_READ_TIMEOUT};
 
+pub(crate) use errors::describe_invoke_error;
 use errors::too_large;
 pub use errors::ApiError;
 use lambda::*;

@@ -304,6 +304,17 @@ impl Scheduler {
         self.shares.set_members(index, nodes);
     }
 
+    /// Whether this node's share of `function`'s `max_concurrency` has
+    /// room for one more invocation now (always, outside a cluster).
+    pub fn share_has_room(&self, function: &str) -> bool {
+        match self.manifest(function) {
+            Some((m, _)) if m.mode != virga_spec::Mode::Service => {
+                self.shares.has_room(function, m.max_concurrency)
+            }
+            _ => true,
+        }
+    }
+
     /// How many invocations of `function` may run on this node at once:
     /// its `max_concurrency`, or in a cluster this node's share of it;
     /// `None` for no limit.

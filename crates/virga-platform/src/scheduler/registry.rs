@@ -364,6 +364,20 @@ impl Scheduler {
         self.get(name).is_some()
     }
 
+    /// Idle instances of `name` here now (0 when it is not deployed).
+    pub fn idle(&self, name: &str) -> usize {
+        self.get(name).map_or(0, |f| f.load().idle)
+    }
+
+    /// Functions with at least one idle instance here, and how many.
+    pub fn idle_counts(&self) -> Vec<(String, usize)> {
+        self.live_functions()
+            .iter()
+            .map(|f| (f.manifest.name.clone(), f.load().idle))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     pub(super) fn info(&self, f: &Function) -> FunctionInfo {
         let Load { idle, busy, queued } = f.load();
         let m = &f.manifest;

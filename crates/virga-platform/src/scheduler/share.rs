@@ -60,6 +60,17 @@ impl Shares {
         self.members().map(|(i, n)| share(max, i, n))
     }
 
+    /// Whether [`Shares::admit`] would admit one more now.
+    pub fn has_room(&self, function: &str, max: u32) -> bool {
+        let Some(limit) = self.limit(max) else {
+            return true;
+        };
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .get(function)
+            .is_none_or(|c| c.load(Ordering::SeqCst) < limit)
+    }
+
     /// Admits one invocation of `function` (limit `max`), or says why not.
     pub fn admit(&self, function: &str, max: u32) -> Result<Option<SharePermit>, ShareFull> {
         let Some((index, nodes)) = self.members() else {
@@ -120,7 +131,10 @@ mod tests {
         );
         assert!(s.admit("g", 3).unwrap().is_some(), "per function");
         assert!(s.admit("f", 0).unwrap().is_none(), "0 is no limit");
+        assert!(!s.has_room("f", 3));
+        assert!(s.has_room("g", 3));
         drop(a);
+        assert!(s.has_room("f", 3));
         assert!(s.admit("f", 3).unwrap().is_some());
         s.set_members(0, 2);
         assert_eq!(s.limit(3), Some(2));

@@ -17,8 +17,11 @@
 //! is applied twice. A node keeps serving what it runs when the broker is
 //! away; what needs the broker (deploys, deletes) answers 503 meanwhile.
 
-use std::collections::HashMap;
+pub mod route;
+
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,6 +112,11 @@ pub struct Cluster {
     nodes: kv::Store,
     /// The live nodes as last seen, sorted by name.
     members: Mutex<Vec<String>>,
+    /// Per node, the functions it had an idle instance of at its last
+    /// heartbeat.
+    warm: Mutex<HashMap<String, HashSet<String>>>,
+    /// Round-robin among the nodes a call may be routed to.
+    turn: AtomicUsize,
     code: object_store::ObjectStore,
     records: mpsc::Sender<InvocationRecord>,
     /// The KV revision of each function's deployment this node runs.
@@ -225,6 +233,8 @@ impl Cluster {
                 functions,
                 nodes,
                 members: Mutex::new(vec![config.node.clone()]),
+                warm: Mutex::new(HashMap::new()),
+                turn: AtomicUsize::new(0),
                 code,
                 records,
                 applied: Mutex::new(HashMap::new()),
@@ -285,6 +295,7 @@ impl Cluster {
         tokio::spawn(self.clone().publish_records(rx));
         tokio::spawn(self.clone().index_records(scheduler.clone()));
         tokio::spawn(self.clone().heartbeat(scheduler.clone()));
+        tokio::spawn(self.clone().serve_invokes(scheduler.clone()));
         tokio::spawn(self.clone().watch_deployments(scheduler));
     }
 
@@ -307,15 +318,35 @@ impl Cluster {
         let mut tick = tokio::time::interval(HEARTBEAT);
         loop {
             tick.tick().await;
+            let state = route::NodeState {
+                started: started.clone(),
+                warm: scheduler
+                    .idle_counts()
+                    .into_iter()
+                    .map(|(f, _)| f)
+                    .collect(),
+            };
             let live = async {
+                let value = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
                 self.nodes
-                    .put(&self.node, started.clone().into_bytes().into())
+                    .put(&self.node, value.into())
                     .await
                     .map_err(|e| e.to_string())?;
                 let keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
-                keys.try_collect::<Vec<String>>()
+                let names = keys
+                    .try_collect::<Vec<String>>()
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                let mut warm = HashMap::new();
+                for n in names.iter().filter(|n| **n != self.node) {
+                    if let Ok(Some(v)) = self.nodes.get(n).await {
+                        if let Ok(s) = serde_json::from_slice::<route::NodeState>(&v) {
+                            warm.insert(n.clone(), s.warm.into_iter().collect());
+                        }
+                    }
+                }
+                *lock(&self.warm) = warm;
+                Ok::<_, String>(names)
             };
             match live.await {
                 Ok(mut names) => {
