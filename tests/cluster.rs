@@ -605,3 +605,65 @@ async fn pair(dir: &Path, args: &[&str]) -> Option<(Broker, Server, Server)> {
     let b = node_with(&broker, "b", &creds, args).await;
     Some((broker, a, b))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_made_on_one_node_works_on_every_node_until_revoked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((_broker, a, b)) = pair(tmp.path(), &["--auth", "sigv4"]).await else {
+        return;
+    };
+    let a_data = a.dir.path().join("data");
+    // Made offline on A's data dir, as `virga keys` does.
+    let (code, out, err) = common::cli(&[
+        "keys",
+        "create",
+        "ops",
+        "--role",
+        "admin",
+        "--token",
+        "--format",
+        "json",
+        "--data-dir",
+        a_data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let token = serde_json::from_str::<Value>(&out).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status_on = |s: &Server| {
+        let (url, token) = (s.url("/v1/functions"), token.clone());
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert!(
+        common::eventually(10, || async { status_on(&b).await == 200 }).await,
+        "B takes the key made on A: {}",
+        b.log()
+    );
+    assert_eq!(status_on(&a).await, 200);
+    // Revoked on A: refused on B too.
+    let (code, _, err) = common::cli(&[
+        "keys",
+        "revoke",
+        "ops",
+        "--data-dir",
+        a_data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        common::eventually(10, || async {
+            status_on(&b).await == 403 || status_on(&b).await == 401
+        })
+        .await,
+        "the revocation reaches B"
+    );
+}

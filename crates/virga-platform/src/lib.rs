@@ -253,7 +253,7 @@ impl Platform {
         }
         // The cluster's deployments after this node's own.
         let cluster = cluster.map(|(c, records)| {
-            c.start(scheduler.clone(), records);
+            c.start(scheduler.clone(), records, access.clone());
             c
         });
         // After the functions, so resumed events find them.

@@ -248,6 +248,57 @@ impl KeyStore {
         Ok(a.sigv4.len() + a.tokens.len())
     }
 
+    /// Every key as stored, secrets of live keys included, by id: what a
+    /// cluster's broker holds so that a key works on every node.
+    pub fn export(&self) -> Result<Vec<(String, Vec<u8>)>, AccessError> {
+        Ok(self
+            .read()?
+            .keys
+            .into_iter()
+            .map(|k| {
+                let bytes = serde_json::to_vec(&k).expect("keys serialise");
+                (k.info.id, bytes)
+            })
+            .collect())
+    }
+
+    /// Whether an exported key is revoked (`None`: not a key).
+    pub fn exported_revoked(bytes: &[u8]) -> Option<bool> {
+        serde_json::from_slice::<StoredKey>(bytes)
+            .ok()
+            .map(|k| k.info.revoked_at.is_some())
+    }
+
+    /// Takes a key another node exported: one unknown here is added, a
+    /// revocation is applied; a revoked key never comes back to life.
+    /// Returns whether the file changed.
+    pub fn merge(&self, bytes: &[u8]) -> Result<bool, AccessError> {
+        let incoming: StoredKey = serde_json::from_slice(bytes)
+            .map_err(|e| AccessError::Invalid(format!("a shared key is unreadable: {e}")))?;
+        if self.read()?.keys.iter().any(|k| {
+            k.info.id == incoming.info.id
+                && (k.info.revoked_at.is_some() || incoming.info.revoked_at.is_none())
+        }) {
+            // Known, and nothing to revoke: no write.
+            return Ok(false);
+        }
+        self.update(
+            |file| match file.keys.iter_mut().find(|k| k.info.id == incoming.info.id) {
+                Some(k) if k.info.revoked_at.is_none() && incoming.info.revoked_at.is_some() => {
+                    k.info.revoked_at = incoming.info.revoked_at.clone();
+                    k.secret = None;
+                    k.token_sha256 = None;
+                    Ok(true)
+                }
+                Some(_) => Ok(false),
+                None => {
+                    file.keys.push(incoming);
+                    Ok(true)
+                }
+            },
+        )
+    }
+
     /// The live keys, re-read when the file changed since the last look.
     fn active(&self) -> Result<Arc<Active>, AccessError> {
         let path = self.path();
@@ -498,5 +549,35 @@ mod tests {
             store.revoke("nobody"),
             Err(AccessError::NoSuchKey(_))
         ));
+    }
+
+    #[test]
+    fn shared_keys_merge_and_revocations_win() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            KeyStore::new(&d.path().join("a")),
+            KeyStore::new(&d.path().join("b")),
+        );
+        let NewKey::Token { info, token } =
+            a.create("ci", Role::Invoke, &[], KeyKind::Token).unwrap()
+        else {
+            panic!("a token")
+        };
+        let live = a.export().unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(KeyStore::exported_revoked(&live[0].1), Some(false));
+        assert!(b.merge(&live[0].1).unwrap(), "new on b");
+        assert!(!b.merge(&live[0].1).unwrap(), "known: no write");
+        assert_eq!(b.token(&token).unwrap().unwrap().0, info.id);
+        a.revoke(&info.id).unwrap();
+        let revoked = a.export().unwrap();
+        assert_eq!(KeyStore::exported_revoked(&revoked[0].1), Some(true));
+        assert!(b.merge(&revoked[0].1).unwrap());
+        assert!(b.token(&token).unwrap().is_none(), "revoked on b too");
+        // An old export of the live key does not bring it back.
+        assert!(!b.merge(&live[0].1).unwrap());
+        assert!(b.token(&token).unwrap().is_none());
+        assert!(b.merge(b"not a key").is_err());
+        assert_eq!(KeyStore::exported_revoked(b"{}"), None);
     }
 }

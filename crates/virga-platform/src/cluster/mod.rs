@@ -40,6 +40,10 @@ pub const FUNCTIONS_BUCKET: &str = "virga_functions";
 pub const CODE_BUCKET: &str = "virga_code";
 /// Live nodes: each refreshes its key; a key not refreshed expires.
 pub const NODES_BUCKET: &str = "virga_nodes";
+/// Keys (`virga keys` on any node's data dir), by id.
+pub const KEYS_BUCKET: &str = "virga_keys";
+/// How often a node looks for keys made or revoked on its data dir.
+const KEYS_EVERY: Duration = Duration::from_secs(1);
 /// How long a node that stopped refreshing stays a member.
 const NODE_TTL: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -110,6 +114,7 @@ pub struct Cluster {
     js: jetstream::Context,
     functions: kv::Store,
     nodes: kv::Store,
+    keys: kv::Store,
     /// The live nodes as last seen, sorted by name.
     members: Mutex<Vec<String>>,
     /// Per node, the functions it had an idle instance of at its last
@@ -200,6 +205,16 @@ impl Cluster {
             })
             .await
             .map_err(|e| refused("the nodes bucket", &e))?;
+        let keys = js
+            .create_key_value(kv::Config {
+                bucket: KEYS_BUCKET.into(),
+                description: "virga keys".into(),
+                history: 1,
+                num_replicas: config.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| refused("the keys bucket", &e))?;
         let code = js
             .create_object_store(object_store::Config {
                 bucket: CODE_BUCKET.into(),
@@ -232,6 +247,7 @@ impl Cluster {
                 js,
                 functions,
                 nodes,
+                keys,
                 members: Mutex::new(vec![config.node.clone()]),
                 warm: Mutex::new(HashMap::new()),
                 turn: AtomicUsize::new(0),
@@ -291,7 +307,10 @@ impl Cluster {
         self: &Arc<Self>,
         scheduler: Arc<Scheduler>,
         rx: mpsc::Receiver<InvocationRecord>,
+        access: Arc<crate::access::Access>,
     ) {
+        tokio::spawn(self.clone().publish_keys(access.clone()));
+        tokio::spawn(self.clone().merge_keys(access));
         tokio::spawn(self.clone().publish_records(rx));
         tokio::spawn(self.clone().index_records(scheduler.clone()));
         tokio::spawn(self.clone().heartbeat(scheduler.clone()));
@@ -308,6 +327,77 @@ impl Cluster {
     /// node's key expires: the others take its shares at once.
     pub async fn leave(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.nodes.purge(&self.node)).await;
+    }
+
+    /// Publishes the keys made or revoked on this node's data dir (by
+    /// `virga keys`, which works on the file) as they appear. A key the
+    /// bucket holds revoked is never published live again.
+    async fn publish_keys(self: Arc<Self>, access: Arc<crate::access::Access>) {
+        let mut published: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut tick = tokio::time::interval(KEYS_EVERY);
+        loop {
+            tick.tick().await;
+            let a = access.clone();
+            let exported = match tokio::task::spawn_blocking(move || a.keys.export()).await {
+                Ok(Ok(k)) => k,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the keys to share them");
+                    continue;
+                }
+                Err(_) => return,
+            };
+            for (id, bytes) in exported {
+                if published.get(&id) == Some(&bytes) {
+                    continue;
+                }
+                let theirs = self.keys.get(&id).await;
+                let known_revoked = matches!(&theirs, Ok(Some(v)) if crate::access::keys::KeyStore::exported_revoked(v) == Some(true));
+                let sent = if theirs
+                    .as_ref()
+                    .is_ok_and(|v| v.as_deref() == Some(&bytes[..]))
+                {
+                    true
+                } else if known_revoked {
+                    // Revoked elsewhere: the merge applies it here.
+                    false
+                } else {
+                    self.keys.put(&id, bytes.clone().into()).await.is_ok()
+                };
+                if sent {
+                    published.insert(id, bytes);
+                }
+            }
+        }
+    }
+
+    /// Merges every node's keys into this node's key file.
+    async fn merge_keys(self: Arc<Self>, access: Arc<crate::access::Access>) {
+        loop {
+            let mut watch = match self.keys.watch_with_history(">").await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the cluster's keys; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(entry) = watch.next().await {
+                let Ok(entry) = entry else { break };
+                if entry.operation != kv::Operation::Put {
+                    continue;
+                }
+                let a = access.clone();
+                let value = entry.value.clone();
+                match tokio::task::spawn_blocking(move || a.keys.merge(&value)).await {
+                    Ok(Ok(true)) => tracing::info!(key = %entry.key, "a key from the cluster"),
+                    Ok(Ok(false)) | Err(_) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(key = %entry.key, error = %e, "cannot take a key from the cluster")
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Refreshes this node's key and reads the live nodes, so each node
