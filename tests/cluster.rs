@@ -667,3 +667,83 @@ async fn a_key_made_on_one_node_works_on_every_node_until_revoked() {
         "the revocation reaches B"
     );
 }
+
+/// The `msg BODY RECEIVE_COUNT` lines behave.py logs for queue batches.
+async fn queue_lines(s: &Server, function: &str) -> Vec<String> {
+    s.get(&format!("/v1/functions/{function}/logs?lines=5000"))
+        .await["lines"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str()?.strip_prefix("msg ").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_messages_are_shared_by_every_nodes_pollers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((_broker, a, b)) = pair(tmp.path(), &[]).await else {
+        return;
+    };
+    deploy_through(
+        &a,
+        &b,
+        "worker",
+        &common::manifest(
+            "worker",
+            "memory_mb = 128\n[[triggers]]\ntype = \"queue\"\nqueue = \"jobs\"\nbatch_size = 3\nbatch_window_ms = 100\nmax_receive = 2",
+        ),
+    )
+    .await;
+    // Sent through B only; the pollers of both nodes compete for them.
+    let mut bodies: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+    bodies.push("fail".into());
+    for body in &bodies {
+        let resp = reqwest::Client::new()
+            .post(b.url("/v1/queues/jobs/messages"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+    let all = || async {
+        let mut lines = queue_lines(&a, "worker").await;
+        lines.extend(queue_lines(&b, "worker").await);
+        lines
+    };
+    assert!(
+        common::eventually(30, || async {
+            let lines = all().await;
+            bodies[..30]
+                .iter()
+                .all(|m| lines.iter().any(|l| l.starts_with(&format!("{m} "))))
+                && dead_letters(&a, "worker").await.len() == 1
+        })
+        .await,
+        "every message delivered, the failing one dead-lettered: {:?}\n{}",
+        all().await,
+        b.log()
+    );
+    let lines = all().await;
+    let mut fails: Vec<&String> = lines.iter().filter(|l| l.starts_with("fail ")).collect();
+    fails.sort();
+    assert_eq!(fails, ["fail 1", "fail 2"], "received twice (on either node), then dead");
+    let letter = &dead_letters(&b, "worker").await[0];
+    assert_eq!(letter["trigger"], "queue");
+    assert_eq!(letter["attempts"], 2);
+    assert!(
+        common::eventually(10, || async {
+            b.get("/v1/queues").await["queues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|q| q["queue"] != "jobs" || q["cluster_queued"] == 0)
+        })
+        .await,
+        "nothing left on the broker: {}",
+        b.get("/v1/queues").await
+    );
+}

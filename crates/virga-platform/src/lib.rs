@@ -257,11 +257,11 @@ impl Platform {
             c
         });
         // After the functions, so resumed events find them.
-        let queue: Option<Arc<dyn events::queue::EventQueue>> = match &cluster {
+        let broker = match &cluster {
             Some(c) => Some(c.event_queue().await?),
             None => None,
         };
-        let events = events::Events::start_on(&config.data_dir, scheduler.clone(), queue)?;
+        let events = events::Events::start_on(&config.data_dir, scheduler.clone(), broker)?;
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| PlatformError::Bind(config.addr, e))?;

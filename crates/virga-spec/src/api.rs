@@ -158,6 +158,11 @@ pub struct QueueDepth {
     pub ready: usize,
     pub in_flight: usize,
     pub oldest_age_ms: Option<i64>,
+    /// In a cluster: the queue's messages the broker holds for every node
+    /// together (waiting or being delivered); `ready` and `in_flight` are
+    /// then this node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_queued: Option<u64>,
 }
 
 /// `GET /v1/queues`: asynchronous invocations per function, and queues.

@@ -34,6 +34,9 @@ use super::queue::{EventQueue, QueueFuture, Sink};
 /// Accepted asynchronous events, until delivered or dead-lettered.
 pub const EVENTS_STREAM: &str = "VIRGA_EVENTS";
 const EVENTS_SUBJECT: &str = "virga.events";
+/// Queue messages (`/v1/queues/NAME/messages`), until a function took them.
+pub const QUEUES_STREAM: &str = "VIRGA_QUEUES";
+const QUEUE_SUBJECT: &str = "virga.queue";
 /// Dead letters, until redriven.
 pub const DEAD_STREAM: &str = "VIRGA_DEAD";
 const DEAD_SUBJECT: &str = "virga.dead";
@@ -52,6 +55,8 @@ const H_ATTEMPTS: &str = "Virga-Attempts";
 const H_ENQUEUED: &str = "Virga-Enqueued-At-Ms";
 const H_NOT_BEFORE: &str = "Virga-Not-Before-Ms";
 const H_ERROR: &str = "Virga-Error";
+const H_MESSAGE: &str = "Virga-Message-Id";
+const H_SENT: &str = "Virga-Sent-At-Ms";
 
 pub struct BrokerQueue {
     client: async_nats::Client,
@@ -102,6 +107,15 @@ impl BrokerQueue {
             .map(|_: consumer::PullConsumer| ())
             .map_err(|e| broker("the events consumer", &e))?;
         js.get_or_create_stream(stream::Config {
+            name: QUEUES_STREAM.into(),
+            subjects: vec![format!("{QUEUE_SUBJECT}.*")],
+            retention: stream::RetentionPolicy::WorkQueue,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| broker("the queues stream", &e))?;
+        js.get_or_create_stream(stream::Config {
             name: DEAD_STREAM.into(),
             subjects: vec![format!("{DEAD_SUBJECT}.*")],
             num_replicas: replicas,
@@ -128,8 +142,13 @@ impl BrokerQueue {
         }
     }
 
+    /// Whether the connection to the broker is up now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     fn reachable(&self) -> Result<(), DurableError> {
-        if self.client.connection_state() == async_nats::connection::State::Connected {
+        if self.connected() {
             Ok(())
         } else {
             Err(self.error("not connected (reconnecting)"))
@@ -270,9 +289,7 @@ impl BrokerQueue {
         while !self.closed.load(Ordering::SeqCst) {
             tick.tick().await;
             let held: Vec<_> = lock(&self.held).values().cloned().collect();
-            for m in held {
-                let _ = m.ack_with(AckKind::Progress).await;
-            }
+            progress(&held).await;
         }
     }
 
@@ -309,6 +326,53 @@ impl BrokerQueue {
                 let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
         });
+    }
+
+    /// Sends a queue message: resolves once the broker has it.
+    pub async fn send_message(&self, m: &super::durable::MessageRow) -> Result<(), DurableError> {
+        self.reachable()?;
+        let mut h = HeaderMap::new();
+        h.insert(H_MESSAGE, m.id.as_str());
+        h.insert(H_SENT, m.sent_at_ms.to_string().as_str());
+        let publish = Publish::build()
+            .payload(m.body.clone().into())
+            .headers(h)
+            .message_id(m.id.as_str());
+        self.js
+            .send_publish(format!("{QUEUE_SUBJECT}.{}", m.queue), publish)
+            .await
+            .map_err(|e| self.error(e))?
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// The consumer every node's pollers of `queue` share (competing
+    /// consumers, as on SQS).
+    pub async fn queue_consumer(
+        &self,
+        queue: &str,
+    ) -> Result<consumer::PullConsumer, DurableError> {
+        let name = format!("queue-{queue}");
+        self.js
+            .get_stream(QUEUES_STREAM)
+            .await
+            .map_err(|e| self.error(e))?
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: format!("{QUEUE_SUBJECT}.{queue}"),
+                    ..consumer_config()
+                },
+            )
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Messages per queue the broker holds.
+    pub async fn queue_counts(&self) -> Result<Vec<(String, u64)>, DurableError> {
+        self.per_function(QUEUES_STREAM, QUEUE_SUBJECT).await
     }
 
     /// Messages per function in `stream` (subjects `prefix.FUNCTION`),
@@ -512,6 +576,26 @@ impl EventQueue for BrokerQueue {
         self.replace(m, subject, h, row, "dead", "cannot store a dead letter");
     }
 
+    fn bury(&self, row: EventRow, error: &str) -> QueueFuture<'_, ()> {
+        let error = error.to_string();
+        Box::pin(async move {
+            self.reachable()?;
+            let mut h = headers(&row);
+            h.insert(H_ERROR, error.as_str());
+            let publish = Publish::build()
+                .payload(row.payload.into())
+                .headers(h)
+                .message_id(format!("{}.buried", row.request_id));
+            self.js
+                .send_publish(format!("{DEAD_SUBJECT}.{}", row.function), publish)
+                .await
+                .map_err(|e| self.error(e))?
+                .await
+                .map_err(|e| self.error(e))?;
+            Ok(())
+        })
+    }
+
     fn dead_letters<'a>(&'a self, function: &'a str) -> QueueFuture<'a, Vec<EventRow>> {
         Box::pin(async move {
             self.reachable()?;
@@ -583,5 +667,43 @@ impl EventQueue for BrokerQueue {
         let _ = self.runtime.block_on(async move {
             tokio::time::timeout(Duration::from_secs(2), client.flush()).await
         });
+    }
+}
+
+/// A queue message as a poller delivers it: its row (receive count from
+/// the broker's delivery count) and the message to acknowledge.
+pub fn message_of(
+    m: jetstream::Message,
+) -> Option<(super::durable::MessageRow, jetstream::Message)> {
+    let info = m.info().ok()?;
+    let queue = m
+        .subject
+        .as_str()
+        .strip_prefix(&format!("{QUEUE_SUBJECT}."))?
+        .to_string();
+    let row = super::durable::MessageRow {
+        id: header(&m, H_MESSAGE)?.to_string(),
+        queue,
+        body: String::from_utf8_lossy(&m.payload).into_owned(),
+        sent_at_ms: header_i64(&m, H_SENT)?,
+        receive_count: info.delivered.max(1) as u32,
+    };
+    Some((row, m))
+}
+
+/// Tells the broker `msgs` are still being worked on.
+async fn progress(msgs: &[Arc<jetstream::Message>]) {
+    for m in msgs {
+        let _ = m.ack_with(AckKind::Progress).await;
+    }
+}
+
+/// Keeps `msgs` this node's until aborted (a batch while it runs).
+pub async fn keep_alive(msgs: Vec<Arc<jetstream::Message>>) {
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        progress(&msgs).await;
     }
 }

@@ -319,6 +319,16 @@ impl EventQueue for Durable {
         });
     }
 
+    fn bury(&self, row: EventRow, error: &str) -> QueueFuture<'_, ()> {
+        let (id, attempts, error) = (row.request_id.clone(), row.attempts, error.to_string());
+        Box::pin(async move {
+            self.enqueue(vec![row]).await?;
+            // The writer applies operations in order: never delivered.
+            self.dead_letter(&id, attempts, &error);
+            Ok(())
+        })
+    }
+
     fn dead_letters<'a>(&'a self, function: &'a str) -> QueueFuture<'a, Vec<EventRow>> {
         // A short indexed read: not worth a thread hop.
         let rows = self.events_in("dead", Some(function));

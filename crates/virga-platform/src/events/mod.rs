@@ -100,6 +100,9 @@ pub use virga_spec::api::{AsyncDepth, DeadLetter};
 pub struct Events {
     /// Where accepted asynchronous events live until delivered.
     queue: Arc<dyn EventQueue>,
+    /// In a cluster, the broker: it holds the events (as `queue`) and the
+    /// queues' messages.
+    broker: Option<Arc<broker::BrokerQueue>>,
     /// Queue messages and objects' metadata (the same SQLite store).
     durable: Arc<Durable>,
     scheduler: Arc<Scheduler>,
@@ -137,19 +140,23 @@ impl Events {
         Events::start_on(data_dir, scheduler, None)
     }
 
-    /// Like [`Events::start`], with asynchronous events on `queue` (the
-    /// cluster's broker) instead of the local store.
+    /// Like [`Events::start`], with asynchronous events and queue messages
+    /// on the cluster's `broker` instead of the local store.
     pub fn start_on(
         data_dir: &Path,
         scheduler: Arc<Scheduler>,
-        queue: Option<Arc<dyn EventQueue>>,
+        broker: Option<Arc<broker::BrokerQueue>>,
     ) -> Result<Arc<Events>, EventsError> {
         let durable = Arc::new(Durable::open(data_dir)?);
         let objects_dir = data_dir.join("objects");
         std::fs::create_dir_all(&objects_dir)?;
-        let queue = queue.unwrap_or_else(|| durable.clone());
+        let queue: Arc<dyn EventQueue> = match &broker {
+            Some(b) => b.clone(),
+            None => durable.clone(),
+        };
         let events = Arc::new_cyclic(|me| Events {
             queue,
+            broker,
             durable,
             scheduler,
             objects_dir,

@@ -57,6 +57,10 @@ pub trait EventQueue: Send + Sync {
     /// The event is given up: keep it among its function's dead letters.
     fn dead_letter(&self, id: &str, attempts: u32, error: &str);
 
+    /// Stores `row` straight among its function's dead letters (a queue
+    /// message received `max_receive` times). Resolves once it is durable.
+    fn bury(&self, row: EventRow, error: &str) -> QueueFuture<'_, ()>;
+
     /// A function's dead letters, oldest first.
     fn dead_letters<'a>(&'a self, function: &'a str) -> QueueFuture<'a, Vec<EventRow>>;
 

@@ -12,6 +12,10 @@ use tokio::sync::Notify;
 use virga_spec::events::{batch_item_failures, sqs_event, SqsMessage};
 use virga_spec::Trigger;
 
+use async_nats::jetstream::AckKind;
+use futures_util::StreamExt;
+
+use super::broker::BrokerQueue;
 use super::durable::{EventRow, MessageRow};
 use super::{lock, now_ms, Events, EventsError, THROTTLE_PAUSE};
 use crate::scheduler::{InvokeError, InvokeRequest};
@@ -49,6 +53,10 @@ impl Events {
             receive_count: 0,
         };
         let id = row.id.clone();
+        if let Some(b) = &self.broker {
+            b.send_message(&row).await?;
+            return Ok(id);
+        }
         self.durable.insert_messages(vec![row.clone()]).await?;
         self.enqueue_message(row);
         Ok(id)
@@ -71,7 +79,7 @@ impl Events {
         Ok(())
     }
 
-    pub fn queue_depths(&self) -> Vec<QueueDepth> {
+    pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>, EventsError> {
         let now = now_ms();
         let mut out: Vec<QueueDepth> = lock(&self.queues)
             .iter()
@@ -80,10 +88,28 @@ impl Events {
                 ready: q.ready.len(),
                 in_flight: q.in_flight,
                 oldest_age_ms: q.ready.front().map(|m| now - m.sent_at_ms),
+                cluster_queued: None,
             })
             .collect();
+        if let Some(b) = &self.broker {
+            for (queue, n) in b.queue_counts().await? {
+                match out.iter_mut().find(|d| d.queue == queue) {
+                    Some(d) => d.cluster_queued = Some(n),
+                    None => out.push(QueueDepth {
+                        queue,
+                        ready: 0,
+                        in_flight: 0,
+                        oldest_age_ms: None,
+                        cluster_queued: Some(n),
+                    }),
+                }
+            }
+            for d in &mut out {
+                d.cluster_queued.get_or_insert(0);
+            }
+        }
         out.sort_by(|a, b| a.queue.cmp(&b.queue));
-        out
+        Ok(out)
     }
 
     fn queue_len(&self, queue: &str) -> usize {
@@ -118,6 +144,11 @@ impl Events {
         window: Duration,
         max_receive: u32,
     ) {
+        if let Some(broker) = self.broker.clone() {
+            return self
+                .poll_broker_queue(broker, function, queue, batch_size, window, max_receive)
+                .await;
+        }
         let notify = lock(&self.queues)
             .entry(queue.clone())
             .or_default()
@@ -159,47 +190,13 @@ impl Events {
                 m.receive_count += 1;
             }
             let n = batch.len();
-            let messages: Vec<SqsMessage> = batch
-                .iter()
-                .map(|m| SqsMessage {
-                    message_id: m.id.clone(),
-                    body: m.body.clone(),
-                    receive_count: m.receive_count,
-                    sent_at_ms: m.sent_at_ms,
-                })
-                .collect();
-            let oldest = batch
-                .iter()
-                .map(|m| m.sent_at_ms)
-                .min()
-                .unwrap_or_else(now_ms);
-            let result = self
-                .scheduler
-                .invoke(InvokeRequest {
-                    function: function.clone(),
-                    payload: Bytes::from(sqs_event(&queue, &messages).to_string()),
-                    trigger: Trigger::Queue,
-                    request_id: None,
-                    waited_ms: (now_ms() - oldest).max(0) as f64,
-                    has_caller: false,
-                })
-                .await;
-            let failed: Vec<String> = match &result {
-                Ok(inv) if inv.function_error.is_none() => {
-                    batch_item_failures(&inv.body).unwrap_or_default()
-                }
-                Ok(_) => batch.iter().map(|m| m.id.clone()).collect(),
-                Err(InvokeError::Throttled { .. })
-                | Err(InvokeError::ShareFull { .. })
-                | Err(InvokeError::NoMemory { .. })
-                | Err(InvokeError::ShuttingDown)
-                | Err(InvokeError::NotFound(_))
-                | Err(InvokeError::Deleted(_)) => {
+            let failed = match self.run_batch(&function, &queue, &batch).await {
+                Batch::Ran { failed } => failed,
+                Batch::NotRun { gone } => {
                     // Not delivered: back in line, not counted.
                     for m in &mut batch {
                         m.receive_count -= 1;
                     }
-                    let gone = matches!(result, Err(InvokeError::NotFound(_)));
                     self.finish_batch(&queue, n, batch);
                     if gone {
                         return;
@@ -215,7 +212,9 @@ impl Events {
             let mut requeue = Vec::new();
             for m in failed {
                 if m.receive_count >= max_receive {
-                    self.message_to_dlq(&function, &queue, m).await;
+                    if self.message_to_dlq(&function, &queue, &m).await {
+                        self.durable.delete_messages(vec![m.id]);
+                    }
                 } else {
                     self.durable.bump_message(&m.id, m.receive_count);
                     requeue.push(m);
@@ -225,8 +224,139 @@ impl Events {
         }
     }
 
-    /// A message delivered `max_receive` times goes to the function's dead-letter queue.
-    async fn message_to_dlq(&self, function: &str, queue: &str, m: MessageRow) {
+    /// The event source mapping of `function` on `queue` in a cluster:
+    /// every node's pollers pull from the broker's consumer of the queue.
+    /// A message's receive count is the broker's delivery count (a
+    /// throttled batch goes back and counts, as on SQS).
+    async fn poll_broker_queue(
+        self: Arc<Self>,
+        broker: Arc<BrokerQueue>,
+        function: String,
+        queue: String,
+        batch_size: usize,
+        window: Duration,
+        max_receive: u32,
+    ) {
+        let consumer = loop {
+            match broker.queue_consumer(&queue).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "cannot reach the queue on the broker; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let pull = |n: usize, wait: Duration| {
+            let consumer = consumer.clone();
+            async move {
+                let mut out = Vec::new();
+                if let Ok(mut b) = consumer
+                    .batch()
+                    .max_messages(n)
+                    .expires(wait)
+                    .messages()
+                    .await
+                {
+                    while let Some(Ok(m)) = b.next().await {
+                        out.push(m);
+                    }
+                }
+                out
+            }
+        };
+        loop {
+            // A first message, then up to a full batch within the window.
+            let mut held = pull(1, Duration::from_secs(5)).await;
+            if held.is_empty() {
+                if !broker.connected() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+            if batch_size > 1 {
+                let wait = window.max(Duration::from_millis(10));
+                held.extend(pull(batch_size - 1, wait).await);
+            }
+            let (batch, msgs): (Vec<MessageRow>, Vec<_>) = held
+                .into_iter()
+                .filter_map(super::broker::message_of)
+                .unzip();
+            let msgs: Vec<_> = msgs.into_iter().map(Arc::new).collect();
+            let keep = tokio::spawn(super::broker::keep_alive(msgs.clone()));
+            let outcome = self.run_batch(&function, &queue, &batch).await;
+            keep.abort();
+            let failed = match outcome {
+                Batch::Ran { failed } => failed,
+                Batch::NotRun { gone } => {
+                    for m in &msgs {
+                        let _ = m.ack_with(AckKind::Nak(Some(THROTTLE_PAUSE))).await;
+                    }
+                    if gone {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            for (row, m) in batch.iter().zip(&msgs) {
+                let kind = if !failed.contains(&row.id) {
+                    AckKind::Ack
+                } else if row.receive_count >= max_receive {
+                    if !self.message_to_dlq(&function, &queue, row).await {
+                        AckKind::Nak(Some(Duration::from_secs(1)))
+                    } else {
+                        AckKind::Ack
+                    }
+                } else {
+                    AckKind::Nak(None)
+                };
+                let _ = m.ack_with(kind).await;
+            }
+        }
+    }
+
+    /// Invokes `function` once with `batch` (an SQS event).
+    async fn run_batch(&self, function: &str, queue: &str, batch: &[MessageRow]) -> Batch {
+        let messages: Vec<SqsMessage> = batch
+            .iter()
+            .map(|m| SqsMessage {
+                message_id: m.id.clone(),
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+                sent_at_ms: m.sent_at_ms,
+            })
+            .collect();
+        let oldest = batch
+            .iter()
+            .map(|m| m.sent_at_ms)
+            .min()
+            .unwrap_or_else(now_ms);
+        let result = self
+            .scheduler
+            .invoke(InvokeRequest {
+                function: function.to_string(),
+                payload: Bytes::from(sqs_event(queue, &messages).to_string()),
+                trigger: Trigger::Queue,
+                request_id: None,
+                waited_ms: (now_ms() - oldest).max(0) as f64,
+                has_caller: false,
+            })
+            .await;
+        match result {
+            Ok(inv) if inv.function_error.is_none() => Batch::Ran {
+                failed: batch_item_failures(&inv.body).unwrap_or_default(),
+            },
+            Ok(_) => Batch::Ran {
+                failed: batch.iter().map(|m| m.id.clone()).collect(),
+            },
+            Err(e) => Batch::NotRun {
+                gone: matches!(e, InvokeError::NotFound(_)),
+            },
+        }
+    }
+
+    /// A message delivered `max_receive` times goes to the function's
+    /// dead-letter queue; true once it is stored there.
+    async fn message_to_dlq(&self, function: &str, queue: &str, m: &MessageRow) -> bool {
         let payload = sqs_event(
             queue,
             &[SqsMessage {
@@ -246,10 +376,14 @@ impl Events {
             available_at_ms: m.sent_at_ms,
             last_error: None,
         };
-        if self.queue.enqueue(vec![row]).await.is_ok() {
-            self.queue
-                .dead_letter(&m.id, m.receive_count, "MaxReceiveExceeded");
-            self.durable.delete_messages(vec![m.id]);
-        }
+        self.queue.bury(row, "MaxReceiveExceeded").await.is_ok()
     }
+}
+
+/// What one batch invocation gave.
+enum Batch {
+    /// It ran: the ids of the messages that failed (all, on a function error).
+    Ran { failed: Vec<String> },
+    /// It did not run (throttled, shutting down, or the function is `gone`).
+    NotRun { gone: bool },
 }

@@ -189,7 +189,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 .set(d.dead_letters as f64);
         }
     }
-    for q in state.events.queue_depths() {
+    for q in state.events.queue_depths().await.unwrap_or_default() {
         for (s, n) in [("ready", q.ready), ("in_flight", q.in_flight)] {
             metrics::gauge!("virga_queue_messages", "queue" => q.queue.clone(), "state" => s)
                 .set(n as f64);

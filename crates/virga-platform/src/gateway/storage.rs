@@ -105,6 +105,6 @@ pub(super) async fn queues(
     let functions = state.events.async_depths().await?;
     Ok(Json(virga_spec::api::Queues {
         functions,
-        queues: state.events.queue_depths(),
+        queues: state.events.queue_depths().await?,
     }))
 }
