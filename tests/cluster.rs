@@ -730,7 +730,11 @@ async fn queue_messages_are_shared_by_every_nodes_pollers() {
     let lines = all().await;
     let mut fails: Vec<&String> = lines.iter().filter(|l| l.starts_with("fail ")).collect();
     fails.sort();
-    assert_eq!(fails, ["fail 1", "fail 2"], "received twice (on either node), then dead");
+    assert_eq!(
+        fails,
+        ["fail 1", "fail 2"],
+        "received twice (on either node), then dead"
+    );
     let letter = &dead_letters(&b, "worker").await[0];
     assert_eq!(letter["trigger"], "queue");
     assert_eq!(letter["attempts"], 2);
@@ -746,4 +750,79 @@ async fn queue_messages_are_shared_by_every_nodes_pollers() {
         "nothing left on the broker: {}",
         b.get("/v1/queues").await
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_are_the_clusters_and_their_triggers_run_anywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((_broker, a, b)) = pair(tmp.path(), &[]).await else {
+        return;
+    };
+    deploy_through(
+        &a,
+        &b,
+        "thumbs",
+        &common::manifest(
+            "thumbs",
+            "memory_mb = 128\n[[triggers]]\ntype = \"bucket\"\nbucket = \"uploads\"\nprefix = \"images/\"",
+        ),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let body = vec![7u8; 300 * 1024];
+    let put = http
+        .put(a.url("/v1/buckets/uploads/objects/images/cat.jpg"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
+    // Read, listed and deleted through the other node.
+    let got = http
+        .get(b.url("/v1/buckets/uploads/objects/images/cat.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), &body[..]);
+    let list = b.get("/v1/buckets/uploads/objects?prefix=images/").await;
+    let objects = list["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 1, "{list}");
+    assert_eq!(objects[0]["key"], "images/cat.jpg");
+    assert_eq!(objects[0]["size"], 300 * 1024);
+    assert_eq!(
+        objects[0]["etag"],
+        virga_sigv4::sha256_hex(&body).as_str(),
+        "{list}"
+    );
+    // The upload's notification ran on one node or the other.
+    let logs = || async {
+        let mut all = a.get("/v1/functions/thumbs/logs").await.to_string();
+        all.push_str(&b.get("/v1/functions/thumbs/logs").await.to_string());
+        all
+    };
+    assert!(
+        common::eventually(10, || async {
+            logs().await.contains("s3 ObjectCreated:Put images/cat.jpg")
+        })
+        .await,
+        "{}",
+        logs().await
+    );
+    let deleted = http
+        .delete(b.url("/v1/buckets/uploads/objects/images/cat.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = http
+        .get(a.url("/v1/buckets/uploads/objects/images/cat.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    assert!(b.get("/v1/buckets/uploads/objects").await["objects"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }

@@ -37,6 +37,8 @@ const EVENTS_SUBJECT: &str = "virga.events";
 /// Queue messages (`/v1/queues/NAME/messages`), until a function took them.
 pub const QUEUES_STREAM: &str = "VIRGA_QUEUES";
 const QUEUE_SUBJECT: &str = "virga.queue";
+/// Objects (`/v1/buckets/BUCKET/objects/KEY`), named `BUCKET/KEY`.
+pub const OBJECTS_BUCKET: &str = "virga_objects";
 /// Dead letters, until redriven.
 pub const DEAD_STREAM: &str = "VIRGA_DEAD";
 const DEAD_SUBJECT: &str = "virga.dead";
@@ -61,6 +63,7 @@ const H_SENT: &str = "Virga-Sent-At-Ms";
 pub struct BrokerQueue {
     client: async_nats::Client,
     js: jetstream::Context,
+    objects: jetstream::object_store::ObjectStore,
     servers: String,
     /// Events this node pulled and has not finished, by request id.
     held: Mutex<HashMap<String, Arc<jetstream::Message>>>,
@@ -123,9 +126,19 @@ impl BrokerQueue {
         })
         .await
         .map_err(|e| broker("the dead-letter stream", &e))?;
+        let objects = js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: OBJECTS_BUCKET.into(),
+                description: Some("virga buckets' objects".into()),
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| broker("the objects bucket", &e))?;
         Ok(Arc::new(BrokerQueue {
             client,
             js,
+            objects,
             servers,
             held: Mutex::new(HashMap::new()),
             room: tokio::sync::Notify::new(),
@@ -368,6 +381,106 @@ impl BrokerQueue {
             )
             .await
             .map_err(|e| self.error(e))
+    }
+
+    /// Stores an object; resolves once the broker has all of it.
+    pub async fn put_object(
+        &self,
+        meta: &super::durable::ObjectMeta,
+        body: &[u8],
+    ) -> Result<(), DurableError> {
+        self.reachable()?;
+        let object = jetstream::object_store::ObjectMetadata {
+            name: format!("{}/{}", meta.bucket, meta.key),
+            metadata: HashMap::from([
+                ("etag".to_string(), meta.etag.clone()),
+                ("last_modified".to_string(), meta.last_modified.clone()),
+            ]),
+            ..Default::default()
+        };
+        let mut reader = body;
+        self.objects
+            .put(object, &mut reader)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// An object's metadata and bytes; `None` when there is no such object.
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(super::durable::ObjectMeta, Vec<u8>)>, DurableError> {
+        use tokio::io::AsyncReadExt;
+        self.reachable()?;
+        let name = format!("{bucket}/{key}");
+        // A deleted object's marker is no object (and reading it would
+        // wait for chunks that are gone).
+        match self.objects.info(&name).await {
+            Ok(i) if !i.deleted => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == jetstream::object_store::InfoErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.error(e)),
+        }
+        let mut object = match self.objects.get(&name).await {
+            Ok(o) => o,
+            Err(e) if e.kind() == jetstream::object_store::GetErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.error(e)),
+        };
+        let meta = object_meta(object.info());
+        let mut body = Vec::new();
+        // Deleted between the look and the read: its chunks never come.
+        tokio::time::timeout(Duration::from_secs(30), object.read_to_end(&mut body))
+            .await
+            .map_err(|_| self.error(format!("reading {name} timed out")))?
+            .map_err(|e| self.error(e))?;
+        Ok(meta.map(|m| (m, body)))
+    }
+
+    /// The objects of `bucket` whose keys start with `prefix`, by key.
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<super::durable::ObjectMeta>, DurableError> {
+        self.reachable()?;
+        let mut list = self.objects.list().await.map_err(|e| self.error(e))?;
+        let start = format!("{bucket}/{prefix}");
+        let mut out = Vec::new();
+        while let Some(info) = list.try_next().await.map_err(|e| self.error(e))? {
+            if !info.deleted && info.name.starts_with(&start) {
+                out.extend(object_meta(&info));
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Deletes an object; returns what it was (`None`: there was none).
+    pub async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<super::durable::ObjectMeta>, DurableError> {
+        use jetstream::object_store::{DeleteErrorKind, InfoErrorKind};
+        self.reachable()?;
+        let name = format!("{bucket}/{key}");
+        let info = match self.objects.info(&name).await {
+            Ok(i) if !i.deleted => i,
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == InfoErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.error(e)),
+        };
+        match self.objects.delete(&name).await {
+            Ok(()) => Ok(object_meta(&info)),
+            Err(e) if e.kind() == DeleteErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     /// Messages per queue the broker holds.
@@ -706,4 +819,20 @@ pub async fn keep_alive(msgs: Vec<Arc<jetstream::Message>>) {
         tick.tick().await;
         progress(&msgs).await;
     }
+}
+
+/// An object's metadata as the API shows it, from the object store's.
+fn object_meta(info: &jetstream::object_store::ObjectInfo) -> Option<super::durable::ObjectMeta> {
+    let (bucket, key) = info.name.split_once('/')?;
+    Some(super::durable::ObjectMeta {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        size: info.size as u64,
+        etag: info.metadata.get("etag").cloned().unwrap_or_default(),
+        last_modified: info
+            .metadata
+            .get("last_modified")
+            .cloned()
+            .unwrap_or_default(),
+    })
 }

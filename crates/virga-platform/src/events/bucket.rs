@@ -70,9 +70,30 @@ impl Events {
     ) -> Result<StoredObject, EventsError> {
         validate_bucket(bucket)?;
         validate_key(key).map_err(EventsError::Invalid)?;
-        let path = self.object_path(bucket, key);
         let etag = hex(&Sha256::digest(&body));
-        let size = body.len() as u64;
+        let meta = ObjectMeta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: body.len() as u64,
+            etag,
+            last_modified: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        if let Some(b) = &self.broker {
+            b.put_object(&meta, &body).await?;
+        } else {
+            self.put_local(&meta, body).await?;
+        }
+        let invocations = self.fire_bucket(&meta, BucketEvent::Put).await?;
+        Ok(StoredObject {
+            object: meta,
+            invocations,
+        })
+    }
+
+    /// Stores an object in the data dir: its bytes on disk, then its
+    /// metadata committed.
+    async fn put_local(&self, meta: &ObjectMeta, body: Bytes) -> Result<(), EventsError> {
+        let path = self.object_path(&meta.bucket, &meta.key);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let dir = path.parent().expect("object paths have a bucket directory");
             std::fs::create_dir_all(dir)?;
@@ -84,19 +105,8 @@ impl Events {
         })
         .await
         .map_err(|e| EventsError::Io(std::io::Error::other(e)))??;
-        let meta = ObjectMeta {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            size,
-            etag,
-            last_modified: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        };
         self.durable.put_object(meta.clone()).await?;
-        let invocations = self.fire_bucket(&meta, BucketEvent::Put).await?;
-        Ok(StoredObject {
-            object: meta,
-            invocations,
-        })
+        Ok(())
     }
 
     pub async fn get_object(
@@ -110,6 +120,10 @@ impl Events {
             bucket: bucket.to_string(),
             key: key.to_string(),
         };
+        if let Some(b) = &self.broker {
+            let (meta, body) = b.get_object(bucket, key).await?.ok_or_else(no_such)?;
+            return Ok((meta, Bytes::from(body)));
+        }
         let meta = self.durable.object(bucket, key)?.ok_or_else(no_such)?;
         let body = tokio::fs::read(self.object_path(bucket, key))
             .await
@@ -117,8 +131,15 @@ impl Events {
         Ok((meta, Bytes::from(body)))
     }
 
-    pub fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, EventsError> {
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<ObjectMeta>, EventsError> {
         validate_bucket(bucket)?;
+        if let Some(b) = &self.broker {
+            return Ok(b.list_objects(bucket, prefix).await?);
+        }
         Ok(self.durable.objects(bucket, prefix)?)
     }
 
@@ -126,15 +147,19 @@ impl Events {
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), EventsError> {
         validate_bucket(bucket)?;
         validate_key(key).map_err(EventsError::Invalid)?;
-        let meta = self
-            .durable
-            .object(bucket, key)?
-            .ok_or_else(|| EventsError::NoSuchKey {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            })?;
-        self.durable.delete_object(bucket, key).await?;
-        let _ = tokio::fs::remove_file(self.object_path(bucket, key)).await;
+        let no_such = || EventsError::NoSuchKey {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        };
+        let meta = match &self.broker {
+            Some(b) => b.delete_object(bucket, key).await?.ok_or_else(no_such)?,
+            None => {
+                let meta = self.durable.object(bucket, key)?.ok_or_else(no_such)?;
+                self.durable.delete_object(bucket, key).await?;
+                let _ = tokio::fs::remove_file(self.object_path(bucket, key)).await;
+                meta
+            }
+        };
         self.fire_bucket(&meta, BucketEvent::Delete).await?;
         Ok(())
     }

@@ -14,7 +14,8 @@ pub(super) async fn list_objects(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let objects = state
         .events
-        .list_objects(&bucket, q.prefix.as_deref().unwrap_or(""))?;
+        .list_objects(&bucket, q.prefix.as_deref().unwrap_or(""))
+        .await?;
     Ok(Json(json!({ "objects": objects })))
 }
 
