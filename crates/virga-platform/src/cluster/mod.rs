@@ -372,23 +372,14 @@ impl Cluster {
 
     /// Merges every node's keys into this node's key file.
     async fn merge_keys(self: Arc<Self>, access: Arc<crate::access::Access>) {
-        loop {
-            let mut watch = match self.keys.watch_with_history(">").await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the cluster's keys; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            while let Some(entry) = watch.next().await {
-                let Ok(entry) = entry else { break };
+        watch_forever(&self.keys, "keys", |entry| {
+            let access = access.clone();
+            async move {
                 if entry.operation != kv::Operation::Put {
-                    continue;
+                    return;
                 }
-                let a = access.clone();
                 let value = entry.value.clone();
-                match tokio::task::spawn_blocking(move || a.keys.merge(&value)).await {
+                match tokio::task::spawn_blocking(move || access.keys.merge(&value)).await {
                     Ok(Ok(true)) => tracing::info!(key = %entry.key, "a key from the cluster"),
                     Ok(Ok(false)) | Err(_) => {}
                     Ok(Err(e)) => {
@@ -396,8 +387,8 @@ impl Cluster {
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await
     }
 
     /// Refreshes this node's key and reads the live nodes, so each node
@@ -410,11 +401,7 @@ impl Cluster {
             tick.tick().await;
             let state = route::NodeState {
                 started: started.clone(),
-                warm: scheduler
-                    .idle_counts()
-                    .into_iter()
-                    .map(|(f, _)| f)
-                    .collect(),
+                warm: scheduler.warm_functions(),
             };
             let live = async {
                 let value = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
@@ -575,27 +562,11 @@ impl Cluster {
     /// Applies every deployment and delete of the cluster, those before
     /// this node started first; runs as long as the node.
     async fn watch_deployments(self: Arc<Self>, scheduler: Arc<Scheduler>) {
-        loop {
-            let mut watch = match self.functions.watch_with_history(">").await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the cluster's deployments; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            while let Some(entry) = watch.next().await {
-                let entry = match entry {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the deployments watch failed; watching again");
-                        break;
-                    }
-                };
-                self.apply(&scheduler, entry).await;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        watch_forever(&self.functions, "deployments", |entry| {
+            let (me, scheduler) = (self.clone(), scheduler.clone());
+            async move { me.apply(&scheduler, entry).await }
+        })
+        .await
     }
 
     async fn apply(&self, scheduler: &Arc<Scheduler>, entry: kv::Entry) {
@@ -775,6 +746,35 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// Hands every entry of `store` to `each`, those already there first, and
+/// watches again whenever the watch fails (the broker away); runs forever.
+async fn watch_forever<F, Fut>(store: &kv::Store, what: &str, mut each: F)
+where
+    F: FnMut(kv::Entry) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        let mut watch = match store.watch_with_history(">").await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the cluster's {what}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(entry) = watch.next().await {
+            match entry {
+                Ok(entry) => each(entry).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the {what} watch failed; watching again");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

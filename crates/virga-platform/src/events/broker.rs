@@ -185,24 +185,19 @@ impl BrokerQueue {
         });
     }
 
-    /// Publishes `row` to the events stream and waits for the broker's
-    /// acknowledgement.
+    /// Publishes `row` to the events stream; the returned future resolves
+    /// with the broker's acknowledgement (so several can be in flight).
     async fn publish_event(
         js: &jetstream::Context,
         row: &EventRow,
-        not_before_ms: Option<i64>,
         message_id: &str,
     ) -> Result<jetstream::context::PublishAckFuture, async_nats::jetstream::context::PublishError>
     {
-        let mut h = headers(row);
-        if let Some(t) = not_before_ms {
-            h.insert(H_NOT_BEFORE, t.to_string().as_str());
-        }
         js.send_publish(
             format!("{EVENTS_SUBJECT}.{}", row.function),
             Publish::build()
                 .payload(row.payload.clone().into())
-                .headers(h)
+                .headers(headers(row))
                 .message_id(message_id),
         )
         .await
@@ -324,15 +319,8 @@ impl BrokerQueue {
         let js = self.js.clone();
         self.spawn(async move {
             let msg_id = format!("{}.{kind}.{}", row.request_id, sequence(&m));
-            let publish = Publish::build()
-                .payload(row.payload.into())
-                .headers(h)
-                .message_id(msg_id);
-            let published = match js.send_publish(subject, publish).await {
-                Ok(ack) => ack.await.is_ok(),
-                Err(_) => false,
-            };
-            if published {
+            let published = publish_acked(&js, subject, row.payload, h, msg_id).await;
+            if published.is_ok() {
                 let _ = m.ack().await;
             } else {
                 tracing::warn!(request_id = %row.request_id, "{failed}; the broker redelivers the event");
@@ -347,17 +335,16 @@ impl BrokerQueue {
         let mut h = HeaderMap::new();
         h.insert(H_MESSAGE, m.id.as_str());
         h.insert(H_SENT, m.sent_at_ms.to_string().as_str());
-        let publish = Publish::build()
-            .payload(m.body.clone().into())
-            .headers(h)
-            .message_id(m.id.as_str());
-        self.js
-            .send_publish(format!("{QUEUE_SUBJECT}.{}", m.queue), publish)
-            .await
-            .map_err(|e| self.error(e))?
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(())
+        let subject = format!("{QUEUE_SUBJECT}.{}", m.queue);
+        publish_acked(
+            &self.js,
+            subject,
+            m.body.clone().into_bytes(),
+            h,
+            m.id.clone(),
+        )
+        .await
+        .map_err(|e| self.error(e))
     }
 
     /// The consumer every node's pollers of `queue` share (competing
@@ -562,6 +549,26 @@ impl BrokerQueue {
     }
 }
 
+/// Publishes one message and waits for the broker's acknowledgement.
+async fn publish_acked(
+    js: &jetstream::Context,
+    subject: String,
+    payload: Vec<u8>,
+    headers: HeaderMap,
+    message_id: String,
+) -> Result<(), String> {
+    let publish = Publish::build()
+        .payload(payload.into())
+        .headers(headers)
+        .message_id(message_id);
+    js.send_publish(subject, publish)
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 fn consumer_config() -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(CONSUMER.into()),
@@ -622,7 +629,7 @@ impl EventQueue for BrokerQueue {
             for row in &rows {
                 // The request id as the message id: the broker drops a
                 // second publish of the same accept (its duplicate window).
-                let ack = Self::publish_event(&self.js, row, None, &row.request_id)
+                let ack = Self::publish_event(&self.js, row, &row.request_id)
                     .await
                     .map_err(|e| self.error(e))?;
                 acks.push(ack);
@@ -695,17 +702,11 @@ impl EventQueue for BrokerQueue {
             self.reachable()?;
             let mut h = headers(&row);
             h.insert(H_ERROR, error.as_str());
-            let publish = Publish::build()
-                .payload(row.payload.into())
-                .headers(h)
-                .message_id(format!("{}.buried", row.request_id));
-            self.js
-                .send_publish(format!("{DEAD_SUBJECT}.{}", row.function), publish)
+            let subject = format!("{DEAD_SUBJECT}.{}", row.function);
+            let msg_id = format!("{}.buried", row.request_id);
+            publish_acked(&self.js, subject, row.payload, h, msg_id)
                 .await
-                .map_err(|e| self.error(e))?
-                .await
-                .map_err(|e| self.error(e))?;
-            Ok(())
+                .map_err(|e| self.error(e))
         })
     }
 
@@ -745,7 +746,7 @@ impl EventQueue for BrokerQueue {
                 row.available_at_ms = now;
                 row.last_error = None;
                 let msg_id = format!("{}.redrive.{seq}", row.request_id);
-                Self::publish_event(&self.js, &row, None, &msg_id)
+                Self::publish_event(&self.js, &row, &msg_id)
                     .await
                     .map_err(|e| self.error(e))?
                     .await

@@ -369,12 +369,12 @@ impl Scheduler {
         self.get(name).map_or(0, |f| f.load().idle)
     }
 
-    /// Functions with at least one idle instance here, and how many.
-    pub fn idle_counts(&self) -> Vec<(String, usize)> {
+    /// Functions with at least one idle instance here.
+    pub fn warm_functions(&self) -> Vec<String> {
         self.live_functions()
             .iter()
-            .map(|f| (f.manifest.name.clone(), f.load().idle))
-            .filter(|(_, n)| *n > 0)
+            .filter(|f| f.load().idle > 0)
+            .map(|f| f.manifest.name.clone())
             .collect()
     }
 
