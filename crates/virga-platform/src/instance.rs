@@ -89,6 +89,11 @@ pub(crate) struct Shared {
     capture: Mutex<Option<Vec<String>>>,
     /// A snap-start template's fork orders.
     pub(crate) desk: Option<ForkDesk>,
+    /// Told (`notify_waiters`) when the instance got its next job or went
+    /// back to its pool: the Runtime API's answer to a reply waits for it
+    /// (a moment at most), so that answer and the runtime's pipelined next
+    /// poll can leave in one write.
+    pub(crate) settled: tokio::sync::Notify,
 }
 
 /// A template's side of the fork protocol (see `virga_worker::template`):
@@ -120,7 +125,7 @@ pub(crate) struct Placement {
 }
 
 impl Shared {
-    fn new(desk: Option<ForkDesk>) -> Arc<Shared> {
+    pub(crate) fn new(desk: Option<ForkDesk>) -> Arc<Shared> {
         let (jobs_tx, jobs_rx) = mpsc::channel(16);
         let (phase, _) = watch::channel(Phase::Starting);
         Arc::new(Shared {
@@ -136,6 +141,7 @@ impl Shared {
             capture: Mutex::new(None),
             final_peak: std::sync::OnceLock::new(),
             desk,
+            settled: tokio::sync::Notify::new(),
         })
     }
 
@@ -408,7 +414,7 @@ impl Instance {
                 virga_spec::contract::SNAP_START_TEMPLATE.into(),
             ));
         }
-        let spawned = sandbox::spawn(&spawn_spec, cgroups, net.as_ref());
+        let spawned = blocking(|| sandbox::spawn(&spawn_spec, cgroups, net.as_ref()));
         // The instance has joined its namespace (or failed to start); a
         // template keeps it for its children's listeners.
         let netns = if spec.template { net } else { None };
@@ -699,6 +705,7 @@ impl Instance {
         if self.shared.jobs_tx.send(job).await.is_err() {
             return RunResult::Died(self.death());
         }
+        self.shared.settled.notify_waiters();
         let sleep = tokio::time::sleep(timeout);
         let result = tokio::select! {
             biased;
@@ -763,6 +770,12 @@ impl Instance {
         Some(bytes.div_ceil(1024 * 1024) as u32)
     }
 
+    /// The instance went back to its pool, or was let go: an answer to its
+    /// runtime held for it (`Shared::settled`) leaves now.
+    pub fn settled(&self) {
+        self.shared.settled.notify_waiters();
+    }
+
     /// Starts collecting the instance's output for one invocation's log tail.
     pub fn begin_capture(&self) {
         *lock(&self.shared.capture) = Some(Vec::new());
@@ -781,6 +794,17 @@ impl Drop for Instance {
     fn drop(&mut self) {
         self.shared.kill();
         self.server.abort();
+    }
+}
+
+/// Runs blocking work (cgroup writes, a fork and exec) without stalling
+/// the tasks that share this thread: on a multi-threaded runtime the
+/// thread's other tasks move on meanwhile; a current-thread runtime (tests)
+/// runs it in place.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

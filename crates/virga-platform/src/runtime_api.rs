@@ -29,6 +29,16 @@ pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 /// Largest error or init-error document accepted from a runtime.
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
 
+/// How long the answer to a runtime's reply waits for the instance's next
+/// job (`Shared::settled`): the platform hands it over within microseconds
+/// when a request is queued; this only bounds a wait nothing ends.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Serves the Runtime API on `listener` until this future is dropped
+/// (the instance's end), its connections with it. HTTP/1.1 with pipelined
+/// answers flushed together: a runtime that sends its reply and its next
+/// poll in one write (`virga_worker`'s does) gets the 202 and its next
+/// event in one.
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let app = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -44,8 +54,55 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
             post(template_forked),
         )
         .with_state(shared);
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::warn!(error = %e, "Runtime API listener stopped");
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Runtime API: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            // Reap finished connections as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        tower::ServiceExt::oneshot(app, req)
+                            .await
+                            .unwrap_or_else(|e| match e {}),
+                    )
+                }
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .pipeline_flush(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        connections.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "Runtime API connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Hands `reply` to the invocation waiting for it, then waits (at most
+/// `SETTLE_WAIT`) until the instance has its next job or is back in its
+/// pool, so the answer to this post and to the runtime's pipelined next
+/// poll leave together.
+async fn deliver(shared: &Shared, to: tokio::sync::oneshot::Sender<Reply>, reply: Reply) {
+    // Registered before the send: the invocation may settle at once.
+    let settled = shared.settled.notified();
+    let mut settled = std::pin::pin!(settled);
+    settled.as_mut().enable();
+    if to.send(reply).is_ok() {
+        let _ = tokio::time::timeout(SETTLE_WAIT, settled).await;
     }
 }
 
@@ -58,7 +115,15 @@ fn api_error(status: StatusCode, error_type: &str, message: &str) -> Response {
 }
 
 fn accepted() -> Response {
-    (StatusCode::ACCEPTED, axum::Json(json!({ "status": "OK" }))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        r#"{"status":"OK"}"#,
+    )
+        .into_response()
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> Response {
@@ -221,7 +286,7 @@ async fn response(
     };
     match to_bytes(body, MAX_RESPONSE_BYTES).await {
         Ok(bytes) => {
-            let _ = reply.send(Reply::Response(bytes));
+            deliver(&shared, reply, Reply::Response(bytes)).await;
             accepted()
         }
         Err(_) => {
@@ -281,7 +346,7 @@ async fn error(
         .await
         .unwrap_or_else(|_| Bytes::from_static(b"error document too large"));
     let (error_type, body) = normalise_error(&headers, &body);
-    let _ = reply.send(Reply::Error { error_type, body });
+    deliver(&shared, reply, Reply::Error { error_type, body }).await;
     accepted()
 }
 
@@ -306,6 +371,89 @@ async fn init_error(State(shared): State<Arc<Shared>>, headers: HeaderMap, body:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instance::Job;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn job(id: &str) -> (Job, tokio::sync::oneshot::Receiver<Reply>) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            request_id: id.into(),
+            payload: Bytes::from_static(b"{}"),
+            deadline_ms: 1,
+            function_arn: "arn".into(),
+            trace_id: "t".into(),
+            batch_size: None,
+            reply,
+        };
+        (job, rx)
+    }
+
+    /// Reads from `s` until `text` has come `n` times; returns all read.
+    async fn read_until(s: &mut tokio::net::TcpStream, text: &str, n: usize) -> String {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while String::from_utf8_lossy(&seen).matches(text).count() < n {
+            let got = s.read(&mut buf).await.unwrap();
+            assert!(got > 0, "closed after {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..got]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_reply_and_poll_get_the_202_then_the_next_event() {
+        tokio::time::timeout(std::time::Duration::from_secs(10), pipelined())
+            .await
+            .expect("the exchange finishes");
+    }
+
+    async fn pipelined() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Shared::new(None);
+        let server = tokio::spawn(serve(listener, shared.clone()));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (first, reply) = job("r1");
+        shared.jobs_tx.send(first).await.unwrap();
+        s.write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_until(&mut s, "{}", 1).await;
+        assert!(got.contains("lambda-runtime-aws-request-id: r1"), "{got}");
+
+        // The scheduler's side: on the reply, the next job, then settled.
+        let scheduler = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let Ok(Reply::Response(body)) = reply.await else {
+                    panic!("no response")
+                };
+                assert_eq!(&body[..], b"{\"ok\":1}");
+                let (second, r2) = job("r2");
+                shared.jobs_tx.send(second).await.unwrap();
+                shared.settled.notify_waiters();
+                // Kept (a receiver is itself awaitable: boxed in a tuple).
+                (r2,)
+            })
+        };
+        s.write_all(b"POST /2018-06-01/runtime/invocation/r1/response HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n{\"ok\":1}GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_until(&mut s, "lambda-runtime-aws-request-id: r2", 1).await;
+        let (accepted, next) = got.split_at(got.rfind("HTTP/1.1 ").unwrap());
+        assert!(accepted.starts_with("HTTP/1.1 202"), "{got}");
+        assert!(next.starts_with("HTTP/1.1 200"), "{got}");
+        let (r2,) = scheduler.await.unwrap();
+
+        // Nothing settles this time: the 202 still comes, the poll waits.
+        s.write_all(b"POST /2018-06-01/runtime/invocation/r2/response HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_until(&mut s, "HTTP/1.1 202", 1).await;
+        assert!(!got.contains("HTTP/1.1 200"), "{got}");
+        assert!(matches!(r2.await, Ok(Reply::Response(_))));
+        server.abort();
+    }
 
     #[test]
     fn error_documents_are_normalised() {

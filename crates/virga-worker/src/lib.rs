@@ -10,10 +10,10 @@
 //! Managed Instance), [`run`] builds n handlers and polls `invocation/next`
 //! from n threads, so the instance serves up to n invocations at once.
 
+mod conn;
 pub mod model;
 pub mod template;
 
-use std::io::Read;
 use std::time::Duration;
 
 /// The per-invocation facts the Runtime API hands over in headers.
@@ -91,8 +91,11 @@ impl Handler for Echo {
     }
 }
 
-/// A Runtime API client bound to one endpoint (`host:port`).
+/// A Runtime API client bound to one endpoint (`host:port`): its
+/// `init/error`; invocations go over a pipelining `conn::Connection`.
 pub struct RuntimeClient {
+    /// `host:port`.
+    api: String,
     base: String,
     agent: ureq::Agent,
 }
@@ -106,6 +109,7 @@ impl RuntimeClient {
 
     pub fn new(api: &str) -> Self {
         RuntimeClient {
+            api: api.to_string(),
             base: format!("http://{api}/2018-06-01/runtime"),
             agent: Self::agent(),
         }
@@ -125,55 +129,6 @@ impl RuntimeClient {
         }
     }
 
-    /// Blocks until the next event arrives.
-    pub fn next(&self) -> Result<(Vec<u8>, Context), WorkerError> {
-        let resp = self
-            .agent
-            .get(&format!("{}/invocation/next", self.base))
-            .call()
-            .map_err(|e| self.err(e))?;
-        let header = |name: &str| resp.header(name).unwrap_or_default().to_string();
-        let ctx = Context {
-            request_id: header("Lambda-Runtime-Aws-Request-Id"),
-            deadline_ms: header("Lambda-Runtime-Deadline-Ms").parse().unwrap_or(0),
-            invoked_function_arn: header("Lambda-Runtime-Invoked-Function-Arn"),
-            trace_id: header("Lambda-Runtime-Trace-Id"),
-            batch_size: resp
-                .header(virga_spec::contract::BATCH_SIZE_HEADER)
-                .and_then(|v| v.parse().ok()),
-        };
-        if ctx.request_id.is_empty() {
-            return Err(self.err("invocation/next returned no Lambda-Runtime-Aws-Request-Id"));
-        }
-        let mut body = Vec::new();
-        resp.into_reader()
-            .read_to_end(&mut body)
-            .map_err(|e| self.err(e))?;
-        Ok((body, ctx))
-    }
-
-    pub fn respond(&self, request_id: &str, body: &[u8]) -> Result<(), WorkerError> {
-        let resp = self
-            .agent
-            .post(&format!("{}/invocation/{request_id}/response", self.base))
-            .send_bytes(body)
-            .map_err(|e| self.err(e))?;
-        drain(resp);
-        Ok(())
-    }
-
-    pub fn fail(&self, request_id: &str, error: &FunctionError) -> Result<(), WorkerError> {
-        let resp = self
-            .agent
-            .post(&format!("{}/invocation/{request_id}/error", self.base))
-            .set("Lambda-Runtime-Function-Error-Type", &error.error_type)
-            .set("Content-Type", "application/json")
-            .send_bytes(&error.to_json())
-            .map_err(|e| self.err(e))?;
-        drain(resp);
-        Ok(())
-    }
-
     pub fn init_error(&self, error: &FunctionError) -> Result<(), WorkerError> {
         self.agent
             .post(&format!("{}/init/error", self.base))
@@ -183,11 +138,6 @@ impl RuntimeClient {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
-}
-
-/// Reads a response to its end: only then does the agent reuse the connection.
-fn drain(resp: ureq::Response) {
-    let _ = std::io::copy(&mut resp.into_reader(), &mut std::io::sink());
 }
 
 /// How many invocations this instance may serve at once: the
@@ -266,15 +216,12 @@ where
         let handler = handlers.pop().expect("one handler");
         return serve(&client, handler);
     }
-    let base = client.base.clone();
+    let api = client.api.clone();
     std::thread::scope(|s| {
         let threads: Vec<_> = handlers
             .into_iter()
             .map(|h| {
-                let client = RuntimeClient {
-                    base: base.clone(),
-                    agent: RuntimeClient::agent(),
-                };
+                let client = RuntimeClient::new(&api);
                 s.spawn(move || serve(&client, h))
             })
             .collect();
@@ -313,23 +260,31 @@ fn serve<H: Handler>(client: &RuntimeClient, handler: H) -> Result<(), WorkerErr
 }
 
 /// As [`serve`], telling `trimmer` when the instance is busy and idle.
+/// Each answer is posted together with the next poll, on one connection
+/// (`conn`): one exchange per invocation.
 fn serve_with<H: Handler>(
     client: &RuntimeClient,
     mut handler: H,
     trimmer: Option<&heap::Trimmer>,
 ) -> Result<(), WorkerError> {
+    let mut conn = conn::Connection::new(&client.api);
+    let mut next = conn.next().map_err(|e| client.err(e))?;
     loop {
-        let (event, ctx) = client.next()?;
+        let (event, ctx) = next;
         if let Some(t) = trimmer {
             t.busy();
         }
-        match handler.handle(&event, &ctx) {
-            Ok(body) => client.respond(&ctx.request_id, &body)?,
-            Err(e) => client.fail(&ctx.request_id, &e)?,
-        }
+        let result = handler.handle(&event, &ctx);
         if let Some(t) = trimmer {
             t.idle();
         }
+        let answer = match &result {
+            Ok(body) => conn::Answer::Response(body),
+            Err(e) => conn::Answer::Error(e),
+        };
+        next = conn
+            .answer_and_next(&ctx.request_id, answer)
+            .map_err(|e| client.err(e))?;
     }
 }
 

@@ -109,6 +109,8 @@ impl Function {
     /// task always goes: it handled its one event.
     pub(super) fn give_back(&self, inst: Arc<Instance>, healthy: bool) {
         let healthy = healthy && self.mode() != Mode::Job;
+        // After the pool has given it to a waiter, if one waits.
+        let settle = inst.clone();
         match &self.pools {
             Pools::Service(s) => {
                 let same = |i: &Arc<Instance>| Arc::ptr_eq(i, &inst);
@@ -136,6 +138,7 @@ impl Function {
                 self.wake.notify_one();
             }
         }
+        settle.settled();
     }
 
     /// A freshly started instance joins its pool, busy with its starter.
