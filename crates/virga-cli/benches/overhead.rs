@@ -8,7 +8,9 @@
 //!   divided by the requests it answered; likewise for its instances'
 //!   processes (the runtime side). Two configurations of the no-op runtime
 //!   (`virga worker`, handler `echo`, `memory_mb = 1769`, one vCPU per
-//!   instance): `max_concurrency = 2` (one instance per core) and 64.
+//!   instance): `max_concurrency = 2` (one instance per core) and 64, on
+//!   a platform with its default threads (half the host's cores), and the
+//!   first again on a second platform process given `--threads 2`.
 //! - **req/s against the bare server** at the same concurrency. The Lambda
 //!   protocol costs three HTTP exchanges per invocation (the caller's, the
 //!   runtime's `next` answer, its `response` POST), so about a third of a
@@ -153,6 +155,15 @@ fn main() {
         )
         .await;
         let pid = s.pid();
+        // The same function on a platform given two threads (the default
+        // is half the host's cores): what the thread count costs.
+        let s2 = common::Server::start_with(
+            &common::virga_bin(),
+            &[("RUST_LOG", &level)],
+            &["--max-memory-mb", "200000000", "--threads", "2"],
+            &[("noop2", noop("noop2", 2))],
+        )
+        .await;
         let bare = support::bare_axum().await;
         let client = support::http_client();
         let uri = |f: &str| s.url(&format!("/2015-03-31/functions/{f}/invocations"));
@@ -163,30 +174,37 @@ fn main() {
             "`virga serve` (its own process, log level {level}) vs a bare axum server, one client; \
              {secs} s per measurement, {rounds} interleaved rounds, medians\n"
         );
+        let uri2 = s2.url("/2015-03-31/functions/noop2/invocations");
         // Warm up: every instance started, every connection open.
         for f in ["noop2", "noop64"] {
             closed_loop(&client, &uri(f), PING, CONCURRENCY, 1.5).await;
         }
+        closed_loop(&client, &uri2, PING, CONCURRENCY, 1.5).await;
         closed_loop(&client, &bare_uri, PING, CONCURRENCY, 0.5).await;
 
         let (mut two, mut many, mut bare_rps) = (Vec::new(), Vec::new(), Vec::new());
+        let mut threads2 = Vec::new();
         for _ in 0..rounds {
             two.push(measure(&client, &uri("noop2"), pid, secs).await);
             many.push(measure(&client, &uri("noop64"), pid, secs).await);
+            threads2.push(measure(&client, &uri2, s2.pid(), secs).await);
             bare_rps.push(closed_loop(&client, &bare_uri, PING, CONCURRENCY, secs).await.rps);
         }
         let bare_rps = median(bare_rps);
         println!(
-            "{:<34} {:>9} {:>9} {:>16} {:>16} {:>7}",
+            "{:<38} {:>9} {:>9} {:>16} {:>16} {:>7}",
             "concurrency 64", "req/s", "vs bare", "platform CPU/inv", "runtime CPU/inv", "errors"
         );
+        let default_threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        println!("platform threads: {default_threads} (the default) unless said");
         for (name, runs) in [
             ("noop, max_concurrency 2", &two),
             ("noop, max_concurrency 64", &many),
+            ("noop, max_concurrency 2, --threads 2", &threads2),
         ] {
             let m = |f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
             println!(
-                "{name:<34} {:>9.0} {:>8.1}% {:>14.1}us {:>14.1}us {:>7}",
+                "{name:<38} {:>9.0} {:>8.1}% {:>14.1}us {:>14.1}us {:>7}",
                 m(|r| r.rps),
                 100.0 * m(|r| r.rps) / bare_rps,
                 m(|r| r.platform_us),
@@ -194,7 +212,7 @@ fn main() {
                 runs.iter().map(|r| r.errors).sum::<u64>()
             );
         }
-        println!("{:<34} {bare_rps:>9.0}", "bare axum");
+        println!("{:<38} {bare_rps:>9.0}", "bare axum");
         let platform_us = median(two.iter().map(|r| r.platform_us).collect());
         println!(
             "platform CPU per warm invocation (max_concurrency 2): {platform_us:.1} us (goal <= 50 us: {})",

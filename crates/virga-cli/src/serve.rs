@@ -67,6 +67,21 @@ pub struct ServeArgs {
     /// three-server broker.
     #[arg(long, default_value_t = 1, requires = "cluster")]
     pub cluster_replicas: usize,
+    /// Threads that serve the platform's HTTP doors and schedule
+    /// invocations. Default: half the host's cores, at least one: the
+    /// instances need the cores more, and fewer threads hand each
+    /// invocation across threads less often (see the guide's tuning notes).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+impl ServeArgs {
+    /// The async runtime's worker threads for `--threads`.
+    pub fn worker_threads(&self) -> usize {
+        self.threads.map(usize::from).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        })
+    }
 }
 
 /// `--isolation`.
@@ -93,6 +108,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         node,
         cluster_credentials,
         cluster_replicas,
+        threads: _,
     } = args;
     init_tracing("info");
     let mut config = virga_platform::PlatformConfig::new(addr, data_dir);

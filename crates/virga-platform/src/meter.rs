@@ -1,10 +1,11 @@
 //! The meter: turns each finished invocation into a record (SQLite), metrics
 //! (Prometheus) and Lambda's `REPORT` log line.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use metrics::Unit;
+use metrics::{Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use virga_spec::InvocationRecord;
@@ -15,6 +16,8 @@ pub struct Meter {
     store: Arc<Store>,
     /// Where a cluster node sends its records on to the other nodes.
     sink: Option<tokio::sync::mpsc::Sender<InvocationRecord>>,
+    /// Handles of each function's metrics, by function name.
+    metrics: RwLock<HashMap<String, Arc<FunctionMetrics>>>,
 }
 
 /// Histogram buckets (seconds) of every `*_seconds` metric: from a warm
@@ -110,7 +113,11 @@ fn describe() {
 impl Meter {
     pub fn new(store: Arc<Store>) -> Self {
         prometheus();
-        Meter { store, sink: None }
+        Meter {
+            store,
+            sink: None,
+            metrics: RwLock::default(),
+        }
     }
 
     /// As [`Meter::new`], also handing every record to `sink` (a cluster's
@@ -120,6 +127,7 @@ impl Meter {
         Meter {
             store,
             sink: Some(sink),
+            metrics: RwLock::default(),
         }
     }
 
@@ -129,29 +137,39 @@ impl Meter {
 
     /// Records a finished invocation. Never blocks on I/O.
     pub fn observe(&self, r: InvocationRecord) {
-        let function = r.function.clone();
-        let status = r.status.as_str();
-        metrics::counter!("virga_invocations_total", "function" => function.clone(), "status" => status)
+        let m = self.metrics_of(&r.function);
+        let once = |cell: &OnceLock<Counter>, name: &'static str| {
+            cell.get_or_init(|| metrics::counter!(name, "function" => r.function.clone()))
+                .increment(1)
+        };
+        let status = r.status;
+        m.invocations[status as usize]
+            .get_or_init(|| {
+                metrics::counter!("virga_invocations_total", "function" => r.function.clone(), "status" => status.as_str())
+            })
             .increment(1);
-        if r.status == virga_spec::Status::Throttled {
-            metrics::counter!("virga_throttles_total", "function" => function.clone()).increment(1);
+        if status == virga_spec::Status::Throttled {
+            once(&m.throttles, "virga_throttles_total");
         }
         if r.cold {
-            metrics::counter!("virga_cold_starts_total", "function" => function.clone())
-                .increment(1);
+            once(&m.cold_starts, "virga_cold_starts_total");
         }
+        let seconds = |cell: &OnceLock<Histogram>, name: &'static str, ms: f64| {
+            cell.get_or_init(|| metrics::histogram!(name, "function" => r.function.clone()))
+                .record(ms / 1e3)
+        };
         if let Some(init) = r.init_ms {
-            metrics::histogram!("virga_init_duration_seconds", "function" => function.clone())
-                .record(init / 1e3);
+            seconds(&m.init, "virga_init_duration_seconds", init);
         }
         if let Some(restore) = r.restore_ms {
-            metrics::histogram!("virga_restore_duration_seconds", "function" => function.clone())
-                .record(restore / 1e3);
+            seconds(&m.restore, "virga_restore_duration_seconds", restore);
         }
-        metrics::histogram!("virga_invocation_duration_seconds", "function" => function.clone())
-            .record(r.duration_ms / 1e3);
-        metrics::histogram!("virga_queue_duration_seconds", "function" => function)
-            .record(r.queue_ms / 1e3);
+        seconds(
+            &m.duration,
+            "virga_invocation_duration_seconds",
+            r.duration_ms,
+        );
+        seconds(&m.queue, "virga_queue_duration_seconds", r.queue_ms);
         if let Some(sink) = &self.sink {
             if sink.try_send(r.clone()).is_err() {
                 metrics::counter!("virga_cluster_records_dropped_total").increment(1);
@@ -159,6 +177,39 @@ impl Meter {
         }
         self.store.insert(r);
     }
+
+    /// `function`'s metric handles, registered on first use.
+    fn metrics_of(&self, function: &str) -> Arc<FunctionMetrics> {
+        if let Some(m) = self
+            .metrics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(function)
+        {
+            return m.clone();
+        }
+        self.metrics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(function.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// One function's metric handles. The recorder's lookup (labels built,
+/// hashed and compared) happens once per handle, not per invocation; each
+/// is registered when first used, so `/metrics` shows what happened only.
+#[derive(Default)]
+struct FunctionMetrics {
+    /// By `Status` (its discriminant).
+    invocations: [OnceLock<Counter>; 4],
+    throttles: OnceLock<Counter>,
+    cold_starts: OnceLock<Counter>,
+    init: OnceLock<Histogram>,
+    restore: OnceLock<Histogram>,
+    duration: OnceLock<Histogram>,
+    queue: OnceLock<Histogram>,
 }
 
 /// Lambda's `REPORT` line for a record.

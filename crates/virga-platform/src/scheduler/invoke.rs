@@ -567,7 +567,7 @@ impl Scheduler {
         };
         let mut lease = lease;
         if lease.instance().is_none() {
-            match self.reserve_memory(f).await {
+            match Box::pin(self.reserve_memory(f)).await {
                 Ok(r) => lease.memory = Some(r),
                 Err(e) => {
                     drop(lease);
@@ -792,7 +792,9 @@ impl Scheduler {
                 ));
                 return run;
             };
-            match self.start_instance(&f, "on-demand", memory).await {
+            // Boxed: a cold start's state is large, and every warm
+            // invocation's future (moved onto its task) would carry it.
+            match Box::pin(self.start_instance(&f, "on-demand", memory)).await {
                 Ok((i, init)) => {
                     run.restored = i.role == InstanceRole::Forked;
                     lease.started(i);
