@@ -68,18 +68,24 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1, requires = "cluster")]
     pub cluster_replicas: usize,
     /// Threads that serve the platform's HTTP doors and schedule
-    /// invocations. Default: half the host's cores, at least one: the
-    /// instances need the cores more, and fewer threads hand each
-    /// invocation across threads less often (see the guide's tuning notes).
+    /// invocations. Default: half the host's cores, at least two (one on a
+    /// one-core host): the instances need the cores more, fewer threads
+    /// hand invocations across threads less often, and two keep serving
+    /// when one is held up (see the guide's notes on the platform's threads).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+}
+
+/// `--threads`' default on a host of `cores` cores.
+pub fn default_threads(cores: usize) -> usize {
+    (cores / 2).max(2).min(cores.max(1))
 }
 
 impl ServeArgs {
     /// The async runtime's worker threads for `--threads`.
     pub fn worker_threads(&self) -> usize {
         self.threads.map(usize::from).unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+            default_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
         })
     }
 }
@@ -201,5 +207,19 @@ async fn shutdown_signal() {
                 None => std::future::pending::<()>().await,
             }
         } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_threads;
+
+    #[test]
+    fn the_platform_takes_half_the_cores_but_at_least_two() {
+        assert_eq!(default_threads(1), 1);
+        assert_eq!(default_threads(2), 2);
+        assert_eq!(default_threads(4), 2);
+        assert_eq!(default_threads(6), 3);
+        assert_eq!(default_threads(64), 32);
     }
 }
