@@ -196,6 +196,10 @@ impl Connection {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            // A large event's buffer is not kept for the small ones after it.
+            if self.buf.capacity() > 1024 * 1024 {
+                self.buf.shrink_to(64 * 1024);
+            }
         }
         let stream = self.stream.as_mut().expect("connected");
         let len = self.buf.len();
