@@ -196,9 +196,7 @@ fn main() {
             "{:<38} {:>9} {:>9} {:>16} {:>16} {:>7}",
             "concurrency 64", "req/s", "vs bare", "platform CPU/inv", "runtime CPU/inv", "errors"
         );
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let default_threads = (cores / 2).max(2).min(cores);
-        println!("platform threads: {default_threads} (the default) unless said");
+        println!("platform threads: `virga serve`'s default unless said");
         for (name, runs) in [
             ("noop, max_concurrency 2", &two),
             ("noop, max_concurrency 64", &many),

@@ -56,31 +56,12 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
         .with_state(shared);
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Runtime API: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (stream, peer) = tokio::select! {
+            conn = crate::gateway::accept(&listener) => conn,
             // Reap finished connections as they end.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        tower::ServiceExt::oneshot(app, req)
-                            .await
-                            .unwrap_or_else(|e| match e {}),
-                    )
-                }
-            });
+        let service = crate::gateway::connection_service(app.clone(), peer);
         let conn = hyper::server::conn::http1::Builder::new()
             .pipeline_flush(true)
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);

@@ -7,6 +7,7 @@
 //! Only what the Runtime API needs: requests this module writes itself,
 //! answers with `Content-Length`, chunked or read to the close.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 
@@ -88,12 +89,10 @@ impl Connection {
         {
             return Err(invalid(format!("unusable request id {request_id:?}")));
         }
-        let (kind, body, error_type) = match &answer {
-            Answer::Response(b) => ("response", *b, None),
-            Answer::Error(e) => ("error", &[][..], Some(e)),
+        let (kind, body, error_type) = match answer {
+            Answer::Response(b) => ("response", Cow::Borrowed(b), None),
+            Answer::Error(e) => ("error", Cow::Owned(e.to_json()), Some(e)),
         };
-        let error_doc = error_type.map(|e| e.to_json());
-        let body = error_doc.as_deref().unwrap_or(body);
         let mut out = Vec::with_capacity(body.len() + 512);
         write!(
             out,
@@ -107,7 +106,7 @@ impl Connection {
             write!(out, "Lambda-Runtime-Function-Error-Type: {t}\r\n")?;
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body);
+        out.extend_from_slice(&body);
         self.push_next(&mut out);
         let mut replies = self.exchange(&out, 2)?;
         let next = replies.pop().expect("two answers");

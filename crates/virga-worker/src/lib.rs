@@ -96,7 +96,6 @@ impl Handler for Echo {
 pub struct RuntimeClient {
     /// `host:port`.
     api: String,
-    base: String,
     agent: ureq::Agent,
 }
 
@@ -110,7 +109,6 @@ impl RuntimeClient {
     pub fn new(api: &str) -> Self {
         RuntimeClient {
             api: api.to_string(),
-            base: format!("http://{api}/2018-06-01/runtime"),
             agent: Self::agent(),
         }
     }
@@ -124,14 +122,17 @@ impl RuntimeClient {
 
     fn err(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> WorkerError {
         WorkerError::Api {
-            base: self.base.clone(),
+            base: format!("http://{}/2018-06-01/runtime", self.api),
             source: e.into(),
         }
     }
 
     pub fn init_error(&self, error: &FunctionError) -> Result<(), WorkerError> {
         self.agent
-            .post(&format!("{}/init/error", self.base))
+            .post(&format!(
+                "http://{}/2018-06-01/runtime/init/error",
+                self.api
+            ))
             .set("Lambda-Runtime-Function-Error-Type", &error.error_type)
             .set("Content-Type", "application/json")
             .send_bytes(&error.to_json())
