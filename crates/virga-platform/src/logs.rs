@@ -239,6 +239,12 @@ fn write_line(
     max_bytes: u64,
     keep: usize,
 ) -> io::Result<()> {
+    // The usual case, one lookup: the file is open and has room.
+    if let Some(f) = open.get_mut(function) {
+        if f.bytes == 0 || f.bytes + (line.len() as u64) < max_bytes {
+            return append_line(f, line);
+        }
+    }
     if !open.contains_key(function) {
         open.insert(
             function.to_string(),
@@ -264,7 +270,10 @@ fn write_line(
             open_append(&file_path(dir, function, 0))?,
         );
     }
-    let f = open.get_mut(function).expect("present");
+    append_line(open.get_mut(function).expect("present"), line)
+}
+
+fn append_line(f: &mut Open, line: &str) -> io::Result<()> {
     f.used = std::time::Instant::now();
     f.out.write_all(line.as_bytes())?;
     f.out.write_all(b"\n")?;

@@ -13,11 +13,9 @@
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Path, State};
+use axum::http::header::{HeaderName, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use bytes::Bytes;
 use serde_json::json;
 use virga_spec::contract::TemplateOrder;
@@ -40,28 +38,18 @@ const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 /// poll in one write (`virga_worker`'s does) gets the 202 and its next
 /// event in one.
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    let app = Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            post(response),
-        )
-        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-        .route("/2018-06-01/runtime/init/error", post(init_error))
-        .route(virga_spec::contract::TEMPLATE_NEXT_PATH, get(template_next))
-        .route(
-            virga_spec::contract::TEMPLATE_FORKED_PATH,
-            post(template_forked),
-        )
-        .with_state(shared);
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, _) = tokio::select! {
             conn = crate::gateway::accept(&listener) => conn,
             // Reap finished connections as they end.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let service = crate::gateway::connection_service(app.clone(), peer);
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, std::convert::Infallible>(dispatch(shared, req).await) }
+        });
         let conn = hyper::server::conn::http1::Builder::new()
             .pipeline_flush(true)
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -71,6 +59,101 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
             }
         });
     }
+}
+
+/// Routes one request. Six routes, matched by hand: a router's per-request
+/// work (boxed services, path parameters and matched-path extensions)
+/// cost more than the rest of an answer to `next`, twice per invocation.
+/// Unknown paths get 404, a known path with the wrong method 405, an id
+/// that does not decode 400, each as Lambda's error JSON.
+async fn dispatch(shared: Arc<Shared>, req: hyper::Request<hyper::body::Incoming>) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = Body::new(body);
+    let path = parts.uri.path();
+    let Some(route) = Route::of(path) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "UnknownOperation",
+            &format!("no Runtime API route {path}"),
+        );
+    };
+    let method = route.method();
+    if parts.method.as_str() != method {
+        let mut r = api_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("{path} takes {method}"),
+        );
+        r.headers_mut()
+            .insert(axum::http::header::ALLOW, HeaderValue::from_static(method));
+        return r;
+    }
+    match route {
+        Route::Next => next(shared).await,
+        Route::Response(id) => match decode_id(id) {
+            Some(id) => response(shared, id, body).await,
+            None => undecodable_id(),
+        },
+        Route::Error(id) => match decode_id(id) {
+            Some(id) => error(shared, id, &parts.headers, body).await,
+            None => undecodable_id(),
+        },
+        Route::InitError => init_error(shared, &parts.headers, body).await,
+        Route::TemplateNext => template_next(shared).await,
+        Route::TemplateForked => template_forked(shared, body).await,
+    }
+}
+
+enum Route<'a> {
+    Next,
+    Response(&'a str),
+    Error(&'a str),
+    InitError,
+    TemplateNext,
+    TemplateForked,
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Option<Route<'a>> {
+        if let Some(rest) = path.strip_prefix("/2018-06-01/runtime/invocation/") {
+            return match rest.split_once('/') {
+                None if rest == "next" => Some(Route::Next),
+                Some((id, "response")) if !id.is_empty() => Some(Route::Response(id)),
+                Some((id, "error")) if !id.is_empty() => Some(Route::Error(id)),
+                _ => None,
+            };
+        }
+        match path {
+            "/2018-06-01/runtime/init/error" => Some(Route::InitError),
+            p if p == virga_spec::contract::TEMPLATE_NEXT_PATH => Some(Route::TemplateNext),
+            p if p == virga_spec::contract::TEMPLATE_FORKED_PATH => Some(Route::TemplateForked),
+            _ => None,
+        }
+    }
+
+    fn method(&self) -> &'static str {
+        match self {
+            Route::Next | Route::TemplateNext => "GET",
+            _ => "POST",
+        }
+    }
+}
+
+/// A request id from its path segment, percent-decoded as a path
+/// parameter is; `None` when that is not UTF-8.
+fn decode_id(segment: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|id| id.into_owned())
+}
+
+fn undecodable_id() -> Response {
+    api_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestID",
+        "the request id is not UTF-8 once decoded",
+    )
 }
 
 /// Hands `reply` to the invocation waiting for it, then waits (at most
@@ -107,7 +190,7 @@ fn accepted() -> Response {
         .into_response()
 }
 
-async fn next(State(shared): State<Arc<Shared>>) -> Response {
+async fn next(shared: Arc<Shared>) -> Response {
     shared.mark_ready();
     // Cancel-safe: if the runtime hangs up while waiting, no job is taken.
     let job = {
@@ -128,22 +211,36 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(job.request_id.clone(), job.reply);
-    let mut headers = HeaderMap::new();
-    let mut put = |name: &'static str, value: &str| {
+    // Straight into the answer's own map (a map of our own would be
+    // merged into it name by name).
+    let mut answer = (StatusCode::OK, job.payload).into_response();
+    let headers = answer.headers_mut();
+    let mut put = |name: &HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
-    put("lambda-runtime-aws-request-id", &job.request_id);
-    put("lambda-runtime-deadline-ms", &job.deadline_ms.to_string());
-    put("lambda-runtime-invoked-function-arn", &job.function_arn);
-    put("lambda-runtime-trace-id", &job.trace_id);
+    put(&REQUEST_ID, &job.request_id);
+    put(&INVOKED_FUNCTION_ARN, &job.function_arn);
+    put(&TRACE_ID, &job.trace_id);
+    headers.insert(&DEADLINE_MS, HeaderValue::from(job.deadline_ms));
     if let Some(n) = job.batch_size {
-        put(virga_spec::contract::BATCH_SIZE_HEADER, &n.to_string());
+        if let Ok(name) = HeaderName::from_bytes(virga_spec::contract::BATCH_SIZE_HEADER.as_bytes())
+        {
+            headers.insert(name, HeaderValue::from(n));
+        }
     }
-    put("content-type", "application/json");
-    (StatusCode::OK, headers, job.payload).into_response()
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    answer
 }
+
+// The event's headers, parsed once: a `&'static str` name is parsed, and a
+// custom one copied, on every insert.
+static REQUEST_ID: HeaderName = HeaderName::from_static("lambda-runtime-aws-request-id");
+static DEADLINE_MS: HeaderName = HeaderName::from_static("lambda-runtime-deadline-ms");
+static INVOKED_FUNCTION_ARN: HeaderName =
+    HeaderName::from_static("lambda-runtime-invoked-function-arn");
+static TRACE_ID: HeaderName = HeaderName::from_static("lambda-runtime-trace-id");
 
 /// What any other instance's listener answers on the template routes.
 fn not_a_template() -> Response {
@@ -156,7 +253,7 @@ fn not_a_template() -> Response {
 
 /// A snap-start template's long poll for its next fork order; its first
 /// poll ends its initialisation. Only a template's listener answers it.
-async fn template_next(State(shared): State<Arc<Shared>>) -> Response {
+async fn template_next(shared: Arc<Shared>) -> Response {
     let Some(desk) = &shared.desk else {
         return not_a_template();
     };
@@ -190,7 +287,7 @@ async fn template_next(State(shared): State<Arc<Shared>>) -> Response {
 
 /// A template reports a fork; answered once the platform has placed the
 /// child (204: release it) or refused it (4xx/5xx: kill it).
-async fn template_forked(State(shared): State<Arc<Shared>>, body: Body) -> Response {
+async fn template_forked(shared: Arc<Shared>, body: Body) -> Response {
     let Some(desk) = &shared.desk else {
         return not_a_template();
     };
@@ -253,11 +350,7 @@ fn take_pending(shared: &Shared, id: &str) -> Option<tokio::sync::oneshot::Sende
         .remove(id)
 }
 
-async fn response(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    body: Body,
-) -> Response {
+async fn response(shared: Arc<Shared>, id: String, body: Body) -> Response {
     let Some(reply) = take_pending(&shared, &id) else {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -310,12 +403,7 @@ fn normalise_error(headers: &HeaderMap, body: &Bytes) -> (String, Bytes) {
     }
 }
 
-async fn error(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn error(shared: Arc<Shared>, id: String, headers: &HeaderMap, body: Body) -> Response {
     let Some(reply) = take_pending(&shared, &id) else {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -326,14 +414,14 @@ async fn error(
     let body = to_bytes(body, MAX_ERROR_BYTES)
         .await
         .unwrap_or_else(|_| Bytes::from_static(b"error document too large"));
-    let (error_type, body) = normalise_error(&headers, &body);
+    let (error_type, body) = normalise_error(headers, &body);
     deliver(&shared, reply, Reply::Error { error_type, body }).await;
     accepted()
 }
 
-async fn init_error(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+async fn init_error(shared: Arc<Shared>, headers: &HeaderMap, body: Body) -> Response {
     let body = to_bytes(body, MAX_ERROR_BYTES).await.unwrap_or_default();
-    let (error_type, doc) = normalise_error(&headers, &body);
+    let (error_type, doc) = normalise_error(headers, &body);
     let message = serde_json::from_slice::<serde_json::Value>(&doc)
         .ok()
         .and_then(|v| {
@@ -433,6 +521,80 @@ mod tests {
         let got = read_until(&mut s, "HTTP/1.1 202", 1).await;
         assert!(!got.contains("HTTP/1.1 200"), "{got}");
         assert!(matches!(r2.await, Ok(Reply::Response(_))));
+        server.abort();
+    }
+
+    /// Sends `request` on a new connection; the whole answer (every answer
+    /// here ends its JSON body with `}`).
+    async fn ask(addr: std::net::SocketAddr, request: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        read_until(&mut s, "}", 1).await
+    }
+
+    #[tokio::test]
+    async fn routes_are_matched_by_hand_as_the_runtime_api_defines_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Shared::new(None);
+        let server = tokio::spawn(serve(listener, shared.clone()));
+        // Unknown paths, and ids that leave the route, are 404s in
+        // Lambda's error shape.
+        for path in [
+            "/nope",
+            "/2018-06-01/runtime/invocation/",
+            "/2018-06-01/runtime/invocation//response",
+            "/2018-06-01/runtime/invocation/a/b/response",
+            "/2018-06-01/runtime/invocation/a/answer",
+            "/2018-06-01/runtime/invocation/next/",
+        ] {
+            let got = ask(
+                addr,
+                &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}"),
+            )
+            .await;
+            assert!(got.starts_with("HTTP/1.1 404"), "{path}: {got}");
+            assert!(got.contains(r#""errorType":"UnknownOperation""#), "{got}");
+        }
+        // A known route with the wrong method: 405 naming the right one. A
+        // HEAD of `next` takes no job.
+        let (queued, _reply) = job("r1");
+        shared.jobs_tx.send(queued).await.unwrap();
+        for (request, allow) in [
+            ("HEAD /2018-06-01/runtime/invocation/next", "GET"),
+            ("POST /2018-06-01/runtime/invocation/next", "GET"),
+            ("GET /2018-06-01/runtime/invocation/r1/response", "POST"),
+            ("GET /2018-06-01/runtime/init/error", "POST"),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(
+                format!("{request} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let got = read_until(&mut s, "\r\n\r\n", 1).await;
+            assert!(got.starts_with("HTTP/1.1 405"), "{request}: {got}");
+            assert!(
+                got.to_lowercase()
+                    .contains(&format!("allow: {}", allow.to_lowercase())),
+                "{got}"
+            );
+        }
+        let got = ask(
+            addr,
+            "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        assert!(
+            got.contains("lambda-runtime-aws-request-id: r1"),
+            "the job is still there: {got}"
+        );
+        // The id is percent-decoded, as a path parameter is; one that is
+        // not UTF-8 once decoded is refused.
+        let got = ask(addr, "POST /2018-06-01/runtime/invocation/r%31/response HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert!(got.starts_with("HTTP/1.1 202"), "{got}");
+        let got = ask(addr, "POST /2018-06-01/runtime/invocation/%FF/error HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{got}");
         server.abort();
     }
 

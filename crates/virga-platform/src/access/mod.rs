@@ -160,14 +160,15 @@ impl Access {
             None => true,
             Some(extra) => {
                 let name = host_name(host);
-                is_loopback_name(&name) || extra.contains(&name)
+                is_loopback_name(&name) || extra.iter().any(|h| *h == name)
             }
         }
     }
 }
 
-/// The name in a Host header, without its port, lowercase.
-fn host_name(host: &str) -> String {
+/// The name in a Host header, without its port, lowercase (copied only
+/// when it has capitals: this runs on every request).
+fn host_name(host: &str) -> std::borrow::Cow<'_, str> {
     let host = host.trim();
     let name = if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
@@ -178,7 +179,11 @@ fn host_name(host: &str) -> String {
             _ => host,
         }
     };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    let name = name.trim_end_matches('.');
+    match name.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => name.to_ascii_lowercase().into(),
+        false => name.into(),
+    }
 }
 
 fn is_loopback_name(name: &str) -> bool {

@@ -2,6 +2,16 @@
 
 use super::*;
 
+use axum::http::header::{HeaderName, CONTENT_TYPE};
+
+// Parsed once: a `&'static str` name is parsed, and a custom one copied,
+// on every insert.
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+static EXECUTED_VERSION: HeaderName = HeaderName::from_static("x-amz-executed-version");
+static FUNCTION_ERROR: HeaderName = HeaderName::from_static("x-amz-function-error");
+static LOG_RESULT: HeaderName = HeaderName::from_static("x-amz-log-result");
+static NODE: HeaderName = HeaderName::from_static("x-virga-node");
+
 pub(super) async fn invoke(
     State(state): State<AppState>,
     Path(raw_name): Path<String>,
@@ -30,7 +40,7 @@ pub(super) async fn invoke(
                 .await?;
             let mut resp = StatusCode::ACCEPTED.into_response();
             if let Ok(v) = HeaderValue::from_str(&id) {
-                resp.headers_mut().insert("x-amzn-requestid", v);
+                resp.headers_mut().insert(&REQUEST_ID, v);
             }
             return Ok(resp);
         }
@@ -53,26 +63,20 @@ pub(super) async fn invoke(
     let mut resp = (StatusCode::OK, outcome.body).into_response();
     let h = resp.headers_mut();
     if let Some(v) = node.and_then(|n| HeaderValue::from_str(&n).ok()) {
-        h.insert("x-virga-node", v);
+        h.insert(&NODE, v);
     }
-    h.insert("content-type", HeaderValue::from_static("application/json"));
-    h.insert(
-        "x-amz-executed-version",
-        HeaderValue::from_static("$LATEST"),
-    );
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(&EXECUTED_VERSION, HeaderValue::from_static("$LATEST"));
     if let Ok(v) = HeaderValue::from_str(&outcome.request_id) {
-        h.insert("x-amzn-requestid", v);
+        h.insert(&REQUEST_ID, v);
     }
     if outcome.function_error.is_some() {
-        h.insert(
-            "x-amz-function-error",
-            HeaderValue::from_static("Unhandled"),
-        );
+        h.insert(&FUNCTION_ERROR, HeaderValue::from_static("Unhandled"));
     }
     if want_tail {
         let tail = base64::engine::general_purpose::STANDARD.encode(tail_4kb(&outcome.log));
         if let Ok(v) = HeaderValue::from_str(&tail) {
-            h.insert("x-amz-log-result", v);
+            h.insert(&LOG_RESULT, v);
         }
     }
     Ok(resp)

@@ -39,7 +39,7 @@ mod serve;
 mod storage;
 mod v2;
 
-pub(crate) use serve::{accept, connection_service};
+pub(crate) use serve::accept;
 pub use serve::{serve, HEADER_READ_TIMEOUT};
 
 pub(crate) use errors::describe_invoke_error;

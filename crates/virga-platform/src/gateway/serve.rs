@@ -65,7 +65,7 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 
 /// `app` as the hyper service of one connection from `peer`; handlers can
 /// extract `ConnectInfo<SocketAddr>`.
-pub(crate) fn connection_service(
+fn connection_service(
     app: Router,
     peer: SocketAddr,
 ) -> impl hyper::service::Service<

@@ -969,22 +969,24 @@ impl Scheduler {
     ) -> Invocation {
         record.finished_at = now_rfc3339();
         tracing::Span::current().record("status", record.status.as_str());
-        let start = format!(
-            "START RequestId: {} Version: {}",
-            record.request_id, record.version
-        );
         let end = format!("END RequestId: {}", record.request_id);
         let report = report_line(&record);
-        f.logs.push(end.clone());
-        f.logs.push(report.clone());
+        // The invocation's own log (`LogType: Tail`), written in place.
         let mut log = String::with_capacity(256);
-        for line in std::iter::once(&start)
-            .chain(output.iter())
-            .chain([&end, &report])
         {
+            use std::fmt::Write;
+            let _ = writeln!(
+                log,
+                "START RequestId: {} Version: {}",
+                record.request_id, record.version
+            );
+        }
+        for line in output.iter().chain([&end, &report]) {
             log.push_str(line);
             log.push('\n');
         }
+        f.logs.push(end);
+        f.logs.push(report);
         let request_id = record.request_id.clone();
         self.meter.observe(record);
         Invocation {

@@ -4,12 +4,46 @@ use super::*;
 
 /// An X-Ray-shaped trace id, derived from the request id.
 pub(super) fn trace_id(request_id: &str) -> String {
-    let hex: String = request_id.chars().filter(|c| *c != '-').take(24).collect();
-    format!(
-        "Root=1-{:08x}-{hex};Parent={};Sampled=0",
-        chrono::Utc::now().timestamp(),
-        &hex[..16.min(hex.len())]
-    )
+    trace_id_at(request_id, chrono::Utc::now().timestamp())
+}
+
+/// `Root=1-{secs:08x}-{24 hex of the id};Parent={16 of them};Sampled=0`,
+/// written without the formatting machinery (once per invocation).
+fn trace_id_at(request_id: &str, secs: i64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = String::with_capacity(80);
+    t.push_str("Root=1-");
+    // `{:08x}`: at least 8 digits.
+    let secs = secs as u64;
+    let digits = (16 - secs.leading_zeros() as usize / 4).max(8);
+    for i in (0..digits).rev() {
+        t.push(HEX[((secs >> (4 * i)) & 0xf) as usize] as char);
+    }
+    t.push('-');
+    push_undashed(&mut t, request_id, 24);
+    t.push_str(";Parent=");
+    push_undashed(&mut t, request_id, 16);
+    t.push_str(";Sampled=0");
+    t
+}
+
+/// The first `n` characters of `id` that are not dashes, a run at a time.
+fn push_undashed(t: &mut String, id: &str, mut n: usize) {
+    for run in id.split('-') {
+        if n == 0 {
+            break;
+        }
+        match run.char_indices().nth(n) {
+            Some((cut, _)) => {
+                t.push_str(&run[..cut]);
+                n = 0;
+            }
+            None => {
+                t.push_str(run);
+                n -= run.chars().count();
+            }
+        }
+    }
 }
 
 impl Scheduler {
@@ -25,6 +59,32 @@ pub(super) fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_are_written_as_the_format_did() {
+        let id = "0f4c2a5e-1111-2222-3333-444455556666";
+        for secs in [0, 0x5f5e_1000, 0x1_0000_0000, 1_764_700_000] {
+            let hex: String = id.chars().filter(|c| *c != '-').take(24).collect();
+            assert_eq!(
+                trace_id_at(id, secs),
+                format!("Root=1-{secs:08x}-{hex};Parent={};Sampled=0", &hex[..16])
+            );
+        }
+        // A short id keeps what it has; characters, not bytes, are counted.
+        assert_eq!(
+            trace_id_at("ab-c", 1),
+            "Root=1-00000001-abc;Parent=abc;Sampled=0"
+        );
+        let wide = "é-".repeat(30);
+        assert_eq!(
+            trace_id_at(&wide, 1),
+            format!(
+                "Root=1-00000001-{};Parent={};Sampled=0",
+                "é".repeat(24),
+                "é".repeat(16)
+            )
+        );
+    }
 
     #[test]
     fn trace_ids_are_xray_shaped() {
