@@ -10,23 +10,8 @@
 set -eu
 BIN=$(realpath "$1"); OUT=${OUT:-$PWD/last.callgrind}
 D=$(mktemp -d); trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$D"' EXIT
-mkdir -p "$D/fns"
-cat > "$D/fns/noop2.toml" <<M
-name = "noop2"
-runtime = "command"
-command = ["$BIN", "worker"]
-handler = "echo"
-memory_mb = 1769
-timeout_ms = 3000
-max_concurrency = 2
-max_queue = 1000
-keep_alive_ms = 600000
-M
-cat > "$D/post.lua" <<L
-wrk.method = "POST"
-wrk.body = '{"ping":1}'
-wrk.headers["Content-Type"] = "application/json"
-L
+. "$(dirname "$0")/fixture.sh"
+fixture "[\"$BIN\", \"worker\"]"
 valgrind --tool=callgrind --compress-strings=no --compress-pos=no \
     --callgrind-out-file="$D/cg.%p" "$BIN" serve --addr 127.0.0.1:0 \
     --data-dir "$D/data" --functions "$D/fns" --threads 1 --isolation off \

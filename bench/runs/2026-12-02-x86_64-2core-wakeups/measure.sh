@@ -9,24 +9,8 @@
 set -eu
 BIN=$1; ROUNDS=$2; shift 2
 D=$(mktemp -d); trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$D"' EXIT
-mkdir -p "$D/fns"
-cat > "$D/fns/noop2.toml" <<M
-name = "noop2"
-runtime = "command"
-command = ["virga-worker"]
-handler = "echo"
-memory_mb = 1769
-timeout_ms = 3000
-max_concurrency = 2
-max_queue = 1000
-keep_alive_ms = 600000
-${FN_ENV:+env = $FN_ENV}
-M
-cat > "$D/post.lua" <<L
-wrk.method = "POST"
-wrk.body = '{"ping":1}'
-wrk.headers["Content-Type"] = "application/json"
-L
+. "$(dirname "$0")/fixture.sh"
+fixture '["virga-worker"]'
 "$BIN" serve --addr 127.0.0.1:0 --data-dir "$D/data" --functions "$D/fns" \
     --max-memory-mb 200000000 "$@" > "$D/out" 2> "$D/log" &
 PID=$!

@@ -225,10 +225,7 @@ async fn next(shared: Arc<Shared>) -> Response {
     put(&TRACE_ID, &job.trace_id);
     headers.insert(&DEADLINE_MS, HeaderValue::from(job.deadline_ms));
     if let Some(n) = job.batch_size {
-        if let Ok(name) = HeaderName::from_bytes(virga_spec::contract::BATCH_SIZE_HEADER.as_bytes())
-        {
-            headers.insert(name, HeaderValue::from(n));
-        }
+        headers.insert(&*BATCH_SIZE, HeaderValue::from(n));
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     answer
@@ -241,6 +238,10 @@ static DEADLINE_MS: HeaderName = HeaderName::from_static("lambda-runtime-deadlin
 static INVOKED_FUNCTION_ARN: HeaderName =
     HeaderName::from_static("lambda-runtime-invoked-function-arn");
 static TRACE_ID: HeaderName = HeaderName::from_static("lambda-runtime-trace-id");
+static BATCH_SIZE: std::sync::LazyLock<HeaderName> = std::sync::LazyLock::new(|| {
+    HeaderName::from_bytes(virga_spec::contract::BATCH_SIZE_HEADER.as_bytes())
+        .expect("the contract's header name is valid")
+});
 
 /// What any other instance's listener answers on the template routes.
 fn not_a_template() -> Response {

@@ -8,18 +8,12 @@ pub(super) fn trace_id(request_id: &str) -> String {
 }
 
 /// `Root=1-{secs:08x}-{24 hex of the id};Parent={16 of them};Sampled=0`,
-/// written without the formatting machinery (once per invocation).
+/// the id's characters copied a run at a time rather than collected into
+/// a string of their own (once per invocation).
 fn trace_id_at(request_id: &str, secs: i64) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    use std::fmt::Write;
     let mut t = String::with_capacity(80);
-    t.push_str("Root=1-");
-    // `{:08x}`: at least 8 digits.
-    let secs = secs as u64;
-    let digits = (16 - secs.leading_zeros() as usize / 4).max(8);
-    for i in (0..digits).rev() {
-        t.push(HEX[((secs >> (4 * i)) & 0xf) as usize] as char);
-    }
-    t.push('-');
+    let _ = write!(t, "Root=1-{secs:08x}-");
     push_undashed(&mut t, request_id, 24);
     t.push_str(";Parent=");
     push_undashed(&mut t, request_id, 16);
