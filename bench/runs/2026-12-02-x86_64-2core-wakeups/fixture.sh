@@ -1,6 +1,6 @@
-# Sourced by measure.sh and instructions.sh: the no-op function and wrk's
-# request in $D. `fixture COMMAND` takes the manifest's command (TOML
-# array) and adds the env table in $FN_ENV when set.
+# Sourced by measure.sh, instructions.sh and the mimalloc run's scripts:
+# the no-op function and wrk's request in $D. `fixture COMMAND` takes the
+# manifest's command (TOML array) and adds the env table in $FN_ENV when set.
 fixture() {
     mkdir -p "$D/fns"
     cat > "$D/fns/noop2.toml" <<M
@@ -20,4 +20,18 @@ wrk.method = "POST"
 wrk.body = '{"ping":1}'
 wrk.headers["Content-Type"] = "application/json"
 L
+}
+
+# `serve BIN [serve args...]`: the fixture in a fresh $D, `virga serve` on
+# it in the background ($PID, stopped and $D removed on exit) and the
+# function's invoke URL in $URL.
+serve() {
+    local bin=$1; shift
+    D=$(mktemp -d); trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$D"' EXIT
+    fixture '["virga-worker"]'
+    "$bin" serve --addr 127.0.0.1:0 --data-dir "$D/data" --functions "$D/fns" \
+        --max-memory-mb 200000000 "$@" > "$D/out" 2> "$D/log" &
+    PID=$!
+    for _ in $(seq 50); do grep -q "127.0.0.1:" "$D/out" 2>/dev/null && break; sleep 0.2; done
+    URL=http://$(grep -o "127.0.0.1:[0-9]*" "$D/out" | head -1)/2015-03-31/functions/noop2/invocations
 }

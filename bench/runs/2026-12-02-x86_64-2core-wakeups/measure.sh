@@ -8,14 +8,8 @@
 # runtimes to SCHED_BATCH (chrt) after the warm-up. Needs wrk.
 set -eu
 BIN=$1; ROUNDS=$2; shift 2
-D=$(mktemp -d); trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$D"' EXIT
 . "$(dirname "$0")/fixture.sh"
-fixture '["virga-worker"]'
-"$BIN" serve --addr 127.0.0.1:0 --data-dir "$D/data" --functions "$D/fns" \
-    --max-memory-mb 200000000 "$@" > "$D/out" 2> "$D/log" &
-PID=$!
-for _ in $(seq 50); do grep -q "127.0.0.1:" "$D/out" 2>/dev/null && break; sleep 0.2; done
-URL=http://$(grep -o "127.0.0.1:[0-9]*" "$D/out" | head -1)/2015-03-31/functions/noop2/invocations
+serve "$BIN" "$@"
 TICKS=$(getconf CLK_TCK)
 wrk -t1 -c64 -d2s -s "$D/post.lua" "$URL" > /dev/null
 W=$(pgrep -f "exe worker" | tr '\n' ' ')

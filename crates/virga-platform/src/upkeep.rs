@@ -5,11 +5,12 @@
 //! - Histogram samples wait in the Prometheus recorder until an upkeep
 //!   folds them into their buckets: without one, a platform nobody scrapes
 //!   keeps every sample it ever took.
-//! - glibc's malloc returns memory to the system only from the top of each
-//!   arena; a long-lived allocation above freed ones pins them. The live
-//!   heap of a busy platform is a few MB (a heap profile of the soak bench
-//!   peaks at ~3 MB), yet its arenas creep up under load; trimming now and
-//!   then gives the freed pages back, so RSS tracks what is in use.
+//! - An allocator keeps freed pages for reuse (glibc's malloc returns them
+//!   only from the top of each arena; mimalloc, the `virga` binary's, after
+//!   a delay counted on its own calls). The live heap of a busy platform is
+//!   a few MB (a heap profile of the soak bench peaks at ~3 MB), yet its
+//!   heaps creep up under load; trimming now and then gives the freed pages
+//!   back, so RSS tracks what is in use.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -46,9 +47,12 @@ pub(crate) fn start() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn trim_heap() {
-    // SAFETY: malloc_trim only walks the allocator's own arenas under their
-    // locks; it has no preconditions on the caller.
+    // SAFETY: mi_collect and malloc_trim only walk their allocator's own
+    // heaps under its locks; neither has preconditions on the caller. Rust
+    // allocates from mimalloc when the binary makes it the global allocator,
+    // the C libraries (SQLite) from glibc: both heaps are given back.
     unsafe {
+        libmimalloc_sys::mi_collect(true);
         libc::malloc_trim(0);
     }
 }

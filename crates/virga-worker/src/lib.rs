@@ -380,9 +380,12 @@ mod heap {
 
     #[allow(unsafe_code)]
     fn trim() {
-        // SAFETY: malloc_trim only returns free heap pages to the kernel;
-        // it takes each arena's lock like any allocation.
+        // SAFETY: mi_collect and malloc_trim only return free heap pages to
+        // the kernel, under their allocator's locks. Both: Rust allocates
+        // from mimalloc in the `virga` binary, the engines' C++ (onnxruntime)
+        // from glibc.
         unsafe {
+            libmimalloc_sys::mi_collect(true);
             libc::malloc_trim(0);
         }
     }

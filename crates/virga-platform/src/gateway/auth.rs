@@ -91,7 +91,7 @@ fn source(req: &Request) -> String {
 
 /// Refuses a `Host` that is not loopback on a loopback bind.
 pub(super) async fn check_host(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -117,7 +117,7 @@ pub(super) async fn check_host(
 
 /// Authenticates the caller, applies the policy, audits.
 pub(super) async fn authorize(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     mut req: Request,
     next: Next,
 ) -> Response {

@@ -13,11 +13,13 @@ static LOG_RESULT: HeaderName = HeaderName::from_static("x-amz-log-result");
 static NODE: HeaderName = HeaderName::from_static("x-virga-node");
 
 pub(super) async fn invoke(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(raw_name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    // The request's own headers, not a `HeaderMap` extractor's copy.
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     let name = function_name(&raw_name).to_string();
     let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
     match invocation_type {
@@ -152,7 +154,7 @@ pub(super) fn aws_configuration(f: &crate::scheduler::FunctionInfo) -> serde_jso
 }
 
 pub(super) async fn aws_get_function(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(raw_name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = function_name(&raw_name);
@@ -164,7 +166,7 @@ pub(super) async fn aws_get_function(
 }
 
 pub(super) async fn aws_list_functions(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Json<serde_json::Value> {
     let fs: Vec<_> = state
@@ -184,7 +186,7 @@ pub const MAX_ZIP_BYTES: usize = 50 * 1024 * 1024;
 /// sends): the function's code becomes the archive's, as a new version
 /// with the same manifest.
 pub(super) async fn aws_update_code(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(raw_name): Path<String>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {

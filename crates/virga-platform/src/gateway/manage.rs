@@ -32,7 +32,7 @@ pub(super) fn shown(caller: &Caller, mut info: FunctionInfo) -> Shown {
 }
 
 pub(super) async fn list_functions(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Json<serde_json::Value> {
     let shown: Vec<Shown> = state
@@ -46,7 +46,7 @@ pub(super) async fn list_functions(
 }
 
 pub(super) async fn get_function(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Shown>, ApiError> {
@@ -66,7 +66,7 @@ pub(super) struct DeployQuery {
 }
 
 pub(super) async fn deploy(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     Query(q): Query<DeployQuery>,
     body: Body,
@@ -127,7 +127,7 @@ pub(super) async fn deploy(
 }
 
 pub(super) async fn delete_function(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if let Some(c) = state.cluster.as_ref().filter(|c| !c.reachable()) {
@@ -144,7 +144,7 @@ pub(super) async fn delete_function(
 }
 
 pub(super) async fn list_instances(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let list = state
@@ -155,7 +155,7 @@ pub(super) async fn list_instances(
 }
 
 pub(super) async fn stop_instances(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let n = state
@@ -171,7 +171,7 @@ pub(super) struct LogsQuery {
 }
 
 pub(super) async fn function_logs(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -190,7 +190,7 @@ pub(super) struct InvocationsQuery {
 }
 
 pub(super) async fn list_invocations(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(q): Query<InvocationsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let status = match q.status.as_deref() {
@@ -212,7 +212,7 @@ pub(super) async fn list_invocations(
 }
 
 pub(super) async fn list_dead_letters(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let dead = state.events.dead_letters(&name).await?;
@@ -220,7 +220,7 @@ pub(super) async fn list_dead_letters(
 }
 
 pub(super) async fn redrive(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let n = state.events.redrive(&name).await?;
@@ -228,7 +228,7 @@ pub(super) async fn redrive(
 }
 
 /// This node's name and the live nodes it sees (empty outside a cluster).
-pub(super) async fn cluster_members(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub(super) async fn cluster_members(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(match &state.cluster {
         Some(c) => json!({
             "node": c.node(),

@@ -73,6 +73,8 @@ pub const MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
 /// The whole HTTP surface, without a socket (tests drive it directly):
 /// every route behind `auth::authorize`, everything behind the Host check.
 pub fn router(state: AppState) -> Router {
+    // One reference count per request's clones of the state, not four.
+    let state = Arc::new(state);
     Router::new()
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
         .route("/2015-03-31/functions/{name}", get(aws_get_function))
@@ -158,7 +160,7 @@ async fn ready() -> Json<serde_json::Value> {
     Json(json!({ "ready": true }))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Gauges are read off the platform at scrape time.
     for f in state.scheduler.functions() {
         let mut by_state = [("starting", 0usize), ("idle", 0), ("busy", 0)];

@@ -8,7 +8,7 @@ pub(super) struct ListObjectsQuery {
 }
 
 pub(super) async fn list_objects(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(bucket): Path<String>,
     Query(q): Query<ListObjectsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -20,7 +20,7 @@ pub(super) async fn list_objects(
 }
 
 pub(super) async fn put_object(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -36,7 +36,7 @@ pub(super) async fn put_object(
 }
 
 pub(super) async fn get_object(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (meta, body) = state.events.get_object(&bucket, &key).await?;
@@ -53,7 +53,7 @@ pub(super) async fn get_object(
 }
 
 pub(super) async fn delete_object(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.events.delete_object(&bucket, &key).await?;
@@ -66,7 +66,7 @@ pub(super) struct PublishQuery {
 }
 
 pub(super) async fn publish(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
     Query(q): Query<PublishQuery>,
     body: Body,
@@ -87,7 +87,7 @@ pub(super) async fn publish(
 }
 
 pub(super) async fn send_message(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(queue): Path<String>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -101,7 +101,7 @@ pub(super) async fn send_message(
 }
 
 pub(super) async fn queues(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
 ) -> Result<Json<virga_spec::api::Queues>, ApiError> {
     let functions = state.events.async_depths().await?;
     Ok(Json(virga_spec::api::Queues {

@@ -62,7 +62,7 @@ pub(super) fn v2_version(state: &AppState, name: &str, version: &str) -> Result<
 }
 
 pub(super) async fn v2_metadata_at(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, V2Error> {
     v2_version(&state, &name, &version)?;
@@ -70,7 +70,7 @@ pub(super) async fn v2_metadata_at(
 }
 
 pub(super) async fn v2_ready_at(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, V2Error> {
     v2_version(&state, &name, &version)?;
@@ -78,7 +78,7 @@ pub(super) async fn v2_ready_at(
 }
 
 pub(super) async fn v2_infer_at(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response, V2Error> {
@@ -137,7 +137,7 @@ pub(super) fn v2_output(model: &serde_json::Value) -> (&'static str, serde_json:
 }
 
 pub(super) async fn v2_metadata(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, V2Error> {
     let f = v2_function(&state, &name)?;
@@ -168,7 +168,7 @@ pub(super) async fn v2_metadata(
 }
 
 pub(super) async fn v2_ready(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, V2Error> {
     v2_function(&state, &name)?;
@@ -216,7 +216,7 @@ pub(super) fn v2_rows(input: &serde_json::Value) -> Result<Vec<Vec<f64>>, String
 }
 
 pub(super) async fn v2_infer(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, V2Error> {

@@ -469,7 +469,9 @@ impl Scheduler {
                 None
             };
             let Some(batcher) = batcher else {
-                tokio::spawn(self.run_pending(f, p));
+                // Boxed: the task then moves a pointer, not the whole future
+                // (kilobytes), into its cell and out again when it ends.
+                tokio::spawn(Box::pin(self.run_pending(f, p)));
                 return;
             };
             match batcher.try_send(p) {

@@ -8,36 +8,18 @@ pub(super) fn trace_id(request_id: &str) -> String {
 }
 
 /// `Root=1-{secs:08x}-{24 hex of the id};Parent={16 of them};Sampled=0`,
-/// the id's characters copied a run at a time rather than collected into
-/// a string of their own (once per invocation).
+/// the id's characters pushed one by one rather than collected into a
+/// string of their own (once per invocation).
 fn trace_id_at(request_id: &str, secs: i64) -> String {
     use std::fmt::Write;
+    let undashed = || request_id.chars().filter(|&c| c != '-');
     let mut t = String::with_capacity(80);
     let _ = write!(t, "Root=1-{secs:08x}-");
-    push_undashed(&mut t, request_id, 24);
+    t.extend(undashed().take(24));
     t.push_str(";Parent=");
-    push_undashed(&mut t, request_id, 16);
+    t.extend(undashed().take(16));
     t.push_str(";Sampled=0");
     t
-}
-
-/// The first `n` characters of `id` that are not dashes, a run at a time.
-fn push_undashed(t: &mut String, id: &str, mut n: usize) {
-    for run in id.split('-') {
-        if n == 0 {
-            break;
-        }
-        match run.char_indices().nth(n) {
-            Some((cut, _)) => {
-                t.push_str(&run[..cut]);
-                n = 0;
-            }
-            None => {
-                t.push_str(run);
-                n -= run.chars().count();
-            }
-        }
-    }
 }
 
 impl Scheduler {
