@@ -708,6 +708,58 @@ async fn the_builtin_rust_runtime_echoes_and_reports_unknown_handlers() {
     );
 }
 
+/// `THP_enabled` of process `pid` (1 or 0), `None` where the kernel does
+/// not say.
+fn thp_enabled(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// virga's own processes (the platform, the built-in runtime) keep
+/// transparent huge pages off, or their allocator would hold megabytes
+/// more each; a function's own program runs with the host's policy.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_pages_are_off_for_virga_and_as_the_host_says_for_functions() {
+    let Some(host) = thp_enabled("self") else {
+        eprintln!("skipped: this kernel does not report THP_enabled");
+        return;
+    };
+    let s = Server::start(&[
+        ("echo", manifest("echo", "")),
+        (
+            "noop",
+            "name = \"noop\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\n".to_string(),
+        ),
+    ])
+    .await;
+    assert_eq!(thp_enabled(&s.pid().to_string()), Some(0), "the platform");
+
+    let (status, _, body) = s.invoke("echo", "{}").await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["thp"], json!(host), "a function's program: {body}");
+
+    let (status, _, body) = s.invoke("noop", "{}").await;
+    assert_eq!(status, 200, "{body}");
+    // The built-in runtime: a descendant of the platform running `worker`.
+    let mut pending = vec![s.pid()];
+    let mut workers = Vec::new();
+    while let Some(pid) = pending.pop() {
+        for child in common::children(pid) {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            if cmdline.split(|&b| b == 0).any(|arg| arg == b"worker") {
+                workers.push(child);
+            }
+            pending.push(child);
+        }
+    }
+    assert!(!workers.is_empty(), "no built-in runtime process found");
+    for pid in workers {
+        assert_eq!(thp_enabled(&pid.to_string()), Some(0), "runtime {pid}");
+    }
+}
+
 /// `/metrics` follows Prometheus conventions (HELP text, base units,
 /// histograms) and carries the gauges an operator needs; `promtool check
 /// metrics` (Debian's `prometheus`) finds nothing wrong where it is

@@ -14,6 +14,20 @@ import urllib.error
 import urllib.request
 
 HOSTPORT = os.environ["AWS_LAMBDA_RUNTIME_API"]
+
+def thp_enabled():
+    """This process's transparent huge pages setting (THP_enabled in
+    /proc/self/status), or None where the kernel does not say."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("THP_enabled:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 API = f"http://{HOSTPORT}/2018-06-01/runtime"
 
 
@@ -101,6 +115,7 @@ while True:
             "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
             "LAMBDA_TASK_ROOT", "_HANDLER", "GREETING")},
         "deadline_ms": int(deadline),
+        "thp": thp_enabled(),
         "arn": arn,
     }
     post(f"/invocation/{rid}/response", body)

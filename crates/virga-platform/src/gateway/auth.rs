@@ -1,12 +1,16 @@
 //! The door's guard, the one place the gateway decides access:
 //!
-//! 1. `check_host` (every request): on a loopback bind, a `Host` that is
+//! 1. the Host check (every request): on a loopback bind, a `Host` that is
 //!    not a loopback name (or an `--allow-host` one) gets 403, so a web
 //!    page cannot reach the API by rebinding its own name to 127.0.0.1;
 //! 2. `authorize` (every route): who the caller is (a SigV4 signature or a
 //!    bearer token of a live key, under `--auth sigv4`) and whether the
 //!    policy (`access::policy`) lets them do what the route does. The
 //!    caller travels on to the handlers as an extension.
+//!
+//! Both run as one tower layer, [`GuardLayer`], that passes a request it
+//! can decide at once straight to the route (the invoke path under
+//! `--auth none` allocates nothing here).
 //!
 //! Denials and every deploy and delete go to the audit log. Errors are
 //! Lambda's (`InvalidSignatureException`, `UnrecognizedClientException`,
@@ -17,7 +21,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
 use axum::http::{header, Method};
-use axum::middleware::Next;
+use tower::ServiceExt as _;
 
 use super::*;
 use crate::access::{Action, AuditEntry, AuthMode, Caller, SERVICE};
@@ -89,53 +93,136 @@ fn source(req: &Request) -> String {
         .map_or_else(|| "-".to_string(), |c| c.0.to_string())
 }
 
-/// Refuses a `Host` that is not loopback on a loopback bind.
-pub(super) async fn check_host(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// The answer to a `Host` that is not loopback on a loopback bind, or
+/// `None` when the request may go on.
+fn host_denial(state: &AppState, req: &Request) -> Option<Response> {
     // A request without Host (HTTP/1.0) comes from no browser.
-    if let Some(host) = req.headers().get(header::HOST) {
-        let host = String::from_utf8_lossy(host.as_bytes());
-        if !state.access.host_allowed(&host) {
-            let message = format!(
-                "Host {host:?} is not a loopback name: this server listens on loopback and answers only requests for localhost, 127.0.0.1 or [::1] (name others with `virga serve --allow-host NAME`)"
-            );
-            state.access.audit.record(
-                &AuditEntry::now("denied", "-", &source(&req)).detail(format!(
-                    "{} {}: {message}",
-                    req.method(),
-                    req.uri().path()
-                )),
-            );
-            return Denial::access_denied(message).respond(req.uri().path());
-        }
+    let host = req.headers().get(header::HOST)?;
+    let host = String::from_utf8_lossy(host.as_bytes());
+    if state.access.host_allowed(&host) {
+        return None;
     }
-    next.run(req).await
+    let message = format!(
+        "Host {host:?} is not a loopback name: this server listens on loopback and answers only requests for localhost, 127.0.0.1 or [::1] (name others with `virga serve --allow-host NAME`)"
+    );
+    state.access.audit.record(
+        &AuditEntry::now("denied", "-", &source(req)).detail(format!(
+            "{} {}: {message}",
+            req.method(),
+            req.uri().path()
+        )),
+    );
+    Some(Denial::access_denied(message).respond(req.uri().path()))
 }
 
-/// Authenticates the caller, applies the policy, audits.
-pub(super) async fn authorize(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// Whether `authorize` has nothing to decide: under `--auth none`
+/// everything is allowed, and only deploys and deletes, which are audited,
+/// need to know more.
+fn allowed_as_local(state: &AppState, req: &Request) -> bool {
+    state.access.mode == AuthMode::None
+        && !(matches!(*req.method(), Method::PUT | Method::DELETE)
+            && req
+                .extensions()
+                .get::<MatchedPath>()
+                .is_some_and(|m| m.as_str() == "/v1/functions/{name}"))
+}
+
+/// Which of the two checks a [`Guard`] makes.
+#[derive(Clone, Copy)]
+pub(super) enum Check {
+    /// `host_denial`, on every request (a layer over the whole router).
+    Host,
+    /// `authorize`, on every route (a route layer: it reads the route).
+    Access,
+}
+
+/// The two checks as a tower layer. A request the check passes without
+/// waiting (every request under `--auth none` but deploys and deletes)
+/// goes straight to the inner service: no boxed `Next` or future per
+/// request, which `axum::middleware::from_fn` costs on every call.
+#[derive(Clone)]
+pub(super) struct GuardLayer {
+    pub(super) state: Arc<AppState>,
+    pub(super) check: Check,
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            state: self.state.clone(),
+            check: self.check,
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(super) struct Guard<S> {
+    state: Arc<AppState>,
+    check: Check,
+    inner: S,
+}
+
+type BoxedAnswer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
+impl<S> tower::Service<Request> for Guard<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<S::Future, BoxedAnswer>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        use futures_util::future::Either;
+        match self.check {
+            Check::Host => match host_denial(&self.state, &req) {
+                None => Either::Left(self.inner.call(req)),
+                Some(denied) => Either::Right(Box::pin(std::future::ready(Ok(denied)))),
+            },
+            Check::Access if allowed_as_local(&self.state, &req) => {
+                req.extensions_mut().insert(Caller::Local);
+                Either::Left(self.inner.call(req))
+            }
+            Check::Access => {
+                // The ready service goes into the future; a clone stays.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                let state = self.state.clone();
+                Either::Right(Box::pin(
+                    async move { Ok(authorize(state, req, ready).await) },
+                ))
+            }
+        }
+    }
+}
+
+/// Authenticates the caller, applies the policy, audits; then `inner`
+/// answers.
+async fn authorize<S>(state: Arc<AppState>, req: Request, inner: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str())
+        .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    // Under --auth none everything is allowed: only deploys and deletes,
-    // which are audited, need to know more (the invoke path stays cheap).
-    if state.access.mode == AuthMode::None
-        && !(route == "/v1/functions/{name}"
-            && matches!(*req.method(), Method::PUT | Method::DELETE))
-    {
-        req.extensions_mut().insert(Caller::Local);
-        return next.run(req).await;
-    }
-    let route = route.to_string();
     let (mut parts, body) = req.into_parts();
     let params = Path::<HashMap<String, String>>::from_request_parts(&mut parts, &state)
         .await
@@ -183,7 +270,7 @@ pub(super) async fn authorize(
         return denial.respond(&path);
     }
     req.extensions_mut().insert(caller.clone());
-    let resp = next.run(req).await;
+    let Ok(resp) = inner.oneshot(req).await;
     if matches!(action, Action::Deploy(_) | Action::Delete(_)) && resp.status().is_success() {
         state.access.audit.record(
             &AuditEntry::now(action.name(), caller.key_id(), &source).function(action.function()),

@@ -122,15 +122,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::authorize,
-        ))
+        .route_layer(auth::GuardLayer {
+            state: state.clone(),
+            check: auth::Check::Access,
+        })
         .fallback(not_found_route)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::check_host,
-        ))
+        .layer(auth::GuardLayer {
+            state: state.clone(),
+            check: auth::Check::Host,
+        })
         .with_state(state)
 }
 

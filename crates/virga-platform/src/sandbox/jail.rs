@@ -195,6 +195,9 @@ fn become_runtime(
     if let Err(e) = unsafe_ffi::no_new_privs() {
         return e;
     }
+    // The jailer ran with huge pages off (`sandbox::set_huge_pages`); the
+    // function's program gets the host's policy.
+    super::set_huge_pages(true);
     for f in filters {
         if let Err(e) = seccompiler::apply_filter(f) {
             return io::Error::other(format!("install the seccomp filter: {e}"));

@@ -468,17 +468,23 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if !procs.is_empty() || net.is_some() {
+    {
         use std::os::fd::AsRawFd;
         let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
         let net = net.map(|n| n.as_raw_fd());
+        let program = spec.jail.is_none();
         // SAFETY: the closure runs in the forked child before exec, where only
-        // async-signal-safe calls are allowed: write(2) and setns(2) on
-        // descriptors opened by the parent (kept open until after spawn); it
-        // allocates nothing.
+        // async-signal-safe calls are allowed: write(2), setns(2) on
+        // descriptors opened by the parent (kept open until after spawn) and
+        // prctl(2); it allocates nothing.
         #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(move || {
+                // The function's program runs with the host's policy (a
+                // jailed one gets it from the jailer, just before its exec).
+                if program {
+                    set_huge_pages(true);
+                }
                 for &fd in &fds {
                     // Writing "0" moves the writing process itself into the group.
                     if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
@@ -511,6 +517,23 @@ pub fn spawn(
                 source,
             })
         }
+    }
+}
+
+/// Transparent huge pages for this process and what it starts from now on
+/// (the setting is inherited across fork and exec). virga's own processes
+/// (the platform, the jailer, the built-in runtime) turn them off first
+/// thing: their allocator commits memory as it reserves it, and under the
+/// kernel's `always` policy every 2 MB region it touches becomes resident
+/// whole (an idle platform held 10 MB more, a no-op instance 4 MB more).
+/// A function's own program gets them back before its exec, so it runs
+/// with the host's policy. Kernels without the setting are left alone.
+pub fn set_huge_pages(on: bool) {
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integers only and is
+    // async-signal-safe (it also runs between fork and exec).
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, libc::c_ulong::from(!on), 0, 0, 0);
     }
 }
 
