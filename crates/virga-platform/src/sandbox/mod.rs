@@ -468,11 +468,14 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    {
+    // A jailed spawn with nothing to join execs the jailer, which gives the
+    // function's program the host's huge pages itself: no pre_exec (which
+    // would make every spawn fork instead of posix_spawn).
+    let program = spec.jail.is_none();
+    if !procs.is_empty() || net.is_some() || program {
         use std::os::fd::AsRawFd;
         let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
         let net = net.map(|n| n.as_raw_fd());
-        let program = spec.jail.is_none();
         // SAFETY: the closure runs in the forked child before exec, where only
         // async-signal-safe calls are allowed: write(2), setns(2) on
         // descriptors opened by the parent (kept open until after spawn) and
