@@ -760,6 +760,49 @@ async fn huge_pages_are_off_for_virga_and_as_the_host_says_for_functions() {
     }
 }
 
+/// A data dir named relative to where `virga serve` starts works like an
+/// absolute one: sandboxed instances start (their jailer runs from `/`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relative_data_dir_serves_sandboxed_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("fns")).unwrap();
+    std::fs::write(
+        dir.path().join("fns/noop.toml"),
+        "name = \"noop\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(common::virga_bin())
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            "data",
+            "--functions",
+            "fns",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = common::listening_on(&mut child).expect("listening");
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "http://{addr}/2015-03-31/functions/noop/invocations"
+        ))
+        .body(r#"{"rel":1}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let body = answer.text().await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, r#"{"rel":1}"#);
+}
+
 /// `/metrics` follows Prometheus conventions (HELP text, base units,
 /// histograms) and carries the gauges an operator needs; `promtool check
 /// metrics` (Debian's `prometheus`) finds nothing wrong where it is

@@ -149,7 +149,11 @@ pub struct Platform {
 impl Platform {
     /// Opens the data dir, restores deployed functions, deploys the functions
     /// dir and starts serving. Returns once the listener is bound.
-    pub async fn start(config: PlatformConfig) -> Result<Platform, PlatformError> {
+    pub async fn start(mut config: PlatformConfig) -> Result<Platform, PlatformError> {
+        // Absolute once: the jail, the code store and the logs derive their
+        // paths from it, and an instance's jailer runs from `/`.
+        config.data_dir = std::path::absolute(&config.data_dir)
+            .map_err(|e| PlatformError::DataDir(config.data_dir.clone(), e))?;
         // Refused before anything starts: no auth off loopback.
         let code_dirs: Vec<PathBuf> = config
             .functions_dir
