@@ -898,9 +898,9 @@ async fn pump_lines(stream: impl AsyncRead + Unpin, shared: Arc<Shared>, logs: A
 }
 
 fn emit(shared: &Shared, logs: &LogRing, line: &[u8]) {
-    let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
+    let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
     if let Some(c) = lock(&shared.capture).as_mut() {
-        c.push(line.clone());
+        c.push(line.clone().into_owned());
     }
     logs.push(line);
 }

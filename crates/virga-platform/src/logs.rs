@@ -10,54 +10,110 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-/// The most recent lines of one function.
+/// The most recent lines of one function, at most `lines` of them in at
+/// most `bytes`, kept as text in one buffer: a line costs the ring its
+/// bytes, not an allocation of its own that lives for thousands of
+/// invocations among short-lived ones (which kept the allocator's pages
+/// from being reused), and a function printing long lines cannot make the
+/// ring hold more than `bytes`.
 #[derive(Debug)]
 pub struct LogRing {
-    lines: Mutex<VecDeque<String>>,
-    capacity: usize,
+    ring: Mutex<Ring>,
     /// Where every line is also written, under this function's name.
     file: Option<(Arc<LogFiles>, Arc<str>)>,
 }
 
+/// Lines, each ended by `\n`, oldest first.
+#[derive(Debug)]
+struct Ring {
+    text: VecDeque<u8>,
+    lines: usize,
+    max_lines: usize,
+    max_bytes: usize,
+}
+
+impl Ring {
+    fn new(max_lines: usize, max_bytes: usize) -> Self {
+        Ring {
+            text: VecDeque::new(),
+            lines: 0,
+            max_lines: max_lines.max(1),
+            // Room for one empty line at least.
+            max_bytes: max_bytes.max(1),
+        }
+    }
+
+    fn push(&mut self, line: &str) {
+        // A line longer than the ring keeps its start, cut on a character.
+        let mut end = line.len().min(self.max_bytes - 1);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        let line = &line[..end];
+        while self.lines > 0
+            && (self.lines == self.max_lines || self.text.len() + line.len() + 1 > self.max_bytes)
+        {
+            let first = self
+                .text
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.text.len(), |i| i + 1);
+            self.text.drain(..first);
+            self.lines -= 1;
+        }
+        // One line each: a newline inside would split it.
+        self.text
+            .extend(line.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+        self.text.push_back(b'\n');
+        self.lines += 1;
+    }
+
+    fn tail(&self, n: usize) -> Vec<String> {
+        let (a, b) = self.text.as_slices();
+        let text = [a, b].concat();
+        let all: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+        all[all.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l[..l.len() - 1]).into_owned())
+            .collect()
+    }
+}
+
 impl LogRing {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(lines: usize, bytes: usize) -> Self {
         LogRing {
-            lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
-            capacity,
+            ring: Mutex::new(Ring::new(lines, bytes)),
             file: None,
         }
     }
 
     /// A ring that also writes to `function`'s log file, starting with the
     /// file's last lines (what the function logged before a restart).
-    pub fn persistent(capacity: usize, files: Arc<LogFiles>, function: &str) -> Self {
-        let lines = files.tail(function, capacity).into();
+    pub fn persistent(lines: usize, bytes: usize, files: Arc<LogFiles>, function: &str) -> Self {
+        let mut ring = Ring::new(lines, bytes);
+        for line in files.tail(function, lines) {
+            ring.push(&line);
+        }
         LogRing {
-            lines: Mutex::new(lines),
-            capacity,
+            ring: Mutex::new(ring),
             file: Some((files, Arc::from(function))),
         }
     }
 
-    pub fn push(&self, line: String) {
+    pub fn push(&self, line: impl AsRef<str>) {
+        let line = line.as_ref();
         if let Some((files, function)) = &self.file {
-            files.append(function, &line);
+            files.append(function, line);
         }
-        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        if lines.len() == self.capacity {
-            lines.pop_front();
-        }
-        lines.push_back(line);
+        self.ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
     }
 
     /// The last `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<String> {
-        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        lines
-            .iter()
-            .skip(lines.len().saturating_sub(n))
-            .cloned()
-            .collect()
+        self.ring.lock().unwrap_or_else(|e| e.into_inner()).tail(n)
     }
 }
 
@@ -300,19 +356,58 @@ mod tests {
 
     #[test]
     fn ring_keeps_the_newest_lines() {
-        let r = LogRing::new(3);
+        let r = LogRing::new(3, 1024);
+        assert_eq!(r.tail(10), Vec::<String>::new());
         for i in 0..5 {
             r.push(format!("l{i}"));
         }
         assert_eq!(r.tail(10), vec!["l2", "l3", "l4"]);
         assert_eq!(r.tail(1), vec!["l4"]);
+        assert_eq!(r.tail(0), Vec::<String>::new());
+    }
+
+    #[test]
+    fn ring_holds_at_most_its_bytes_whatever_the_lines() {
+        // 10 bytes a line with its newline: four fit in 45.
+        let r = LogRing::new(100, 45);
+        for i in 0..20 {
+            r.push(format!("line {i:04}"));
+        }
+        assert_eq!(
+            r.tail(100),
+            (16..20).map(|i| format!("line {i:04}")).collect::<Vec<_>>()
+        );
+        // A line longer than the ring pushes everything out and keeps its
+        // start, cut on a character; the ring stays within its bytes.
+        r.push("é".repeat(100));
+        let kept = r.tail(100);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0], "é".repeat(22));
+        assert!(r.ring.lock().unwrap().text.len() <= 45);
+        // Empty lines and embedded newlines stay one line each (the full
+        // ring lets its long line go for them).
+        r.push("");
+        r.push("a\nb");
+        assert_eq!(r.tail(100), vec!["", "a b"]);
+    }
+
+    #[test]
+    fn ring_keeps_whole_lines_across_its_wrap() {
+        let r = LogRing::new(1000, 64);
+        for i in 0..1000 {
+            r.push(format!("{i}"));
+        }
+        let t = r.tail(1000);
+        let first: usize = t[0].parse().unwrap();
+        assert_eq!(t, (first..1000).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert!(r.ring.lock().unwrap().text.len() <= 64);
     }
 
     #[test]
     fn log_files_rotate_and_a_new_ring_starts_from_them() {
         let dir = tempfile::tempdir().unwrap();
         let files = LogFiles::open(dir.path(), 100, 2).unwrap();
-        let ring = LogRing::persistent(5, files.clone(), "f");
+        let ring = LogRing::persistent(5, 1024, files.clone(), "f");
         // 30 lines of 10 bytes (with the newline): three files' worth.
         for i in 0..30 {
             ring.push(format!("line {i:04}"));
@@ -323,7 +418,7 @@ mod tests {
         assert!(size("f.log.1").unwrap() <= 100 && size("f.log.2").unwrap() <= 100);
         assert!(size("f.log.3").is_err(), "only two rotated files are kept");
         // After a restart, the ring starts with the newest lines.
-        let again = LogRing::persistent(5, files.clone(), "f");
+        let again = LogRing::persistent(5, 1024, files.clone(), "f");
         assert_eq!(
             again.tail(5),
             (25..30).map(|i| format!("line {i:04}")).collect::<Vec<_>>()

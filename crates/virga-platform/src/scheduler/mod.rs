@@ -64,8 +64,9 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 const MEMORY_WAIT: Duration = Duration::from_secs(3);
 /// How often a request may be moved to a newer revision before it gives up.
 const MAX_HOPS: u8 = 8;
-/// Lines of log kept per function.
+/// Lines of log kept in memory per function, and their most bytes.
 const LOG_LINES: usize = 2000;
+const LOG_BYTES: usize = 512 * 1024;
 const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "000000000000";
 

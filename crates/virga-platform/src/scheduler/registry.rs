@@ -157,8 +157,10 @@ impl Scheduler {
             .entry(manifest.name.clone())
             .or_insert_with(|| {
                 Arc::new(match &self.config.log_files {
-                    Some(files) => LogRing::persistent(LOG_LINES, files.clone(), &manifest.name),
-                    None => LogRing::new(LOG_LINES),
+                    Some(files) => {
+                        LogRing::persistent(LOG_LINES, LOG_BYTES, files.clone(), &manifest.name)
+                    }
+                    None => LogRing::new(LOG_LINES, LOG_BYTES),
                 })
             })
             .clone();
