@@ -198,11 +198,10 @@ impl Cluster {
                     };
                     let tail = header(H_TAIL).is_some();
                     let outcome = scheduler
-                        .invoke(InvokeRequest::new(
-                            function,
-                            m.payload.clone(),
-                            Trigger::Http,
-                        ))
+                        .invoke(
+                            InvokeRequest::new(function, m.payload.clone(), Trigger::Http)
+                                .with_tail(tail),
+                        )
                         .await;
                     let mut h = HeaderMap::new();
                     let body = match outcome {

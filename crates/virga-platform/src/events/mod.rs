@@ -326,6 +326,7 @@ impl Events {
             request_id: Some(ev.request_id.clone()),
             waited_ms: age_ms as f64,
             has_caller: false,
+            tail: false,
         };
         let Some((manifest, _)) = self.scheduler.manifest(&ev.function) else {
             if self.queue.feeds() && age_ms < UNKNOWN_FUNCTION_GRACE_MS {

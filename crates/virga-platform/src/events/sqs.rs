@@ -339,6 +339,7 @@ impl Events {
                 request_id: None,
                 waited_ms: (now_ms() - oldest).max(0) as f64,
                 has_caller: false,
+                tail: false,
             })
             .await;
         match result {

@@ -114,7 +114,7 @@ async fn run_sync(
     }
     let outcome = state
         .scheduler
-        .invoke(InvokeRequest::new(name, payload, Trigger::Http))
+        .invoke(InvokeRequest::new(name, payload, Trigger::Http).with_tail(tail))
         .await?;
     Ok((outcome, None))
 }

@@ -157,7 +157,10 @@ impl Scheduler {
                 m.request_id, f.version
             ));
         }
-        let run = self.execute(lease, &invocation_id, payload, batch).await;
+        let tail = members.iter().any(|m| m.req.tail);
+        let run = self
+            .execute(lease, &invocation_id, payload, batch, tail)
+            .await;
         let outcomes: Vec<Result<Bytes, Failure>> = match (&run.outcome, batch) {
             (Ok(body), Some(n)) => split_batch_response(body, n),
             (Ok(body), None) => vec![Ok(body.clone())],

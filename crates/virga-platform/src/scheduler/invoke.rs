@@ -20,6 +20,46 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The run of one request, boxed so that it can move to a task of its own
+/// once started.
+pub(super) type Run = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Awaits a run in the awaiting task and, dropped before its end (the
+/// caller went away), spawns the rest onto a task of its own: an accepted
+/// invocation runs to its end whoever stops waiting for it. Only when no
+/// runtime is left to spawn on, or the run itself panicked, is the rest
+/// dropped (its lease still gives the slot back).
+pub(super) struct RunToEnd(pub(super) Option<Run>);
+
+impl std::future::Future for RunToEnd {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if let Some(run) = self.0.as_mut() {
+            std::task::ready!(run.as_mut().poll(cx));
+            self.0 = None;
+        }
+        std::task::Poll::Ready(())
+    }
+}
+
+impl Drop for RunToEnd {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            // A run unwinding from a panic cannot be polled again.
+            if std::thread::panicking() {
+                return;
+            }
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(run);
+            }
+        }
+    }
+}
+
 /// An accepted request on its way: queued, waiting for a batch, running.
 /// Its caller waits on the other end of `reply`; whether it still does is
 /// `reply.is_closed()`.
@@ -387,11 +427,13 @@ impl Scheduler {
 
     /// Runs one invocation end to end and returns its answer.
     ///
-    /// The invocation runs on a task of its own that holds its slot, so a
-    /// caller that stops waiting (this future dropped) does not stop it: it
-    /// runs to its end, is recorded with `caller_gone`, and its instance goes
-    /// back to its pool. A request still queued when its caller leaves is
-    /// taken out of the queue and recorded as `ClientClosed`.
+    /// The invocation runs in the caller's task while the caller waits (no
+    /// task hop between the caller, the dispatch and the answer) inside a
+    /// `RunToEnd`, which holds its slot: a caller that stops waiting (this
+    /// future dropped) moves the rest onto a task of its own, so it runs to
+    /// its end, is recorded with `caller_gone`, and its instance goes back
+    /// to its pool. A request still queued when its caller leaves is taken
+    /// out of the queue and recorded as `ClientClosed`.
     pub async fn invoke(self: &Arc<Self>, req: InvokeRequest) -> Result<Invocation, InvokeError> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
@@ -407,7 +449,9 @@ impl Scheduler {
             _track: Track::new(&self.in_flight),
             share: None,
         };
-        self.clone().submit(pending, None);
+        if let Some(run) = self.clone().route(pending, None) {
+            RunToEnd(Some(run)).await;
+        }
         // The pending request is dropped unanswered only when the runtime
         // stops under it.
         answer.await.unwrap_or(Err(InvokeError::ShuttingDown))
@@ -416,10 +460,19 @@ impl Scheduler {
     /// Routes a request to its function's current revision: into the batch
     /// dispatcher's queue, or onto a task of its own. `prev` is the revision
     /// it was queued on when a redeploy or delete moved it here.
-    pub(super) fn submit(self: Arc<Self>, mut p: Pending, prev: Option<Arc<Function>>) {
+    pub(super) fn submit(self: Arc<Self>, p: Pending, prev: Option<Arc<Function>>) {
+        if let Some(run) = self.route(p, prev) {
+            tokio::spawn(run);
+        }
+    }
+
+    /// `submit`'s routing: the run of `p` when it is to run on its own (for
+    /// the caller to await or spawn), `None` when it went to a batch
+    /// dispatcher or was answered already.
+    fn route(self: Arc<Self>, mut p: Pending, prev: Option<Arc<Function>>) -> Option<Run> {
         if self.closing.load(Ordering::SeqCst) {
             p.answer(Err(InvokeError::ShuttingDown));
-            return;
+            return None;
         }
         loop {
             p.hops += 1;
@@ -428,7 +481,7 @@ impl Scheduler {
                 Some(_) => {
                     // Redeployed faster than it could be routed: give up.
                     p.answer(Err(InvokeError::ShuttingDown));
-                    return;
+                    return None;
                 }
                 None => {
                     let arn = self.arn_of(&p.req.function);
@@ -442,7 +495,7 @@ impl Scheduler {
                         ),
                         None => p.answer(Err(InvokeError::NotFound(arn))),
                     }
-                    return;
+                    return None;
                 }
             };
             if p.share.is_none() && f.manifest.mode != Mode::Service {
@@ -459,7 +512,7 @@ impl Scheduler {
                         };
                         self.refuse(&f, &p, &e);
                         p.answer(Err(e));
-                        return;
+                        return None;
                     }
                 }
             }
@@ -469,17 +522,16 @@ impl Scheduler {
                 None
             };
             let Some(batcher) = batcher else {
-                // Boxed: the task then moves a pointer, not the whole future
-                // (kilobytes), into its cell and out again when it ends.
-                tokio::spawn(Box::pin(self.run_pending(f, p)));
-                return;
+                // Boxed: a pointer moves, not the whole future (kilobytes),
+                // into a task's cell or out of a caller that left.
+                return Some(Box::pin(self.run_pending(f, p)));
             };
             match batcher.try_send(p) {
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err(mpsc::error::TrySendError::Full(back)) => {
                     let e = self.throttle(&f, &back);
                     back.answer(Err(e));
-                    return;
+                    return None;
                 }
                 // Retired between the lookup and the send: look again.
                 Err(mpsc::error::TrySendError::Closed(back)) => p = back,
@@ -492,7 +544,7 @@ impl Scheduler {
         self.clone().submit(p, Some(old.clone()));
     }
 
-    /// One request on its own task: a slot, the run, the record, the answer.
+    /// One request to its end: a slot, the run, the record, the answer.
     pub(super) async fn run_pending(self: Arc<Self>, f: Arc<Function>, p: Pending) {
         let span = tracing::debug_span!(
             "invoke",
@@ -511,7 +563,9 @@ impl Scheduler {
                 p.request_id, f.version
             ));
             let payload = std::mem::take(&mut p.req.payload);
-            let run = self.execute(lease, &p.request_id, payload, None).await;
+            let run = self
+                .execute(lease, &p.request_id, payload, None, p.req.tail)
+                .await;
             run.fill(&mut record);
             record.caller_gone = p.caller_gone();
             let answer = self.conclude(&f, record, run.outcome, run.output);
@@ -767,6 +821,7 @@ impl Scheduler {
         request_id: &str,
         payload: Bytes,
         batch: Option<usize>,
+        tail: bool,
     ) -> Executed {
         let f = lease.function().clone();
         let mut run = Executed {
@@ -845,8 +900,9 @@ impl Scheduler {
             reply: reply_tx,
         };
         // Output of an instance serving several requests at once cannot be
-        // told apart: only one-at-a-time instances capture a log tail.
-        let capture = f.manifest.concurrency_per_instance() == 1;
+        // told apart: only one-at-a-time instances capture a log tail, and
+        // only for a caller that asked for it.
+        let capture = tail && f.manifest.concurrency_per_instance() == 1;
         if capture {
             inst.begin_capture();
         }
@@ -954,7 +1010,7 @@ impl Scheduler {
                 record.request_id,
                 failure.message
             );
-            f.logs.push(line.clone());
+            f.logs.push(&line);
             output.push(line);
         }
         let error_type = failure.error_type;
@@ -1003,6 +1059,45 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run whose awaiting caller leaves goes on to its end on a task of
+    /// its own (the invoke path's cancellation safety rests on this).
+    #[tokio::test]
+    async fn a_run_dropped_unfinished_ends_on_a_task_of_its_own() {
+        let (go_tx, go_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let mut waiting = RunToEnd(Some(Box::pin(async move {
+            let _ = go_rx.await;
+            let _ = done_tx.send(());
+        })));
+        assert!(
+            tokio::time::timeout(Duration::ZERO, &mut waiting)
+                .await
+                .is_err(),
+            "the run waits for its go"
+        );
+        drop(waiting);
+        go_tx
+            .send(())
+            .expect("the run is still alive after its caller left");
+        tokio::time::timeout(Duration::from_secs(5), done_rx)
+            .await
+            .expect("the run ended on its own task")
+            .expect("the run ended rather than being dropped");
+    }
+
+    #[tokio::test]
+    async fn a_run_awaited_to_its_end_leaves_nothing_behind() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        RunToEnd(Some(Box::pin(async move {
+            tokio::task::yield_now().await;
+            r.fetch_add(1, Ordering::SeqCst);
+        })))
+        .await;
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert_eq!(Arc::strong_count(&ran), 1, "the finished run was dropped");
+    }
 
     #[test]
     fn billing_follows_the_mode() {

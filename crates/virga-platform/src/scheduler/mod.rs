@@ -220,6 +220,10 @@ pub struct InvokeRequest {
     /// A synchronous caller waits for the answer (false for deliveries of
     /// queued events, which have no caller to lose).
     pub has_caller: bool,
+    /// The caller wants the function's output in `Invocation::log`
+    /// (`LogType: Tail`); without it the log has the platform's lines only,
+    /// and the invocation skips collecting the instance's output.
+    pub tail: bool,
 }
 
 impl InvokeRequest {
@@ -232,7 +236,13 @@ impl InvokeRequest {
             request_id: None,
             waited_ms: 0.0,
             has_caller: true,
+            tail: false,
         }
+    }
+
+    /// The same request, with the function's output in its log or not.
+    pub fn with_tail(self, tail: bool) -> Self {
+        InvokeRequest { tail, ..self }
     }
 }
 
