@@ -28,9 +28,13 @@ pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
 
 /// How long the answer to a runtime's reply waits for the instance's next
-/// job (`Shared::settled`): the platform hands it over within microseconds
-/// when a request is queued; this only bounds a wait nothing ends.
-const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+/// job (`Shared::settled`): every path that takes a reply settles the
+/// instance within microseconds (its lease gives it back, even when
+/// dropped), so this only bounds a wait a bug would leave unended. A
+/// second, not less: a timer no earlier than the scheduler's pacemaker's
+/// (`scheduler::timers::Pacemaker`, at most a second ahead) does not make
+/// tokio wake its timer driver, which a 2 ms one did on every reply.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves the Runtime API on `listener` until this future is dropped
 /// (the instance's end), its connections with it. HTTP/1.1 with pipelined

@@ -906,6 +906,7 @@ impl Scheduler {
         if capture {
             inst.begin_capture();
         }
+        self.pacemaker.beat();
         let started = Instant::now();
         let result = inst.run(job, reply_rx, timeout).await;
         run.duration_ms = ms(started.elapsed());

@@ -288,6 +288,8 @@ pub struct Scheduler {
     closing: AtomicBool,
     /// In a cluster, this node's share of each `max_concurrency`.
     shares: share::Shares,
+    /// Keeps the timer driver's next wake-up near while invocations run.
+    pacemaker: Arc<timers::Pacemaker>,
 }
 
 impl Scheduler {
@@ -306,6 +308,7 @@ impl Scheduler {
             in_flight: Arc::new(InFlight::default()),
             closing: AtomicBool::new(false),
             shares: share::Shares::default(),
+            pacemaker: timers::Pacemaker::new(),
         })
     }
 

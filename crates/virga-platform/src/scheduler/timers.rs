@@ -63,6 +63,71 @@ pub(crate) async fn keep_alive_loop<I>(
     }
 }
 
+/// While invocations keep coming, keeps one timer armed at most `PACE`
+/// ahead, so arming an invocation's timeout (seconds ahead) never wakes the
+/// timer driver: tokio writes to the driver's eventfd whenever a new timer
+/// is earlier than every one it knows, which, with no other timer, was
+/// every invocation's at low concurrency (and woke a parked worker for
+/// nothing). It stops a `PACE` after the last beat: an idle platform has
+/// no timer of its own.
+pub(crate) struct Pacemaker {
+    beating: AtomicBool,
+    /// Milliseconds from `since` to the last beat.
+    last: AtomicU64,
+    since: Instant,
+}
+
+const PACE: Duration = Duration::from_secs(1);
+
+impl Pacemaker {
+    pub(crate) fn new() -> Arc<Pacemaker> {
+        Arc::new(Pacemaker {
+            beating: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+            since: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.since.elapsed().as_millis() as u64
+    }
+
+    fn idle(&self) -> bool {
+        self.now_ms()
+            .saturating_sub(self.last.load(Ordering::SeqCst))
+            >= PACE.as_millis() as u64
+    }
+
+    /// An invocation is about to arm its timeout.
+    pub(crate) fn beat(self: &Arc<Self>) {
+        self.last.store(self.now_ms(), Ordering::SeqCst);
+        if self.beating.load(Ordering::SeqCst) || self.beating.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PACE).await;
+                let Some(me) = me.upgrade() else { return };
+                if !me.idle() {
+                    continue;
+                }
+                me.beating.store(false, Ordering::SeqCst);
+                // A beat between the check and the store found it still
+                // beating and left: go on for it, unless it started another.
+                if me.idle() || me.beating.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+        });
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_beating(&self) -> bool {
+        self.beating.load(Ordering::SeqCst)
+    }
+}
+
 impl Scheduler {
     /// Keeps a function's pool in shape until it is retired: reaps idle
     /// instances past their keep-alive, and keeps `min_instances` started.
@@ -234,6 +299,28 @@ pub(crate) async fn autoscale_loop<I: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacemaker_beats_while_invocations_come_and_stops_after() {
+        let p = Pacemaker::new();
+        assert!(!p.is_beating());
+        p.beat();
+        assert!(p.is_beating());
+        // Beats every 400 ms for 3 s: it keeps going.
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            p.beat();
+            assert!(p.is_beating());
+        }
+        // Then nothing: it stops within two paces, leaving no timer.
+        tokio::time::sleep(PACE * 2 + Duration::from_millis(10)).await;
+        assert!(!p.is_beating());
+        // And starts again at the next beat.
+        p.beat();
+        assert!(p.is_beating());
+        tokio::time::sleep(PACE * 2 + Duration::from_millis(10)).await;
+        assert!(!p.is_beating());
+    }
 
     fn pool(keep_alive_ms: u64, min: usize) -> Mutex<Pool<u32>> {
         Mutex::new(Pool::new(PoolLimits {
