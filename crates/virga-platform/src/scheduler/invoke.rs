@@ -105,7 +105,9 @@ pub(super) struct Executed {
     pub(super) mode: Mode,
     pub(super) vcpu: f64,
     pub(super) batch_size: u32,
-    pub(super) output: Vec<String>,
+    /// For a caller that asked for the tail, the instance's output (none
+    /// where it cannot be told apart); `None` when nobody reads a log.
+    pub(super) output: Option<Vec<String>>,
     pub(super) outcome: Result<Bytes, Failure>,
 }
 
@@ -796,7 +798,7 @@ impl Scheduler {
         f: &Function,
         mut record: InvocationRecord,
         outcome: Result<Bytes, Failure>,
-        output: Vec<String>,
+        output: Option<Vec<String>>,
     ) -> Invocation {
         match outcome {
             Ok(body) => {
@@ -837,7 +839,7 @@ impl Scheduler {
             mode: f.mode(),
             vcpu: f.spawn.limits.vcpu,
             batch_size: batch.unwrap_or(1) as u32,
-            output: Vec::new(),
+            output: tail.then(Vec::new),
             outcome: Ok(Bytes::new()),
         };
         if lease.instance().is_none() {
@@ -911,7 +913,7 @@ impl Scheduler {
         let result = inst.run(job, reply_rx, timeout).await;
         run.duration_ms = ms(started.elapsed());
         if capture {
-            run.output = inst.end_capture().await;
+            run.output = Some(inst.end_capture().await);
         }
         run.max_memory_mb = inst.peak_memory_mb();
         run.limits_enforced = inst.limits_enforced;
@@ -991,7 +993,7 @@ impl Scheduler {
         f: &Function,
         mut record: InvocationRecord,
         failure: Failure,
-        mut output: Vec<String>,
+        mut output: Option<Vec<String>>,
     ) -> Invocation {
         record.status = failure.status;
         record.error_type = Some(failure.error_type.clone());
@@ -1012,7 +1014,9 @@ impl Scheduler {
                 failure.message
             );
             f.logs.push(&line);
-            output.push(line);
+            if let Some(output) = &mut output {
+                output.push(line);
+            }
         }
         let error_type = failure.error_type;
         self.finish(f, record, body, Some(error_type), output)
@@ -1024,25 +1028,27 @@ impl Scheduler {
         mut record: InvocationRecord,
         body: Bytes,
         function_error: Option<String>,
-        output: Vec<String>,
+        output: Option<Vec<String>>,
     ) -> Invocation {
         record.finished_at = now_rfc3339();
         tracing::Span::current().record("status", record.status.as_str());
         let end = format!("END RequestId: {}", record.request_id);
         let report = report_line(&record);
-        // The invocation's own log (`LogType: Tail`), written in place.
-        let mut log = String::with_capacity(256);
-        {
+        // The invocation's own log (`LogType: Tail`), written in place, only
+        // for a caller that reads it.
+        let mut log = String::new();
+        if let Some(output) = output {
             use std::fmt::Write;
+            log.reserve(256);
             let _ = writeln!(
                 log,
                 "START RequestId: {} Version: {}",
                 record.request_id, record.version
             );
-        }
-        for line in output.iter().chain([&end, &report]) {
-            log.push_str(line);
-            log.push('\n');
+            for line in output.iter().chain([&end, &report]) {
+                log.push_str(line);
+                log.push('\n');
+            }
         }
         f.logs.push(end);
         f.logs.push(report);

@@ -253,7 +253,8 @@ pub struct Invocation {
     pub body: Bytes,
     /// `Some(errorType)` when the function failed (HTTP 200 + `X-Amz-Function-Error`).
     pub function_error: Option<String>,
-    /// START, the function's output, END and REPORT.
+    /// START, the function's output, END and REPORT, for a request that
+    /// asked for them (`InvokeRequest::tail`); empty otherwise.
     pub log: String,
 }
 
