@@ -339,6 +339,7 @@ fn main() -> std::process::ExitCode {
         _ => {}
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.on_thread_park(virga_platform::upkeep::on_thread_park);
     if let Command::Serve(args) = &cli.command {
         builder.worker_threads(args.worker_threads());
     }

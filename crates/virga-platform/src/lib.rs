@@ -18,7 +18,7 @@ pub mod runtime_api;
 pub mod sandbox;
 pub mod scheduler;
 pub mod store;
-mod upkeep;
+pub mod upkeep;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
