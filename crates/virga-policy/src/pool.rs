@@ -177,6 +177,9 @@ pub struct Pool<I, T, H: Handoff> {
     /// The idle origin of the instance stopped last: a request that finds
     /// no idle instance measures the idle time it would have needed from it.
     last_gone: Option<T>,
+    /// The keep-alive timer's next wake-up, as it last armed it
+    /// ([`Pool::arm_timer`]); `None` while it sleeps until woken.
+    timer_at: Option<T>,
 }
 
 impl<I, T, H: Handoff> fmt::Debug for Pool<I, T, H> {
@@ -208,6 +211,7 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
             prewarm: None,
             planned_at: None,
             last_gone: None,
+            timer_at: None,
         }
     }
 
@@ -397,6 +401,35 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
         self.idle.soonest
     }
 
+    /// The pool's next deadline: the soonest idle expiry or planned
+    /// pre-warm.
+    fn next_deadline(&self) -> Option<T> {
+        [self.next_expiry(), self.prewarm]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// For the keep-alive timer, about to sleep: when it must act next
+    /// (`None`: only when woken). Remembered, for [`Pool::timer_late`].
+    pub fn arm_timer(&mut self) -> Option<T> {
+        self.timer_at = self.next_deadline();
+        self.timer_at
+    }
+
+    /// Whether the pool now has a deadline before the timer's armed
+    /// wake-up, or one while it sleeps with none: then it must be woken.
+    /// A release parks its instance with an expiry no sooner than those
+    /// already idle, so the releases of a busy function leave the timer
+    /// asleep (a wake per invocation was a task wake-up per invocation).
+    pub fn timer_late(&self) -> bool {
+        match (self.next_deadline(), self.timer_at) {
+            (Some(next), Some(at)) => next < at,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
     /// Greedy-dual's candidate: the lowest priority among the idle instances
     /// that may go (never the provisioned minimum).
     pub fn lowest_priority(&self) -> Option<f64> {
@@ -515,6 +548,31 @@ mod tests {
         assert_eq!(p.active_count(), 1);
         p.discard();
         assert_eq!(p.active_count(), 0);
+    }
+
+    #[test]
+    fn the_timer_is_late_only_for_a_deadline_before_its_wake_up() {
+        let s = Duration::from_secs;
+        let mut p: P = Pool::new(limits(3, 0));
+        // Nothing idle: the timer sleeps until woken, and nothing is due.
+        assert_eq!(p.arm_timer(), None);
+        assert!(!p.timer_late());
+        for _ in 0..3 {
+            assert!(matches!(p.acquire(s(0)), Acquire::Spawn));
+        }
+        // The first idle instance while it sleeps with no wake-up: late.
+        assert!(p.release(1, s(0)).is_none());
+        assert!(p.timer_late());
+        let keep_alive = limits(3, 0).keep_alive;
+        assert_eq!(p.arm_timer(), Some(s(0) + keep_alive));
+        // Later releases expire later: the armed wake-up still comes first.
+        assert!(p.release(2, s(1)).is_none());
+        assert!(p.release(3, s(2)).is_none());
+        assert!(!p.timer_late());
+        // The timer woke, reaped the first, armed for the next.
+        assert_eq!(p.reap(s(0) + keep_alive), vec![1]);
+        assert_eq!(p.arm_timer(), Some(s(1) + keep_alive));
+        assert!(!p.timer_late());
     }
 
     #[test]

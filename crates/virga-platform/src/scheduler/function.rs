@@ -126,16 +126,22 @@ impl Function {
             }
             Pools::Function(p) => {
                 let mut pool = lock(p);
-                if healthy && !inst.is_dead() && !self.retired.load(Ordering::SeqCst) {
+                // The keep-alive timer is woken only when it must act
+                // sooner: a slot freed may be one the minimum needs.
+                let wake = if healthy && !inst.is_dead() && !self.retired.load(Ordering::SeqCst) {
                     if let Some(stop) = pool.release(inst, Instant::now()) {
                         stop.kill();
                     }
+                    pool.timer_late()
                 } else {
                     inst.kill();
                     pool.discard();
-                }
+                    true
+                };
                 drop(pool);
-                self.wake.notify_one();
+                if wake {
+                    self.wake.notify_one();
+                }
             }
         }
         settle.settled();

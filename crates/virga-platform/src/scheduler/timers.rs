@@ -36,10 +36,7 @@ pub(crate) async fn keep_alive_loop<I>(
                 missing += 1;
             }
             let prewarm = p.take_prewarm(now);
-            let next = [p.next_expiry(), p.next_prewarm()]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = p.arm_timer();
             (expired, next, missing, prewarm)
         };
         if !expired.is_empty() {
@@ -331,43 +328,55 @@ mod tests {
         }))
     }
 
+    /// Instances the keep-alive timer reaped, with when.
+    type Reaped = Arc<Mutex<Vec<(u32, Instant)>>>;
+
+    /// `keep_alive_loop` on `p` on a task, until `retired`.
+    fn reaper(
+        p: &Arc<Mutex<Pool<u32>>>,
+        wake: &Arc<Notify>,
+        retired: &Arc<AtomicBool>,
+    ) -> (tokio::task::JoinHandle<()>, Reaped) {
+        let expired = Reaped::default();
+        let (p, wake, retired, out) = (p.clone(), wake.clone(), retired.clone(), expired.clone());
+        let task = tokio::spawn(async move {
+            keep_alive_loop(
+                &p,
+                &wake,
+                || retired.load(Ordering::SeqCst),
+                KeepAliveActions {
+                    expire: |v: Vec<u32>| {
+                        lock(&out).extend(v.into_iter().map(|i| (i, Instant::now())))
+                    },
+                    provision: |_| {},
+                    prewarm: || {},
+                },
+            )
+            .await
+        });
+        (task, expired)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn keep_alive_reaps_on_time_on_a_paused_clock() {
         let p = Arc::new(pool(1_000, 0));
         let wake = Arc::new(Notify::new());
         let retired = Arc::new(AtomicBool::new(false));
-        let expired = Arc::new(Mutex::new(Vec::<(u32, Instant)>::new()));
         let t0 = Instant::now();
         assert!(lock(&p).reserve());
         assert!(lock(&p).release(7, t0).is_none());
-        let task = {
-            let (p, wake, retired, expired) =
-                (p.clone(), wake.clone(), retired.clone(), expired.clone());
-            tokio::spawn(async move {
-                keep_alive_loop(
-                    &p,
-                    &wake,
-                    || retired.load(Ordering::SeqCst),
-                    KeepAliveActions {
-                        expire: |v: Vec<u32>| {
-                            lock(&expired).extend(v.into_iter().map(|i| (i, Instant::now())))
-                        },
-                        provision: |_| {},
-                        prewarm: || {},
-                    },
-                )
-                .await
-            })
-        };
+        let (task, expired) = reaper(&p, &wake, &retired);
         tokio::time::sleep(Duration::from_millis(999)).await;
         assert!(lock(&expired).is_empty(), "not before keep-alive");
         tokio::time::sleep(Duration::from_millis(2)).await;
         assert_eq!(lock(&expired).len(), 1);
         assert_eq!(lock(&expired)[0].1 - t0, Duration::from_secs(1));
 
-        // An instance released later is reaped one keep-alive after its release.
+        // An instance released later is reaped one keep-alive after its
+        // release: the timer, asleep with nothing to wait for, is late.
         assert!(lock(&p).reserve());
         assert!(lock(&p).release(8, Instant::now()).is_none());
+        assert!(lock(&p).timer_late());
         wake.notify_one();
         tokio::time::sleep(Duration::from_millis(1_001)).await;
         assert_eq!(
@@ -378,6 +387,34 @@ mod tests {
         retired.store(true, Ordering::SeqCst);
         wake.notify_one();
         task.await.unwrap();
+    }
+
+    /// Releases that expire after the armed wake-up do not wake the timer
+    /// (`Pool::timer_late`), yet each instance is reaped on time: the
+    /// timer arms itself again for the next expiry whenever it wakes.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_reaps_releases_it_was_not_woken_for() {
+        let p = Arc::new(pool(1_000, 0));
+        let wake = Arc::new(Notify::new());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(lock(&p).reserve());
+        }
+        assert!(lock(&p).release(1, t0).is_none());
+        let (task, expired) = reaper(&p, &wake, &Arc::new(AtomicBool::new(false)));
+        for (id, at) in [(2, 300), (3, 600)] {
+            tokio::time::sleep_until(t0 + Duration::from_millis(at)).await;
+            let mut pool = lock(&p);
+            assert!(pool.release(id, Instant::now()).is_none());
+            assert!(!pool.timer_late(), "released {id}");
+        }
+        tokio::time::sleep_until(t0 + Duration::from_millis(2_000)).await;
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(
+            *lock(&expired),
+            vec![(1, at(1_000)), (2, at(1_300)), (3, at(1_600))]
+        );
+        task.abort();
     }
 
     #[tokio::test(start_paused = true)]
