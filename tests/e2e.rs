@@ -551,6 +551,56 @@ async fn redeploy_drains_old_instances_and_bumps_the_version() {
     assert_eq!(s.invoke("echo", "{}").await.0, 404);
 }
 
+/// Retired revisions are let go: after redeploys with invocations between
+/// them, once the old instances have stopped the platform holds each
+/// function's live revision only (`virga_function_revisions`), in function
+/// and in service mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn redeployed_revisions_are_let_go() {
+    let svc = common::chaos_functions()
+        .into_iter()
+        .find(|f| f.0 == "svc")
+        .unwrap()
+        .1;
+    let s = Server::start(&[
+        ("echo", manifest("echo", "memory_mb = 128")),
+        ("svc", svc.clone()),
+    ])
+    .await;
+    for round in 0..6 {
+        for name in ["echo", "svc"] {
+            assert_eq!(s.invoke(name, "{}").await.0, 200, "{name}");
+        }
+        let timeout = format!("timeout_ms = {}", 3000 + round);
+        s.deploy(
+            "echo",
+            &manifest("echo", &format!("memory_mb = 128\n{timeout}")),
+        )
+        .await;
+        s.deploy("svc", &svc.replace("timeout_ms = 2000", &timeout))
+            .await;
+    }
+    let revisions = || async {
+        let text = s
+            .http
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("virga_function_revisions "))
+            .map(|v| v.trim().to_string())
+    };
+    assert!(
+        common::eventually(15, || async { revisions().await.as_deref() == Some("2") }).await,
+        "revisions held: {:?}",
+        revisions().await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn provisioned_instances_start_at_deploy_and_are_warm() {
     let s = Server::start(&[(
@@ -852,6 +902,7 @@ async fn metrics_follow_prometheus_conventions() {
         "virga_throttles_total{function=\"m\"} 1",
         "virga_instances{function=\"m\",state=\"idle\"}",
         "virga_waiting_requests{function=\"m\"}",
+        "virga_function_revisions 1",
         "virga_async_events{function=\"m\",state=\"ready\"}",
         "virga_dead_letters{function=\"m\"}",
         "virga_queue_messages{queue=\"work\",state=\"ready\"} 1",

@@ -151,6 +151,9 @@ struct Usage {
     threads: u64,
     instances: usize,
     cgroups: usize,
+    /// Function revisions the platform holds (`virga_function_revisions`),
+    /// read when scaled to zero; retired ones kept would be a leak.
+    revisions: usize,
 }
 
 fn usage(pid: u32) -> Usage {
@@ -172,6 +175,7 @@ fn usage(pid: u32) -> Usage {
         threads: field("Threads:"),
         instances,
         cgroups: cgroups.len(),
+        revisions: 0,
     }
 }
 
@@ -386,7 +390,19 @@ async fn scale_to_zero_and_read(s: &Server) -> Usage {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(SETTLE).await;
-    usage(s.pid())
+    let metrics = match s.http.get(s.url("/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    Usage {
+        revisions: metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("virga_function_revisions "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            // Unread counts as a leak: the verdict must not pass blind.
+            .map_or(usize::MAX, |v| v as usize),
+        ..usage(s.pid())
+    }
 }
 
 /// What is left after scaling to zero: the processes, the cgroup
@@ -544,6 +560,7 @@ fn main() {
             ("threads", before.threads as f64, after.threads as f64),
             ("instance processes", before.instances as f64, after.instances as f64),
             ("cgroup dirs", before.cgroups as f64, after.cgroups as f64),
+            ("function revisions", before.revisions as f64, after.revisions as f64),
         ];
         for (what, b, a) in rows {
             let ratio = if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
@@ -553,11 +570,12 @@ fn main() {
         // connection or two, allocator pages not yet returned.
         let flat = after.instances == 0
             && after.cgroups == 0
+            && after.revisions <= functions().len()
             && after.fds <= before.fds + 2
             && after.threads <= before.threads + 2
             && after.rss_kb as f64 <= before.rss_kb as f64 * 1.5 + 8192.0;
         println!(
-            "verdict: {} (no instance or cgroup left, fds and threads within +2, RSS within 1.5x + 8 MB)",
+            "verdict: {} (no instance or cgroup left, one revision per function, fds and threads within +2, RSS within 1.5x + 8 MB)",
             if flat && settled.is_some() { "flat" } else { "NOT flat" }
         );
         if after.instances > 0 || after.cgroups > 0 {

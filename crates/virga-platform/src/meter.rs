@@ -83,6 +83,10 @@ fn describe() {
         "Instances of a function, by state (starting, idle, busy)."
     );
     describe_gauge!(
+        "virga_function_revisions",
+        "Function revisions held in memory: each deployed one, and retired ones until their last invocation and instance are done."
+    );
+    describe_gauge!(
         "virga_waiting_requests",
         "Synchronous requests queued for an instance, by function."
     );

@@ -176,6 +176,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         metrics::gauge!("virga_waiting_requests", "function" => f.name.clone())
             .set(f.queued as f64);
     }
+    metrics::gauge!("virga_function_revisions").set(state.scheduler.revisions() as f64);
     if let Ok(depths) = state.events.async_depths().await {
         for d in depths {
             for (s, n) in [

@@ -41,6 +41,8 @@ pub(super) struct Function {
     pub(super) wake: Notify,
     pub(super) retired: AtomicBool,
     pub(super) logs: Arc<LogRing>,
+    /// Counted in the scheduler's revisions while this revision lives.
+    pub(super) _alive: Track,
     pub(super) arn: String,
 }
 

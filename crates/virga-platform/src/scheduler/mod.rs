@@ -285,6 +285,9 @@ pub struct Scheduler {
     greedy_dual: GreedyDualClock,
     /// Accepted requests not yet answered.
     in_flight: Arc<InFlight>,
+    /// Revisions held in memory: each deployed one, and retired ones until
+    /// their last invocation and instance are done with them.
+    revisions: Arc<InFlight>,
     /// Set by [`Scheduler::stop_accepting`]: new requests are refused.
     closing: AtomicBool,
     /// In a cluster, this node's share of each `max_concurrency`.
@@ -307,6 +310,7 @@ impl Scheduler {
             greedy_dual: GreedyDualClock::new(),
             config,
             in_flight: Arc::new(InFlight::default()),
+            revisions: Arc::new(InFlight::default()),
             closing: AtomicBool::new(false),
             shares: share::Shares::default(),
             pacemaker: timers::Pacemaker::new(),
@@ -352,6 +356,12 @@ impl Scheduler {
     }
 
     /// Accepted invocations not yet answered (queued, starting or running).
+    /// Function revisions held in memory, retired ones still finishing
+    /// included: a number that grows with redeploys is a leak.
+    pub fn revisions(&self) -> usize {
+        self.revisions.count.load(Ordering::SeqCst)
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.count.load(Ordering::SeqCst)
     }

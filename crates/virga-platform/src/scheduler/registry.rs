@@ -234,6 +234,7 @@ impl Scheduler {
             wake: Notify::new(),
             retired: AtomicBool::new(false),
             logs,
+            _alive: Track::new(&self.revisions),
         });
         let old = self
             .functions
