@@ -468,8 +468,8 @@ fn main() {
         // Samples while the load runs: about 20 windows.
         let every = Duration::from_secs_f64((secs / 20.0).max(5.0));
         println!(
-            "\n{:>5} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>8} {:>5} {:>5} {:>5}",
-            "t s", "sent", "answ", "async", "429", "404", "hung", "err", "echo50", "echo99", "RSS MB", "fds", "thr", "inst"
+            "\n{:>5} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>7} {:>8} {:>5} {:>5} {:>5}",
+            "t s", "sent", "answ", "async", "429", "404", "hung", "err", "echo50", "echo99", "backlog", "RSS MB", "fds", "thr", "inst"
         );
         let mut total = Tally::new();
         let mut windows: Vec<(f64, f64)> = Vec::new();
