@@ -581,15 +581,7 @@ async fn redeployed_revisions_are_let_go() {
             .await;
     }
     let revisions = || async {
-        let text = s
-            .http
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = s.get_text("/metrics").await;
         text.lines()
             .find_map(|l| l.strip_prefix("virga_function_revisions "))
             .map(|v| v.trim().to_string())
@@ -883,15 +875,7 @@ async fn metrics_follow_prometheus_conventions() {
         .unwrap();
     assert!(resp.status().is_success());
 
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.get_text("/metrics").await;
     for want in [
         "# HELP virga_invocations_total ",
         "# TYPE virga_invocation_duration_seconds histogram",

@@ -457,6 +457,18 @@ impl Server {
         req.send().await.unwrap()
     }
 
+    /// GET `path` as text (the Prometheus exposition, say).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))
