@@ -14,7 +14,11 @@
 //!
 //! "Before" and "after" are taken in the same state: every function
 //! deployed and warmed once, instances stopped (scale to zero), then
-//! `SETTLE` of quiet so idle runtime threads have gone.
+//! `SETTLE` of quiet so idle runtime threads have gone. The load runs in
+//! two halves with the same reading between them ("middle"): bounded
+//! structures that the first half fills (each function's log ring,
+//! SQLite's page cache, the allocator's partly used pages) make the first
+//! half grow, while a leak grows with the load and shows in both halves.
 //!
 //! Run with `cargo bench -p virga-cli --bench soak` (a release build; 10
 //! minutes). `VIRGA_SOAK_SECS` sets the seconds of load (default 600),
@@ -154,6 +158,13 @@ struct Usage {
     /// Function revisions the platform holds (`virga_function_revisions`),
     /// read when scaled to zero; retired ones kept would be a leak.
     revisions: usize,
+    /// Of `anon_kb`, what sits in mappings of 1 GiB or more: mimalloc
+    /// reserves its arenas so, which makes this the Rust heap; the rest is
+    /// glibc's heaps (SQLite), thread stacks and the like.
+    arena_kb: u64,
+    /// Bytes of text the functions' log rings hold (bounded: 2,000 lines
+    /// in 512 KB each), read when scaled to zero: part of `anon_kb`.
+    log_kb: u64,
 }
 
 fn usage(pid: u32) -> Usage {
@@ -176,7 +187,33 @@ fn usage(pid: u32) -> Usage {
         instances,
         cgroups: cgroups.len(),
         revisions: 0,
+        log_kb: 0,
+        arena_kb: arena_kb(pid),
     }
+}
+
+/// One row of the before / middle / after table: a reading's figure.
+type Read = fn(&Usage) -> f64;
+
+/// Anonymous memory in mappings of at least 1 GiB (`/proc/PID/smaps`).
+fn arena_kb(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut big, mut total) = (false, 0);
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let size =
+                u64::from_str_radix(b, 16).unwrap_or(0) - u64::from_str_radix(a, 16).unwrap_or(0);
+            big = size >= 1 << 30;
+        } else if first == "Anonymous:" && big {
+            total += words
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// One caller: a seeded mix of requests until `until`.
@@ -394,7 +431,19 @@ async fn scale_to_zero_and_read(s: &Server) -> Usage {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
+    let mut log_bytes = 0;
+    for (name, _) in functions() {
+        let logs = s
+            .get(&format!("/v1/functions/{name}/logs?lines=100000"))
+            .await;
+        log_bytes += logs["lines"].as_array().map_or(0, |l| {
+            l.iter()
+                .map(|x| x.as_str().map_or(0, str::len) + 1)
+                .sum::<usize>()
+        });
+    }
     Usage {
+        log_kb: log_bytes as u64 / 1024,
         revisions: metrics
             .lines()
             .find_map(|l| l.strip_prefix("virga_function_revisions "))
@@ -428,8 +477,91 @@ async fn explain_leftovers(s: &Server) {
     }
 }
 
+/// One half of the load: `secs` of callers and operator, windows printed
+/// from `offset` seconds on, then quiet (the async backlog drained) and a
+/// reading scaled to zero.
+struct Half {
+    total: Tally,
+    windows: Vec<(f64, f64)>,
+    ops: (u64, u64, u64),
+    backlog: Vec<(String, f64)>,
+    settled: Option<Duration>,
+    usage: Usage,
+}
+
+async fn half(s: &Server, secs: f64, callers: usize, seed: u64, offset: f64) -> Half {
+    let pid = s.pid();
+    let base = s.url("");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(secs);
+    let window = Arc::new(Mutex::new(Tally::new()));
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let rng = Rng(seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            tokio::spawn(caller(
+                client.clone(),
+                base.clone(),
+                rng,
+                until,
+                window.clone(),
+            ))
+        })
+        .collect();
+
+    // Samples while the load runs: about 10 windows a half.
+    let every = Duration::from_secs_f64((secs / 10.0).max(5.0));
+    let mut total = Tally::new();
+    let mut windows: Vec<(f64, f64)> = Vec::new();
+    let monitor = async {
+        while Instant::now() < until {
+            tokio::time::sleep(every.min(until.saturating_duration_since(Instant::now()))).await;
+            let w = std::mem::replace(&mut *window.lock().unwrap(), Tally::new());
+            let u = usage(pid);
+            let backlog = backlog_total(s).await;
+            println!(
+                "{:>5.0} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5} {:>5} {:>6.2}ms {:>5.1}ms {:>7} {:>8.1} {:>5} {:>5} {:>5}",
+                offset + started.elapsed().as_secs_f64(),
+                w.sent,
+                w.answered,
+                w.async_accepted,
+                w.throttled,
+                w.refused,
+                w.hung_up,
+                w.errors,
+                ms(&w.echo, 0.5),
+                ms(&w.echo, 0.99),
+                backlog,
+                u.rss_kb as f64 / 1024.0,
+                u.fds,
+                u.threads,
+                u.instances
+            );
+            windows.push((ms(&w.echo, 0.5), ms(&w.echo, 0.99)));
+            total.add(&w);
+        }
+    };
+    let (ops, ()) = tokio::join!(operator(s, until), monitor);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    total.add(&window.lock().unwrap());
+    drop(client);
+    let backlog = async_backlog(s).await;
+    let settled = quiet(s, Duration::from_secs(300)).await;
+    let usage = scale_to_zero_and_read(s).await;
+    Half {
+        total,
+        windows,
+        ops,
+        backlog,
+        settled,
+        usage,
+    }
+}
+
 fn main() {
-    let secs = env_num("VIRGA_SOAK_SECS", 600.0).max(1.0);
+    let secs = env_num("VIRGA_SOAK_SECS", 600.0).max(2.0);
     let callers = env_num("VIRGA_SOAK_CALLERS", 12.0).max(1.0) as usize;
     let seed = common::seed("VIRGA_SOAK_SEED");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -439,15 +571,13 @@ fn main() {
     rt.block_on(async move {
         let s = Server::start(&functions()).await;
         let pid = s.pid();
-        let base = s.url("");
         println!("{}; platform: `virga serve` (pid {pid})", support::host_line());
         println!(
-            "{secs} s of mixed load from {callers} callers, seed {seed} (VIRGA_SOAK_SEED); functions: {}",
+            "{secs} s of mixed load from {callers} callers in two halves, seed {seed} (VIRGA_SOAK_SEED); functions: {}",
             functions().iter().map(|f| f.0).collect::<Vec<_>>().join(", ")
         );
 
         // Warm every path once, so lazily made state is in the baseline.
-        let client = reqwest::Client::new();
         for (name, _) in functions() {
             let _ = s.invoke(name, "{\"action\": \"echo\"}").await;
             let _ = s.handle().invoke_event(name, "{\"action\": \"echo\"}").await;
@@ -455,63 +585,31 @@ fn main() {
         quiet(&s, Duration::from_secs(30)).await;
         let before = scale_to_zero_and_read(&s).await;
 
-        let started = Instant::now();
-        let until = started + Duration::from_secs_f64(secs);
-        let window = Arc::new(Mutex::new(Tally::new()));
-        let tasks: Vec<_> = (0..callers)
-            .map(|c| {
-                let rng = Rng(seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                tokio::spawn(caller(client.clone(), base.clone(), rng, until, window.clone()))
-            })
-            .collect();
-
-        // Samples while the load runs: about 20 windows.
-        let every = Duration::from_secs_f64((secs / 20.0).max(5.0));
         println!(
             "\n{:>5} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>7} {:>8} {:>5} {:>5} {:>5}",
             "t s", "sent", "answ", "async", "429", "404", "hung", "err", "echo50", "echo99", "backlog", "RSS MB", "fds", "thr", "inst"
         );
+        // The load runs in two equal halves, each followed by the same
+        // reading as "before". What the first half leaves is partly
+        // bounded structures filling up (log rings, SQLite's cache, the
+        // allocator's pages); a leak grows with the load, so it shows
+        // again in the second half, while a fill does not.
+        let first = half(&s, secs / 2.0, callers, seed, 0.0).await;
+        println!(
+            "  -- first half done: settled {}, then scaled to zero and read --",
+            first.settled.map_or("NOT within 300 s".into(), |d| format!("{:.1} s after", d.as_secs_f64()))
+        );
+        let second = half(&s, secs / 2.0, callers, seed.rotate_left(17) ^ 0x5eed, secs / 2.0).await;
+        let (middle, after) = (first.usage, second.usage);
+
         let mut total = Tally::new();
-        let mut windows: Vec<(f64, f64)> = Vec::new();
-        let monitor = async {
-            while Instant::now() < until {
-                tokio::time::sleep(every.min(until.saturating_duration_since(Instant::now()))).await;
-                let w = std::mem::replace(&mut *window.lock().unwrap(), Tally::new());
-                let u = usage(pid);
-                let backlog = backlog_total(&s).await;
-                println!(
-                    "{:>5.0} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5} {:>5} {:>6.2}ms {:>5.1}ms {:>7} {:>8.1} {:>5} {:>5} {:>5}",
-                    started.elapsed().as_secs_f64(),
-                    w.sent,
-                    w.answered,
-                    w.async_accepted,
-                    w.throttled,
-                    w.refused,
-                    w.hung_up,
-                    w.errors,
-                    ms(&w.echo, 0.5),
-                    ms(&w.echo, 0.99),
-                    backlog,
-                    u.rss_kb as f64 / 1024.0,
-                    u.fds,
-                    u.threads,
-                    u.instances
-                );
-                windows.push((ms(&w.echo, 0.5), ms(&w.echo, 0.99)));
-                total.add(&w);
-            }
-        };
-        let ((redeploys, deletes, failed_ops), ()) = tokio::join!(operator(&s, until), monitor);
-        for t in tasks {
-            t.await.unwrap();
-        }
-        total.add(&window.lock().unwrap());
-        drop(client);
-        let backlog = async_backlog(&s).await;
-
-        let settled = quiet(&s, Duration::from_secs(300)).await;
-        let after = scale_to_zero_and_read(&s).await;
-
+        total.add(&first.total);
+        total.add(&second.total);
+        let (redeploys, deletes, failed_ops) = (
+            first.ops.0 + second.ops.0,
+            first.ops.1 + second.ops.1,
+            first.ops.2 + second.ops.2,
+        );
         println!(
             "\nrequests: {} sent, {} answered ({} function errors), {} async accepted, {} throttled, {} refused (404/503), {} hung up on purpose, {} errors",
             total.sent,
@@ -533,17 +631,19 @@ fn main() {
             ms(&total.all, 0.5),
             ms(&total.all, 0.99)
         );
-        if let (Some(first), Some(last)) = (windows.first(), windows.last()) {
+        if let (Some(first), Some(last)) = (first.windows.first(), second.windows.last()) {
             println!(
                 "echo latency, first window -> last: p50 {:.2} -> {:.2} ms, p99 {:.1} -> {:.1} ms",
                 first.0, last.0, first.1, last.1
             );
         }
-        if !backlog.is_empty() {
-            let per: Vec<String> = backlog.iter().map(|(f, n)| format!("{f} {n}")).collect();
-            println!("async backlog when the load stopped: {}", per.join(", "));
+        for (which, h) in [("first", &first), ("second", &second)] {
+            if !h.backlog.is_empty() {
+                let per: Vec<String> = h.backlog.iter().map(|(f, n)| format!("{f} {n}")).collect();
+                println!("async backlog when the {which} half stopped: {}", per.join(", "));
+            }
         }
-        match settled {
+        match second.settled {
             Some(d) => println!("settled {:.1} s after the load stopped", d.as_secs_f64()),
             None => println!("NOT settled 300 s after the load stopped"),
         }
@@ -551,32 +651,48 @@ fn main() {
             "\nplatform, scaled to zero and {} s quiet (goal: flat)",
             SETTLE.as_secs()
         );
-        println!("{:<20} {:>10} {:>10} {:>8}", "", "before", "after", "after/before");
-        let rows = [
-            ("RSS MB", before.rss_kb as f64 / 1024.0, after.rss_kb as f64 / 1024.0),
-            ("  anonymous MB", before.anon_kb as f64 / 1024.0, after.anon_kb as f64 / 1024.0),
-            ("  file-backed MB", before.file_kb as f64 / 1024.0, after.file_kb as f64 / 1024.0),
-            ("open fds", before.fds as f64, after.fds as f64),
-            ("threads", before.threads as f64, after.threads as f64),
-            ("instance processes", before.instances as f64, after.instances as f64),
-            ("cgroup dirs", before.cgroups as f64, after.cgroups as f64),
-            ("function revisions", before.revisions as f64, after.revisions as f64),
-        ];
-        for (what, b, a) in rows {
-            let ratio = if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
-            println!("{what:<20} {b:>10.1} {a:>10.1} {ratio:>8}");
-        }
-        // Slack for what a busy minute legitimately leaves: an idle
-        // connection or two, allocator pages not yet returned.
-        let flat = after.instances == 0
-            && after.cgroups == 0
-            && after.revisions <= functions().len()
-            && after.fds <= before.fds + 2
-            && after.threads <= before.threads + 2
-            && after.rss_kb as f64 <= before.rss_kb as f64 * 1.5 + 8192.0;
         println!(
-            "verdict: {} (no instance or cgroup left, one revision per function, fds and threads within +2, RSS within 1.5x + 8 MB)",
-            if flat && settled.is_some() { "flat" } else { "NOT flat" }
+            "{:<20} {:>10} {:>10} {:>10} {:>12} {:>12}",
+            "", "before", "middle", "after", "first half", "second half"
+        );
+        let rows: [(&str, Read); 10] = [
+            ("RSS MB", |u: &Usage| u.rss_kb as f64 / 1024.0),
+            ("  anonymous MB", |u: &Usage| u.anon_kb as f64 / 1024.0),
+            ("    Rust heap MB", |u: &Usage| u.arena_kb as f64 / 1024.0),
+            ("      log rings MB", |u: &Usage| u.log_kb as f64 / 1024.0),
+            ("  file-backed MB", |u: &Usage| u.file_kb as f64 / 1024.0),
+            ("open fds", |u: &Usage| u.fds as f64),
+            ("threads", |u: &Usage| u.threads as f64),
+            ("instance processes", |u: &Usage| u.instances as f64),
+            ("cgroup dirs", |u: &Usage| u.cgroups as f64),
+            ("function revisions", |u: &Usage| u.revisions as f64),
+        ];
+        for (what, f) in rows {
+            let (b, m, a) = (f(&before), f(&middle), f(&after));
+            println!(
+                "{what:<20} {b:>10.1} {m:>10.1} {a:>10.1} {:>+12.1} {:>+12.1}",
+                m - b,
+                a - m
+            );
+        }
+        // A leak grows with the load, so the second half would grow about
+        // as much as the first. Slack for what a busy minute legitimately
+        // leaves: an idle connection or two, allocator pages not yet
+        // returned (1 MB).
+        let flat = |from: &Usage, to: &Usage| {
+            to.instances == 0
+                && to.cgroups == 0
+                && to.revisions <= functions().len()
+                && to.fds <= from.fds + 2
+                && to.threads <= from.threads + 2
+        };
+        let flat = flat(&before, &middle)
+            && flat(&middle, &after)
+            && after.rss_kb as f64 <= before.rss_kb as f64 * 1.5 + 8192.0
+            && after.anon_kb <= middle.anon_kb + 1024;
+        println!(
+            "verdict: {} (no instance or cgroup left, one revision per function, fds and threads within +2 per half, RSS within 1.5x + 8 MB, anonymous memory within +1 MB over the second half)",
+            if flat && first.settled.is_some() && second.settled.is_some() { "flat" } else { "NOT flat" }
         );
         if after.instances > 0 || after.cgroups > 0 {
             explain_leftovers(&s).await;
