@@ -53,17 +53,23 @@ impl Ring {
         while self.lines > 0
             && (self.lines == self.max_lines || self.text.len() + line.len() + 1 > self.max_bytes)
         {
-            let first = self
-                .text
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(self.text.len(), |i| i + 1);
+            // The oldest line ends at the first newline, in either half.
+            let (a, b) = self.text.as_slices();
+            let first = match memchr::memchr(b'\n', a) {
+                Some(i) => i + 1,
+                None => memchr::memchr(b'\n', b).map_or(self.text.len(), |i| a.len() + i + 1),
+            };
             self.text.drain(..first);
             self.lines -= 1;
         }
-        // One line each: a newline inside would split it.
-        self.text
-            .extend(line.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+        // One line each: a newline inside would split it. Most lines have
+        // none and are copied whole.
+        if line.as_bytes().contains(&b'\n') {
+            self.text
+                .extend(line.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+        } else {
+            self.text.extend(line.as_bytes());
+        }
         self.text.push_back(b'\n');
         self.lines += 1;
     }

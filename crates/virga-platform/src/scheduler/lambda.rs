@@ -7,17 +7,34 @@ pub(super) fn trace_id(request_id: &str) -> String {
     trace_id_at(request_id, chrono::Utc::now().timestamp())
 }
 
-/// `Root=1-{secs:08x}-{24 hex of the id};Parent={16 of them};Sampled=0`,
-/// the id's characters pushed one by one rather than collected into a
-/// string of their own (once per invocation).
+/// `Root=1-{secs:08x}-{24 hex of the id};Parent={16 of them};Sampled=0`
+/// (once per invocation). An ASCII id (the platform's own are UUIDs) has
+/// its undashed start gathered on the stack and copied twice; any other
+/// has its characters pushed one by one.
 fn trace_id_at(request_id: &str, secs: i64) -> String {
     use std::fmt::Write;
-    let undashed = || request_id.chars().filter(|&c| c != '-');
     let mut t = String::with_capacity(80);
     let _ = write!(t, "Root=1-{secs:08x}-");
-    t.extend(undashed().take(24));
-    t.push_str(";Parent=");
-    t.extend(undashed().take(16));
+    if request_id.is_ascii() {
+        let mut hex = [0u8; 24];
+        let mut n = 0;
+        for &b in request_id.as_bytes().iter().filter(|&&b| b != b'-') {
+            if n == hex.len() {
+                break;
+            }
+            hex[n] = b;
+            n += 1;
+        }
+        let hex = std::str::from_utf8(&hex[..n]).unwrap_or_default();
+        t.push_str(hex);
+        t.push_str(";Parent=");
+        t.push_str(&hex[..n.min(16)]);
+    } else {
+        let undashed = || request_id.chars().filter(|&c| c != '-');
+        t.extend(undashed().take(24));
+        t.push_str(";Parent=");
+        t.extend(undashed().take(16));
+    }
     t.push_str(";Sampled=0");
     t
 }
@@ -50,6 +67,12 @@ mod tests {
         assert_eq!(
             trace_id_at("ab-c", 1),
             "Root=1-00000001-abc;Parent=abc;Sampled=0"
+        );
+        assert_eq!(trace_id_at("---", 1), "Root=1-00000001-;Parent=;Sampled=0");
+        let long = "0123456789abcdef-".repeat(3);
+        assert_eq!(
+            trace_id_at(&long, 1),
+            "Root=1-00000001-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=0"
         );
         let wide = "é-".repeat(30);
         assert_eq!(
