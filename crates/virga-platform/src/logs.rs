@@ -62,14 +62,9 @@ impl Ring {
             self.text.drain(..first);
             self.lines -= 1;
         }
-        // One line each: a newline inside would split it. Most lines have
-        // none and are copied whole.
-        if line.as_bytes().contains(&b'\n') {
-            self.text
-                .extend(line.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
-        } else {
-            self.text.extend(line.as_bytes());
-        }
+        // One line each: a newline inside would split it.
+        self.text
+            .extend(line.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
         self.text.push_back(b'\n');
         self.lines += 1;
     }

@@ -647,8 +647,6 @@ impl Events {
     }
 }
 
-/// The first retry waits `base`, each next one twice as long, +-25% jitter so
-/// retries of many events spread out.
 /// A payload in an allocation of its own, sized to it. The body of an
 /// HTTP request is a slice of its connection's read buffer, and an event
 /// waiting in a backlog for minutes would keep all of that buffer alive
@@ -660,6 +658,8 @@ fn owned(payload: Bytes) -> Bytes {
     Bytes::copy_from_slice(&payload)
 }
 
+/// The first retry waits `base`, each next one twice as long, +-25% jitter so
+/// retries of many events spread out.
 fn retry_delay(base_ms: u64, attempt: u32) -> Duration {
     let exp = base_ms.saturating_mul(1u64 << (attempt.saturating_sub(1)).min(16));
     let jitter = 0.75 + rand::random::<f64>() * 0.5;
