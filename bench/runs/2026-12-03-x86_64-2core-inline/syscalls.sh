@@ -1,6 +1,7 @@
 #!/bin/bash
-# The platform's syscalls and context switches per warm invocation at c=1.
-#   syscalls.sh VIRGA_BIN [serve args...]
+# The platform's syscalls and context switches per warm invocation at c=1
+# (or at C=N, the wrk connections).
+#   [C=N] syscalls.sh VIRGA_BIN [serve args...]
 # wrk -c1 for 5 s against the no-op function (`fixture.sh`) while
 # `perf stat` counts the `virga serve` process's syscalls (all threads)
 # and /proc/PID/stat its CPU time.
@@ -9,14 +10,14 @@ set -eu
 BIN=$1; shift
 . "$(dirname "$0")/../2026-12-02-x86_64-2core-wakeups/fixture.sh"
 serve "$BIN" "$@"
-wrk -t1 -c1 -d1s -s "$D/post.lua" "$URL" > /dev/null
+wrk -t1 -c"${C:-1}" -d1s -s "$D/post.lua" "$URL" > /dev/null
 perf stat -x, -o "$D/stat" -p "$PID" \
-    -e 'syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_pread64,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,context-switches' \
+    -e 'syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_pread64,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,context-switches' \
     -- sleep 5 &
 SP=$!
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 C0=$(cpu)
-OUT=$(wrk -t1 -c1 -d5s --latency -s "$D/post.lua" "$URL")
+OUT=$(wrk -t1 -c"${C:-1}" -d5s --latency -s "$D/post.lua" "$URL")
 C1=$(cpu)
 wait $SP
 REQ=$(echo "$OUT" | awk '/requests in/ {print $1}')

@@ -230,50 +230,41 @@ fn main() {
         // with the least of the client in between. The goals are read
         // from the second.
         let n = 400 * rounds;
-        let mut c1: Vec<C1> = (0..3).map(|_| C1::default()).collect();
+        let per_round = n / rounds;
+        // Rows of the table: which platform, from which client.
+        let rows = [(&s, false), (&s, true), (&s2, true)];
+        let mut c1: Vec<C1> = rows.iter().map(|_| C1::default()).collect();
         for _ in 0..rounds {
-            for (k, blocking) in [(0, false), (1, true)] {
-                for (server, threads1) in [(&s, false), (&s2, true)] {
-                    if threads1 && !blocking {
-                        continue;
-                    }
-                    let uri = server.url("/2015-03-31/functions/noop2/invocations");
-                    let calls = if blocking {
-                        let uri = uri.clone();
-                        tokio::task::spawn_blocking(move || sequential_blocking(&uri, n / rounds, true))
-                            .await
-                            .unwrap()
-                    } else {
-                        sequential(&client, &uri, n / rounds).await
-                    };
-                    let records = server
-                        .get(&format!("/v1/invocations?function=noop2&limit={}", n / rounds + 10))
-                        .await;
-                    let duration: std::collections::HashMap<&str, f64> = records["invocations"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|r| (r["request_id"].as_str().unwrap(), r["duration_ms"].as_f64().unwrap()))
-                        .collect();
-                    let into = &mut c1[if threads1 { 2 } else { k }];
-                    for (id, us) in &calls {
-                        into.share.push(us - duration[id.as_str()] * 1e3);
-                        into.virga.push(*us);
-                    }
-                }
-                let bare = if blocking {
-                    let uri = bare_uri.clone();
-                    tokio::task::spawn_blocking(move || sequential_blocking(&uri, n / rounds, false))
+            for (row, &(server, blocking)) in rows.iter().enumerate() {
+                let uri = server.url("/2015-03-31/functions/noop2/invocations");
+                let calls = if blocking {
+                    tokio::task::spawn_blocking(move || sequential_blocking(&uri, per_round, true))
                         .await
                         .unwrap()
-                        .into_iter()
-                        .map(|(_, us)| us)
-                        .collect()
                 } else {
-                    sequential_bare(&client, &bare_uri, n / rounds).await
+                    sequential(&client, &uri, per_round).await
                 };
-                c1[k].bare.extend(bare);
+                let records = server
+                    .get(&format!("/v1/invocations?function=noop2&limit={}", per_round + 10))
+                    .await;
+                let duration: std::collections::HashMap<&str, f64> = records["invocations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r["request_id"].as_str().unwrap(), r["duration_ms"].as_f64().unwrap()))
+                    .collect();
+                for (id, us) in &calls {
+                    c1[row].share.push(us - duration[id.as_str()] * 1e3);
+                    c1[row].virga.push(*us);
+                }
             }
+            // The bare server, from each client once.
+            c1[0].bare.extend(sequential_bare(&client, &bare_uri, per_round).await);
+            let uri = bare_uri.clone();
+            let bare = tokio::task::spawn_blocking(move || sequential_blocking(&uri, per_round, false))
+                .await
+                .unwrap();
+            c1[1].bare.extend(bare.into_iter().map(|(_, us)| us));
         }
         let c1: Vec<[f64; 3]> = c1
             .into_iter()

@@ -163,7 +163,8 @@ struct Usage {
     /// glibc's heaps (SQLite), thread stacks and the like.
     arena_kb: u64,
     /// Bytes of text the functions' log rings hold (bounded: 2,000 lines
-    /// in 512 KB each), read when scaled to zero: part of `anon_kb`.
+    /// in 512 KB each): part of `arena_kb`. Both are read only when
+    /// scaled to zero.
     log_kb: u64,
 }
 
@@ -188,7 +189,7 @@ fn usage(pid: u32) -> Usage {
         cgroups: cgroups.len(),
         revisions: 0,
         log_kb: 0,
-        arena_kb: arena_kb(pid),
+        arena_kb: 0,
     }
 }
 
@@ -444,6 +445,7 @@ async fn scale_to_zero_and_read(s: &Server) -> Usage {
     }
     Usage {
         log_kb: log_bytes as u64 / 1024,
+        arena_kb: arena_kb(s.pid()),
         revisions: metrics
             .lines()
             .find_map(|l| l.strip_prefix("virga_function_revisions "))
