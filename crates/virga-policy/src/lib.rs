@@ -30,5 +30,5 @@ pub use handoff::{Handoff, Mailbox};
 pub use keep_alive::{
     GreedyDualClock, GreedyDualConfig, HybridConfig, KeepAlive, Tracker, Windows,
 };
-pub use pool::{Acquire, Grant, Pool, PoolLimits};
+pub use pool::{Acquire, Grant, Pool, PoolLimits, Released};
 pub use service::{ScaleStep, ServicePool};

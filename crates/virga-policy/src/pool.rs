@@ -41,6 +41,29 @@ pub enum Acquire<I, R> {
     Throttle,
 }
 
+/// Where a released instance went ([`Pool::release`]).
+#[derive(Debug, PartialEq)]
+#[must_use = "an instance returned must be stopped"]
+pub enum Released<I> {
+    /// To the first live waiter, busy with its request.
+    Handed,
+    /// Idle in the pool, as the keep-alive policy says.
+    Idle,
+    /// Back to the caller to stop now: the policy would rather pre-warm a
+    /// fresh one later ([`Pool::take_prewarm`]).
+    Stop(I),
+}
+
+impl<I> Released<I> {
+    /// The instance to stop, if the policy gave it back.
+    pub fn stop(self) -> Option<I> {
+        match self {
+            Released::Stop(i) => Some(i),
+            Released::Handed | Released::Idle => None,
+        }
+    }
+}
+
 /// The limits of a pool, from the function's manifest.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolLimits {
@@ -281,12 +304,13 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
     }
 
     /// An active instance finished its request and is healthy: hand it to the
-    /// first live waiter, else keep it idle as the keep-alive policy says.
-    /// Returns the instance when the policy would rather stop it now and
-    /// pre-warm a fresh one later ([`Pool::take_prewarm`]).
-    #[must_use = "an instance returned must be stopped"]
-    pub fn release(&mut self, inst: I, now: T) -> Option<I> {
-        let inst = self.hand_to_waiter(inst)?;
+    /// first live waiter, else keep it idle as the keep-alive policy says, or
+    /// give it back to be stopped when the policy would rather pre-warm a
+    /// fresh one later ([`Pool::take_prewarm`]).
+    pub fn release(&mut self, inst: I, now: T) -> Released<I> {
+        let Some(inst) = self.hand_to_waiter(inst) else {
+            return Released::Handed;
+        };
         self.active -= 1;
         let windows = self.keep.windows();
         let spare = self.total() >= self.limits.min_instances;
@@ -295,10 +319,10 @@ impl<I, T: Moment, H: Handoff> Pool<I, T, H> {
             self.prewarm = Some(now + windows.prewarm);
             self.planned_at = Some(now);
             self.last_gone = Some(now);
-            return Some(inst);
+            return Released::Stop(inst);
         }
         self.park(inst, now, now, windows.keep_alive);
-        None
+        Released::Idle
     }
 
     /// Gives `inst` to the first live waiter; back when there is none.
@@ -502,7 +526,7 @@ mod tests {
         };
         assert!(matches!(p.acquire(Duration::ZERO), Acquire::Throttle));
         // A release goes straight to the waiter, not to the idle list.
-        assert!(p.release(7, Duration::ZERO).is_none());
+        assert_eq!(p.release(7, Duration::ZERO), Released::Handed);
         assert!(matches!(granted(&mut rx), Some(Grant::Warm(7))));
         assert_eq!(p.idle_count(), 0);
         assert_eq!(p.active_count(), 2);
@@ -515,8 +539,8 @@ mod tests {
         for _ in 0..2 {
             assert!(matches!(p.acquire(Duration::ZERO), Acquire::Spawn));
         }
-        assert!(p.release(1, t).is_none());
-        assert!(p.release(2, t + Duration::from_secs(1)).is_none());
+        assert_eq!(p.release(1, t), Released::Idle);
+        assert_eq!(p.release(2, t + Duration::from_secs(1)), Released::Idle);
         assert!(matches!(p.acquire(Duration::ZERO), Acquire::Warm(2)));
     }
 
@@ -532,7 +556,7 @@ mod tests {
         let Acquire::Wait(mut rx2) = p.acquire(Duration::ZERO) else {
             panic!("queue place should be free again")
         };
-        assert!(p.release(5, Duration::ZERO).is_none());
+        assert_eq!(p.release(5, Duration::ZERO), Released::Handed);
         assert!(matches!(granted(&mut rx2), Some(Grant::Warm(5))));
     }
 
@@ -561,13 +585,13 @@ mod tests {
             assert!(matches!(p.acquire(s(0)), Acquire::Spawn));
         }
         // The first idle instance while it sleeps with no wake-up: late.
-        assert!(p.release(1, s(0)).is_none());
+        assert!(p.release(1, s(0)).stop().is_none());
         assert!(p.timer_late());
         let keep_alive = limits(3, 0).keep_alive;
         assert_eq!(p.arm_timer(), Some(s(0) + keep_alive));
         // Later releases expire later: the armed wake-up still comes first.
-        assert!(p.release(2, s(1)).is_none());
-        assert!(p.release(3, s(2)).is_none());
+        assert!(p.release(2, s(1)).stop().is_none());
+        assert!(p.release(3, s(2)).stop().is_none());
         assert!(!p.timer_late());
         // The timer woke, reaped the first, armed for the next.
         assert_eq!(p.reap(s(0) + keep_alive), vec![1]);
@@ -584,9 +608,9 @@ mod tests {
         for _ in 0..3 {
             assert!(p.reserve());
         }
-        assert!(p.release(1, t0).is_none());
-        assert!(p.release(2, t0 + Duration::from_secs(5)).is_none());
-        assert!(p.release(3, t0 + Duration::from_secs(6)).is_none());
+        assert!(p.release(1, t0).stop().is_none());
+        assert!(p.release(2, t0 + Duration::from_secs(5)).stop().is_none());
+        assert!(p.release(3, t0 + Duration::from_secs(6)).stop().is_none());
         assert_eq!(p.next_expiry(), Some(t0 + Duration::from_secs(10)));
         assert!(p.reap(t0 + Duration::from_secs(9)).is_empty());
         assert_eq!(p.reap(t0 + Duration::from_secs(15)), vec![1, 2]);
@@ -643,7 +667,7 @@ mod tests {
                 _ => unreachable!(),
             };
             assert!(p.reap(at + run).is_empty());
-            if let Some(stopped) = p.release(inst, at + run) {
+            if let Released::Stop(stopped) = p.release(inst, at + run) {
                 assert_eq!(stopped, inst, "stopped until the pre-warm");
                 assert_eq!(p.idle_count(), 0);
             }
@@ -664,7 +688,10 @@ mod tests {
                 Acquire::Warm(i) => i,
                 _ => 1,
             };
-            assert!(p.release(inst, at + Duration::from_secs(1)).is_none());
+            assert!(p
+                .release(inst, at + Duration::from_secs(1))
+                .stop()
+                .is_none());
             at += Duration::from_secs(30);
         }
         let last = at - Duration::from_secs(29);
@@ -689,10 +716,13 @@ mod tests {
                 Acquire::Warm(i) => i,
                 _ => 1,
             };
-            assert!(hot.release(inst, min(i) + Duration::from_secs(1)).is_none());
+            assert!(hot
+                .release(inst, min(i) + Duration::from_secs(1))
+                .stop()
+                .is_none());
         }
         assert!(matches!(big.acquire(Duration::ZERO), Acquire::Spawn));
-        assert!(big.release(2, Duration::from_secs(1)).is_none());
+        assert!(big.release(2, Duration::from_secs(1)).stop().is_none());
         // Never expires on its own.
         assert_eq!(hot.next_expiry(), None);
         assert!(hot.reap(min(10_000)).is_empty());

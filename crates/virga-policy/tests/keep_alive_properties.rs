@@ -113,7 +113,7 @@ proptest! {
                 }
                 Op::Release(k) if !busy.is_empty() => {
                     let i = busy.remove(k % busy.len());
-                    prop_assert!(pool.release(i, now).is_none());
+                    prop_assert!(pool.release(i, now).stop().is_none());
                     reference.release(i, now);
                 }
                 Op::Tick(ms) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use virga_policy::handoff::{Empty, Inbox, Mailbox};
-use virga_policy::{Acquire, Grant, PoolLimits};
+use virga_policy::{Acquire, Grant, PoolLimits, Released};
 
 /// A virtual clock, as a simulator runs the pools: time since the start.
 type Time = Duration;
@@ -81,12 +81,21 @@ fn function_pool_case(max: usize, queue: usize, min: usize, ops: Vec<Op>) {
     let mut next = 0u32;
     let mut holding: Vec<Held> = Vec::new();
     let mut waiters = Vec::new();
-    // The fixed policy never stops an instance at its release.
-    let release = |pool: &mut Pool<u32>, h: Held, next: &mut u32, now: Time| match h {
-        Held::Instance(i) => assert!(pool.release(i, now).is_none()),
-        Held::Start => {
-            *next += 1;
-            assert!(pool.release(*next, now).is_none());
+    // A release says where the instance went: to a waiter (the idle list
+    // unchanged) or idle. The fixed policy never stops one at its release.
+    let release = |pool: &mut Pool<u32>, h: Held, next: &mut u32, now: Time| {
+        let inst = match h {
+            Held::Instance(i) => i,
+            Held::Start => {
+                *next += 1;
+                *next
+            }
+        };
+        let idle = pool.idle_count();
+        match pool.release(inst, now) {
+            Released::Handed => assert_eq!(pool.idle_count(), idle, "handed, yet idle"),
+            Released::Idle => assert_eq!(pool.idle_count(), idle + 1, "idle, yet not kept"),
+            Released::Stop(i) => panic!("the fixed policy stopped {i} at its release"),
         }
     };
     for op in ops {

@@ -216,7 +216,7 @@ impl FnSim {
                 if inst.starting {
                     inst.starting = false;
                     self.pool.add_prewarmed(id, e);
-                } else if let Some(stop) = self.pool.release(id, e) {
+                } else if let Some(stop) = self.pool.release(id, e).stop() {
                     self.die(stop, e, tl);
                 } else {
                     self.insts[id as usize].idle_since = e;

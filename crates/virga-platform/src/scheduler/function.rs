@@ -1,5 +1,6 @@
 //! A deployed revision of a function and its instances.
 
+use super::policy::Released;
 use super::*;
 
 /// The instances of a function, by its mode.
@@ -111,9 +112,8 @@ impl Function {
     /// task always goes: it handled its one event.
     pub(super) fn give_back(&self, inst: Arc<Instance>, healthy: bool) {
         let healthy = healthy && self.mode() != Mode::Job;
-        // After the pool has given it to a waiter, if one waits.
         let settle = inst.clone();
-        match &self.pools {
+        let handed = match &self.pools {
             Pools::Service(s) => {
                 let same = |i: &Arc<Instance>| Arc::ptr_eq(i, &inst);
                 let mut pool = lock(s);
@@ -125,14 +125,18 @@ impl Function {
                     inst.kill();
                     pool.remove(same);
                 }
+                false
             }
             Pools::Function(p) => {
                 let mut pool = lock(p);
+                let mut handed = false;
                 // The keep-alive timer is woken only when it must act
                 // sooner: a slot freed may be one the minimum needs.
                 let wake = if healthy && !inst.is_dead() && !self.retired.load(Ordering::SeqCst) {
-                    if let Some(stop) = pool.release(inst, Instant::now()) {
-                        stop.kill();
+                    match pool.release(inst, Instant::now()) {
+                        Released::Stop(stop) => stop.kill(),
+                        Released::Handed => handed = true,
+                        Released::Idle => {}
                     }
                     pool.timer_late()
                 } else {
@@ -144,9 +148,17 @@ impl Function {
                 if wake {
                     self.wake.notify_one();
                 }
+                handed
             }
+        };
+        // The answer to the runtime's reply (`Instance::settled`) leaves once
+        // the instance is where it goes. One handed to a waiter is settled by
+        // that waiter's lease, when it sends the job (`Instance::run`) or is
+        // given back: settled here, the 202 would leave before the job it
+        // can go out with, in a write of its own.
+        if !handed {
+            settle.settled();
         }
-        settle.settled();
     }
 
     /// A freshly started instance joins its pool, busy with its starter.

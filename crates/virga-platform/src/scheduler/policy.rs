@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use virga_policy::{GreedyDualConfig, Handoff, HybridConfig, KeepAlive};
 use virga_spec::{KeepAliveSpec, Manifest};
 
-pub use virga_policy::{AutoscaleConfig, Grant, GreedyDualClock, PoolLimits, Tracker};
+pub use virga_policy::{AutoscaleConfig, Grant, GreedyDualClock, PoolLimits, Released, Tracker};
 
 /// A queued request awaits its grant on a tokio oneshot.
 #[derive(Debug, Clone, Copy)]

@@ -364,7 +364,7 @@ mod tests {
         let retired = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();
         assert!(lock(&p).reserve());
-        assert!(lock(&p).release(7, t0).is_none());
+        assert!(lock(&p).release(7, t0).stop().is_none());
         let (task, expired) = reaper(&p, &wake, &retired);
         tokio::time::sleep(Duration::from_millis(999)).await;
         assert!(lock(&expired).is_empty(), "not before keep-alive");
@@ -375,7 +375,7 @@ mod tests {
         // An instance released later is reaped one keep-alive after its
         // release: the timer, asleep with nothing to wait for, is late.
         assert!(lock(&p).reserve());
-        assert!(lock(&p).release(8, Instant::now()).is_none());
+        assert!(lock(&p).release(8, Instant::now()).stop().is_none());
         assert!(lock(&p).timer_late());
         wake.notify_one();
         tokio::time::sleep(Duration::from_millis(1_001)).await;
@@ -400,12 +400,12 @@ mod tests {
         for _ in 0..3 {
             assert!(lock(&p).reserve());
         }
-        assert!(lock(&p).release(1, t0).is_none());
+        assert!(lock(&p).release(1, t0).stop().is_none());
         let (task, expired) = reaper(&p, &wake, &Arc::new(AtomicBool::new(false)));
         for (id, at) in [(2, 300), (3, 600)] {
             tokio::time::sleep_until(t0 + Duration::from_millis(at)).await;
             let mut pool = lock(&p);
-            assert!(pool.release(id, Instant::now()).is_none());
+            assert!(pool.release(id, Instant::now()).stop().is_none());
             assert!(!pool.timer_late(), "released {id}");
         }
         tokio::time::sleep_until(t0 + Duration::from_millis(2_000)).await;
@@ -441,8 +441,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(*lock(&provisioned), 2);
         // The provisioned instances come up and go idle; hours pass.
-        assert!(lock(&p).release(1, Instant::now()).is_none());
-        assert!(lock(&p).release(2, Instant::now()).is_none());
+        assert!(lock(&p).release(1, Instant::now()).stop().is_none());
+        assert!(lock(&p).release(2, Instant::now()).stop().is_none());
         wake.notify_one();
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert_eq!(lock(&p).idle_count(), 2);
