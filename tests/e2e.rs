@@ -893,6 +893,17 @@ async fn metrics_follow_prometheus_conventions() {
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // The live heap, counted by the binary's allocator: the platform holds
+    // megabytes (its tables, rings, runtime), not nothing.
+    let heap: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("virga_heap_live_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no virga_heap_live_bytes in\n{text}"));
+    assert!(
+        (100_000.0..1e9).contains(&heap),
+        "implausible live heap {heap}"
+    );
     assert!(!text.contains("_ms"), "units are seconds:\n{text}");
     assert!(
         !text.contains("quantile="),

@@ -19,9 +19,12 @@ mod worker;
 /// `malloc_trim` (for the C and C++ libraries, which keep glibc's heap).
 /// Transparent huge pages are off for virga's own processes
 /// (`HUGE_PAGES_OFF`), or mimalloc's up-front commits would cost each of
-/// them megabytes of resident memory.
+/// them megabytes of resident memory. `Counted` keeps the live heap's size
+/// (`virga_heap_live_bytes`): what a leak would grow, which RSS does not
+/// tell apart from pages the allocator keeps.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: virga_platform::heap::Counted<mimalloc::MiMalloc> =
+    virga_platform::heap::Counted::new(mimalloc::MiMalloc);
 
 /// Turns transparent huge pages off (`sandbox::set_huge_pages`) before
 /// anything allocates: an `.init_array` entry of priority 100 runs before
@@ -312,6 +315,7 @@ fn init_tracing(default: &str) {
 
 fn main() -> std::process::ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    ALLOC.enable();
     // Every cold start runs `virga worker`: skip building the whole
     // command line's parser for it.
     let mut args = std::env::args_os().skip(1);

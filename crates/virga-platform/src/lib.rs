@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod code;
 pub mod events;
 pub mod gateway;
+pub mod heap;
 pub mod instance;
 pub mod logs;
 pub mod meter;

@@ -87,6 +87,11 @@ fn describe() {
         "Function revisions held in memory: each deployed one, and retired ones until their last invocation and instance are done."
     );
     describe_gauge!(
+        "virga_heap_live_bytes",
+        Unit::Bytes,
+        "Bytes the platform process has allocated and not freed (its live heap; RSS adds the pages its allocator keeps). Only the `virga` binary counts them."
+    );
+    describe_gauge!(
         "virga_waiting_requests",
         "Synchronous requests queued for an instance, by function."
     );

@@ -177,6 +177,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .set(f.queued as f64);
     }
     metrics::gauge!("virga_function_revisions").set(state.scheduler.revisions() as f64);
+    if let Some(bytes) = crate::heap::live_bytes() {
+        metrics::gauge!("virga_heap_live_bytes").set(bytes as f64);
+    }
     if let Ok(depths) = state.events.async_depths().await {
         for d in depths {
             for (s, n) in [
