@@ -895,10 +895,7 @@ async fn metrics_follow_prometheus_conventions() {
     }
     // The live heap, counted by the binary's allocator: the platform holds
     // megabytes (its tables, rings, runtime), not nothing.
-    let heap: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("virga_heap_live_bytes "))
-        .and_then(|v| v.trim().parse().ok())
+    let heap = common::gauge(&text, "virga_heap_live_bytes")
         .unwrap_or_else(|| panic!("no virga_heap_live_bytes in\n{text}"));
     assert!(
         (100_000.0..1e9).contains(&heap),

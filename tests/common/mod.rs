@@ -556,6 +556,14 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// A gauge without labels from Prometheus text (`/metrics`).
+pub fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Open descriptors of process `pid`.
 pub fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -454,19 +454,13 @@ async fn scale_to_zero_and_read(s: &Server) -> Usage {
     Usage {
         log_kb: log_bytes as u64 / 1024,
         arena_kb: arena_kb(s.pid()),
-        live_kb: gauge(&metrics, "virga_heap_live_bytes").map_or(u64::MAX, |v| v as u64 / 1024),
+        live_kb: common::gauge(&metrics, "virga_heap_live_bytes")
+            .map_or(u64::MAX, |v| v as u64 / 1024),
         // Unread counts as a leak: the verdict must not pass blind.
-        revisions: gauge(&metrics, "virga_function_revisions").map_or(usize::MAX, |v| v as usize),
+        revisions: common::gauge(&metrics, "virga_function_revisions")
+            .map_or(usize::MAX, |v| v as usize),
         ..usage(s.pid())
     }
-}
-
-/// A gauge without labels from the Prometheus text `metrics`.
-fn gauge(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// What is left after scaling to zero: the processes, the cgroup

@@ -43,13 +43,19 @@ thread_local! {
 #[inline]
 fn count(delta: isize) {
     match MINE.try_with(Cell::get) {
-        // Only this thread writes its slot; readers sum with loads.
-        Ok(Some(slot)) => slot.store(
-            slot.load(Ordering::Relaxed).wrapping_add(delta),
-            Ordering::Relaxed,
-        ),
+        Ok(Some(slot)) => add_own(slot, delta),
         _ => count_first(delta),
     }
+}
+
+/// Only this thread writes its slot, so a load and a store add; readers
+/// sum with loads.
+#[inline]
+fn add_own(slot: &AtomicIsize, delta: isize) {
+    slot.store(
+        slot.load(Ordering::Relaxed).wrapping_add(delta),
+        Ordering::Relaxed,
+    );
 }
 
 /// A thread's first count takes a slot; a thread past the slots, or one
@@ -66,10 +72,7 @@ fn count_first(delta: isize) {
         .ok()
         .flatten();
     match own {
-        Some(slot) => slot.store(
-            slot.load(Ordering::Relaxed).wrapping_add(delta),
-            Ordering::Relaxed,
-        ),
+        Some(slot) => add_own(slot, delta),
         None => {
             SHARED.0.fetch_add(delta, Ordering::Relaxed);
         }
@@ -77,7 +80,7 @@ fn count_first(delta: isize) {
 }
 
 /// An allocator that counts the bytes `A` has handed out and not had back.
-pub struct Counted<A>(pub A);
+pub struct Counted<A>(A);
 
 // SAFETY: every call is passed to `A` unchanged; the counting beside it
 // neither allocates nor touches the memory.
