@@ -49,28 +49,21 @@ use support::{closed_loop, env_num, median};
 const PING: &[u8] = b"{\"ping\":1}";
 const CONCURRENCY: usize = 64;
 
-fn noop(name: &str, max_concurrency: u32) -> String {
+/// The no-op function's manifest: `program` (`virga-worker`, or the
+/// official client's peer by path) answers each event with itself.
+fn noop(name: &str, program: &str, max_concurrency: u32) -> String {
+    // A JSON string is a TOML basic string.
+    let program = serde_json::to_string(program).unwrap();
     format!(
-        "name = \"{name}\"\nruntime = \"command\"\ncommand = [\"virga-worker\"]\nhandler = \"echo\"\n\
+        "name = \"{name}\"\nruntime = \"command\"\ncommand = [{program}]\nhandler = \"echo\"\n\
          memory_mb = 1769\ntimeout_ms = 3000\nmax_concurrency = {max_concurrency}\nmax_queue = 1000\n\
          keep_alive_ms = 600000\n"
     )
 }
 
-/// The same no-op with an official runtime client: the function's
-/// manifest, running `program`.
-fn official(name: &str, program: &std::path::Path) -> String {
-    format!(
-        "name = \"{name}\"\nruntime = \"command\"\ncommand = [{:?}]\n\
-         memory_mb = 1769\ntimeout_ms = 3000\nmax_concurrency = 2\nmax_queue = 1000\n\
-         keep_alive_ms = 600000\n",
-        program.display().to_string()
-    )
-}
-
 /// Builds the `lambda_runtime` peer (a no-op, fetched dependencies pinned by
 /// its lock file) into target/peers/lambda-noop; its program.
-fn official_noop() -> std::path::PathBuf {
+fn official_noop() -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = root.join("target/peers/lambda-noop");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -92,7 +85,8 @@ fn official_noop() -> std::path::PathBuf {
         status.success(),
         "bench/peers/lambda-noop did not build: {status}"
     );
-    target.join("release/lambda-noop").canonicalize().unwrap()
+    let program = target.join("release/lambda-noop").canonicalize().unwrap();
+    program.to_str().expect("a UTF-8 path").to_string()
 }
 
 /// CPU seconds (user + system, every thread) process `pid` has used.
@@ -200,9 +194,9 @@ fn main() {
             // host's budget.
             &["--max-memory-mb", "200000000"],
             &[
-                ("noop2", noop("noop2", 2)),
-                ("noop64", noop("noop64", 64)),
-                ("official2", official("official2", &official_program)),
+                ("noop2", noop("noop2", "virga-worker", 2)),
+                ("noop64", noop("noop64", "virga-worker", 64)),
+                ("official2", noop("official2", &official_program, 2)),
             ],
         )
         .await;
@@ -213,7 +207,7 @@ fn main() {
             &common::virga_bin(),
             &[("RUST_LOG", &level)],
             &["--max-memory-mb", "200000000", "--threads", "1"],
-            &[("noop2", noop("noop2", 2))],
+            &[("noop2", noop("noop2", "virga-worker", 2))],
         )
         .await;
         let bare = support::bare_axum().await;
